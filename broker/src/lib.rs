@@ -1,0 +1,13 @@
+//! The extauth broker: the server that links users' OAuth providers, keeps their tokens, and
+//! serves them to workspaces; and its operator commands (`config check`, …).
+//!
+//! The binary (`src/main.rs`) only calls [`cli::main`]; everything it does lives here so tests
+//! can drive it. Provider configuration itself (parsing, defaults, validation) is not here but
+//! in `extauth-providers`, which this crate only presents.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod cli;
+pub mod config_check;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    extauth_broker::cli::main()
+}
