@@ -134,7 +134,11 @@ pub fn run(vars: Vec<(String, String)>, access_url: &str, args: &CheckArgs) -> O
     }
     let access = access.ok();
 
-    let matched = match args.match_url.as_deref().map(|url| providers.match_url(url)) {
+    let matched = match args
+        .match_url
+        .as_deref()
+        .map(|url| providers.match_url(url))
+    {
         None => None,
         Some(Ok(m)) => Some(MatchReport {
             url: m.normalized,
@@ -177,7 +181,11 @@ fn provider_report<'a>(p: &'a ProviderConfig, access: Option<&AccessUrl>) -> Pro
         provider_type: p.provider_type.as_str(),
         display_name: &p.display_name,
         client_id: &p.client_id,
-        client_secret: if p.client_secret.is_some() { "set" } else { "unset" },
+        client_secret: if p.client_secret.is_some() {
+            "set"
+        } else {
+            "unset"
+        },
         auth_url: p.auth_url.as_str(),
         token_url: p.token_url.as_str(),
         validate_url: p.validate_url.as_ref().map(url::Url::as_str),
@@ -219,14 +227,28 @@ fn text(report: &Report<'_>, providers: &Providers, status: u8) -> Outcome {
             field("client secret", p.client_secret);
             field("auth URL", p.auth_url);
             field("token URL", p.token_url);
-            field("validate URL", p.validate_url.unwrap_or("(none: tokens are trusted until they expire)"));
+            field(
+                "validate URL",
+                p.validate_url
+                    .unwrap_or("(none: tokens are trusted until they expire)"),
+            );
             field("revoke URL", p.revoke_url.unwrap_or("(none)"));
             if p.device_flow || p.device_code_url.is_some() {
                 field("device code URL", p.device_code_url.unwrap_or("(none)"));
             }
             field("device flow", yes_no(p.device_flow));
-            field("refresh", if p.no_refresh { "never (NO_REFRESH)" } else { "yes" });
-            field("regex", p.regex.unwrap_or("(none: never chosen for git URLs)"));
+            field(
+                "refresh",
+                if p.no_refresh {
+                    "never (NO_REFRESH)"
+                } else {
+                    "yes"
+                },
+            );
+            field(
+                "regex",
+                p.regex.unwrap_or("(none: never chosen for git URLs)"),
+            );
             field("scopes", &p.scopes.join(" "));
             if !p.extra_token_keys.is_empty() {
                 field("extra token keys", &p.extra_token_keys.join(" "));

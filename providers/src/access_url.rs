@@ -79,7 +79,10 @@ mod tests {
             ("https://x.example.com", "https://x.example.com/a/b"),
             ("https://x.example.com/", "https://x.example.com/a/b"),
             ("https://x.example.com/pre", "https://x.example.com/pre/a/b"),
-            ("https://x.example.com/pre/", "https://x.example.com/pre/a/b"),
+            (
+                "https://x.example.com/pre/",
+                "https://x.example.com/pre/a/b",
+            ),
             ("http://127.0.0.1:3000", "http://127.0.0.1:3000/a/b"),
         ] {
             let url = AccessUrl::parse(input).unwrap();

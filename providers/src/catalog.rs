@@ -461,7 +461,10 @@ mod tests {
     #[test]
     fn type_names_normalise_once() {
         assert_eq!(ProviderType::parse(" GitHub "), ProviderType::Github);
-        assert_eq!(ProviderType::parse("BITBUCKET"), ProviderType::BitbucketCloud);
+        assert_eq!(
+            ProviderType::parse("BITBUCKET"),
+            ProviderType::BitbucketCloud
+        );
         assert_eq!(ProviderType::parse("bitbucket").as_str(), "bitbucket-cloud");
         assert_eq!(
             ProviderType::parse("My-OIDC"),

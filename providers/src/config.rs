@@ -355,10 +355,10 @@ fn resolve(
             hint: generic_hint(Setting::AuthUrl),
         });
     }
+    // Other types derive TOKEN_URL, and a missing AUTH_URL or CLIENT_ID is already reported.
     if token_url.is_none()
         && raw.get(Setting::TokenUrl).is_none()
-        && (matches!(kind, ProviderType::Generic(_)) || kind == ProviderType::Jfrog)
-        && !auth_url_invalid
+        && matches!(kind, ProviderType::Generic(_))
     {
         errors.push(ConfigError::UrlRequired {
             variable: var(Setting::TokenUrl),
@@ -368,7 +368,10 @@ fn resolve(
         });
     }
 
-    let regex_source = raw.get(Setting::Regex).map(str::to_owned).or(defaults.regex);
+    let regex_source = raw
+        .get(Setting::Regex)
+        .map(str::to_owned)
+        .or(defaults.regex);
     let regex = regex_source.and_then(|source| match Regex::new(&source) {
         Ok(regex) => Some(regex),
         Err(error) => {
@@ -453,24 +456,24 @@ fn resolve(
     let api_base_url = api_base_url.or(defaults.api_base_url);
     Some(ProviderConfig {
         source: raw.source,
-            id,
-            provider_type: kind,
-            client_id,
-            client_secret,
-            auth_url,
-            token_url,
-            validate_url,
-            revoke_url,
-            device_code_url,
-            regex,
-            scopes,
-            extra_token_keys,
-            device_flow,
-            no_refresh,
-            app_install_url,
-            app_installations_url,
-            display_name,
-            display_icon,
+        id,
+        provider_type: kind,
+        client_id,
+        client_secret,
+        auth_url,
+        token_url,
+        validate_url,
+        revoke_url,
+        device_code_url,
+        regex,
+        scopes,
+        extra_token_keys,
+        device_flow,
+        no_refresh,
+        app_install_url,
+        app_installations_url,
+        display_name,
+        display_icon,
         pkce,
         api_base_url,
     })
@@ -514,7 +517,8 @@ fn similar_known_type(kind: &ProviderType) -> Option<&'static str> {
         .map(|known| {
             let squashed = name.replace(['_', ' ', '.'], "-");
             let distance = env::levenshtein(&squashed, known);
-            let contains = name.len() >= 4 && (squashed.contains(known) || known.contains(&squashed));
+            let contains =
+                name.len() >= 4 && (squashed.contains(known) || known.contains(&squashed));
             (if contains { 0 } else { distance }, known)
         })
         .filter(|(distance, _)| *distance <= 2)
@@ -528,10 +532,27 @@ mod tests {
 
     #[test]
     fn ids() {
-        for ok in ["github", "primary-github", "GitHub", "a", "a1-b2-c3", &"x".repeat(32)] {
+        for ok in [
+            "github",
+            "primary-github",
+            "GitHub",
+            "a",
+            "a1-b2-c3",
+            &"x".repeat(32),
+        ] {
             assert!(ProviderId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "a--b", "a_b", "a b", "a/b", "ä", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a--b",
+            "a_b",
+            "a b",
+            "a/b",
+            "ä",
+            &"x".repeat(33),
+        ] {
             assert!(ProviderId::parse(bad).is_err(), "{bad}");
         }
     }

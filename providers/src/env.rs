@@ -183,10 +183,7 @@ impl RawProvider {
     }
 
     pub fn deprecated_settings(&self) -> impl Iterator<Item = Setting> + '_ {
-        self.values
-            .keys()
-            .copied()
-            .filter(|s| s.is_deprecated())
+        self.values.keys().copied().filter(|s| s.is_deprecated())
     }
 }
 
@@ -336,17 +333,24 @@ pub(crate) fn parse_bool(value: &str) -> Option<bool> {
 /// Edit distance, for "did you mean" suggestions. Inputs are short keys.
 pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
+    // `row[j]` is the distance between the part of `a` read so far and `b[..j]`.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
-        current[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        let mut diagonal = i;
+        let mut left = i + 1;
+        let mut next = Vec::with_capacity(row.len());
+        next.push(left);
+        for (cb, &up) in b.iter().zip(row.iter().skip(1)) {
+            let value = (diagonal + usize::from(ca != *cb))
+                .min(up + 1)
+                .min(left + 1);
+            next.push(value);
+            diagonal = up;
+            left = value;
         }
-        std::mem::swap(&mut previous, &mut current);
+        row = next;
     }
-    previous[b.len()]
+    row.last().copied().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use crate::env::IndexProblem;
 #[non_exhaustive]
 #[allow(missing_docs)] // The variants' fields are self-describing; the messages are the docs.
 pub enum ConfigError {
-    #[error("{variable}: not a provider setting; name it {prefix}<N>_<KEY>, e.g. {prefix}0_CLIENT_ID")]
+    #[error(
+        "{variable}: not a provider setting; name it {prefix}<N>_<KEY>, e.g. {prefix}0_CLIENT_ID"
+    )]
     InvalidName {
         variable: String,
         prefix: &'static str,
@@ -51,7 +53,9 @@ pub enum ConfigError {
         reason: &'static str,
         from_type: bool,
     },
-    #[error("{variable}: {id:?} is reserved because it clashes with a page of the broker; choose another ID")]
+    #[error(
+        "{variable}: {id:?} is reserved because it clashes with a page of the broker; choose another ID"
+    )]
     ReservedId { variable: String, id: String },
     #[error("{variable}: provider ID {id:?} is already used by {first}; {}", duplicate_fix(.variable, *.from_type))]
     DuplicateId {
@@ -60,9 +64,13 @@ pub enum ConfigError {
         first: String,
         from_type: bool,
     },
-    #[error("{variable}: required; set it to the client ID of the OAuth application registered with the provider")]
+    #[error(
+        "{variable}: required; set it to the client ID of the OAuth application registered with the provider"
+    )]
     MissingClientId { variable: String },
-    #[error("{variable}: invalid regular expression ({error}); fix the pattern, e.g. ^(https?://)?github\\.com(/.*)?$")]
+    #[error(
+        "{variable}: invalid regular expression ({error}); fix the pattern, e.g. ^(https?://)?github\\.com(/.*)?$"
+    )]
     InvalidRegex { variable: String, error: String },
     #[error(
         "{variable}: required because DEVICE_FLOW is true; set it to the provider's device authorization endpoint, or set DEVICE_FLOW=false"
@@ -75,7 +83,9 @@ pub enum ConfigError {
         example: String,
         hint: Option<String>,
     },
-    #[error("{variable}: {value:?} is not a valid URL ({reason}); use an absolute http:// or https:// URL")]
+    #[error(
+        "{variable}: {value:?} is not a valid URL ({reason}); use an absolute http:// or https:// URL"
+    )]
     InvalidUrl {
         variable: String,
         value: String,
@@ -85,9 +95,13 @@ pub enum ConfigError {
         "{variable}: {value:?} is not an Entra ID v1 authorize URL; use https://login.microsoftonline.com/<tenant-id>/oauth2/authorize"
     )]
     EntraAuthUrl { variable: String, value: String },
-    #[error("{variable}: {value:?} is not a supported PKCE method; use S256, or none to turn PKCE off")]
+    #[error(
+        "{variable}: {value:?} is not a supported PKCE method; use S256, or none to turn PKCE off"
+    )]
     InvalidPkce { variable: String, value: String },
-    #[error("{variable}: {value:?} is not a usable access URL ({reason}); set it to the broker's public base URL, e.g. https://extauth.example.com")]
+    #[error(
+        "{variable}: {value:?} is not a usable access URL ({reason}); set it to the broker's public base URL, e.g. https://extauth.example.com"
+    )]
     InvalidAccessUrl {
         variable: String,
         value: String,
@@ -153,7 +167,9 @@ fn unknown_fix(suggestion: Option<&str>) -> String {
 
 fn duplicate_fix(variable: &str, from_type: bool) -> String {
     if from_type {
-        format!("the ID defaults to TYPE, so set {variable} to a unique ID for each provider of this type")
+        format!(
+            "the ID defaults to TYPE, so set {variable} to a unique ID for each provider of this type"
+        )
     } else {
         format!("set {variable} to an ID no other provider uses")
     }

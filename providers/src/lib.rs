@@ -15,7 +15,12 @@
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 mod access_url;
@@ -29,8 +34,8 @@ pub mod wire;
 
 pub use access_url::{AccessUrl, AccessUrlError};
 pub use catalog::{GitUsername, PkceMethod, ProviderType};
-pub use env::IndexProblem;
 pub use config::{ProviderConfig, ProviderId, Providers};
+pub use env::IndexProblem;
 pub use env::{LEGACY_PREFIX, PREFIX, Setting, Source};
 pub use error::{ConfigError, ConfigErrors, ConfigWarning};
 pub use matching::{MatchError, UrlMatch, normalize_git_url};

@@ -24,7 +24,9 @@ pub struct UrlMatch<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MatchError {
     /// Not parseable as a URL (the input is not echoed: it may hold credentials).
-    #[error("not a URL ({0}); give an http(s) repository URL such as https://github.com/org/repo.git")]
+    #[error(
+        "not a URL ({0}); give an http(s) repository URL such as https://github.com/org/repo.git"
+    )]
     NotAUrl(String),
     /// A URL whose scheme git would not ask a credential helper about.
     #[error(
@@ -88,9 +90,18 @@ mod tests {
         for (input, expected) in [
             ("https://github.com", "https://github.com"),
             ("https://github.com/", "https://github.com"),
-            ("https://user@github.com/org/repo.git", "https://github.com/org/repo.git"),
-            ("https://user:pw@github.com/org/repo?x=1#f", "https://github.com/org/repo"),
-            ("http://GitLab.Example.com:8443/g/p", "http://gitlab.example.com:8443/g/p"),
+            (
+                "https://user@github.com/org/repo.git",
+                "https://github.com/org/repo.git",
+            ),
+            (
+                "https://user:pw@github.com/org/repo?x=1#f",
+                "https://github.com/org/repo",
+            ),
+            (
+                "http://GitLab.Example.com:8443/g/p",
+                "http://gitlab.example.com:8443/g/p",
+            ),
             ("https://github.com:443/o/r", "https://github.com/o/r"),
             ("github.com/org/repo", "https://github.com/org/repo"),
             ("  https://github.com  ", "https://github.com"),
@@ -105,7 +116,10 @@ mod tests {
             normalize_git_url("ssh://git@github.com/o/r"),
             Err(MatchError::UnsupportedScheme("ssh".to_owned()))
         );
-        assert!(matches!(normalize_git_url("https://"), Err(MatchError::NotAUrl(_))));
+        assert!(matches!(
+            normalize_git_url("https://"),
+            Err(MatchError::NotAUrl(_))
+        ));
         let err = normalize_git_url("https://user:s3cret@[bad").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
     }

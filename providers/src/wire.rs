@@ -94,7 +94,10 @@ impl std::fmt::Debug for ExternalAuthResponse {
         // The username is the token itself for most types, so it is redacted like one.
         f.debug_struct("ExternalAuthResponse")
             .field("access_token", &self.access_token)
-            .field("token_extra_keys", &self.token_extra.keys().collect::<Vec<_>>())
+            .field(
+                "token_extra_keys",
+                &self.token_extra.keys().collect::<Vec<_>>(),
+            )
             .field("url", &self.url)
             .field("type", &self.provider_type)
             .field("expires_at", &self.expires_at)
@@ -253,10 +256,14 @@ mod tests {
         let minimal: ExternalAuthResponse =
             serde_json::from_value(json!({"url": "https://x/external-auth/gh"})).unwrap();
         assert!(!minimal.is_linked());
-        let with_offset: ExternalAuthResponse =
-            serde_json::from_value(json!({"access_token": "t", "expires_at": "2026-06-01T17:04:05+02:00"}))
-                .unwrap();
-        assert_eq!(with_offset.expires_at, Some(datetime!(2026-06-01 15:04:05 UTC)));
+        let with_offset: ExternalAuthResponse = serde_json::from_value(
+            json!({"access_token": "t", "expires_at": "2026-06-01T17:04:05+02:00"}),
+        )
+        .unwrap();
+        assert_eq!(
+            with_offset.expires_at,
+            Some(datetime!(2026-06-01 15:04:05 UTC))
+        );
     }
 
     #[test]

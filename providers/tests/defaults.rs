@@ -1,6 +1,8 @@
 //! Per-type defaults, cloud and self-hosted, resolved from environment-shaped input.
 
-use extauth_providers::{AccessUrl, GitUsername, PkceMethod, ProviderConfig, ProviderType, Providers};
+use extauth_providers::{
+    AccessUrl, GitUsername, PkceMethod, ProviderConfig, ProviderType, Providers,
+};
 
 fn load(vars: &[(&str, &str)]) -> Providers {
     Providers::from_vars(vars.iter().copied()).unwrap_or_else(|e| panic!("{e}"))
@@ -40,7 +42,11 @@ fn check(
 
 #[test]
 fn github_cloud() {
-    let p = one(&[("TYPE", "github"), ("CLIENT_ID", "Iv1.abc"), ("CLIENT_SECRET", "s")]);
+    let p = one(&[
+        ("TYPE", "github"),
+        ("CLIENT_ID", "Iv1.abc"),
+        ("CLIENT_SECRET", "s"),
+    ]);
     assert_eq!(p.id.as_str(), "github");
     assert_eq!(p.provider_type, ProviderType::Github);
     check(
@@ -52,8 +58,14 @@ fn github_cloud() {
         Some(r"^(https?://)?github\.com(/.*)?$"),
     );
     assert_eq!(p.scopes, ["repo", "workflow"]);
-    assert_eq!(url(&p.device_code_url), Some("https://github.com/login/device/code"));
-    assert_eq!(url(&p.app_installations_url), Some("https://api.github.com/user/installations"));
+    assert_eq!(
+        url(&p.device_code_url),
+        Some("https://github.com/login/device/code")
+    );
+    assert_eq!(
+        url(&p.app_installations_url),
+        Some("https://api.github.com/user/installations")
+    );
     assert_eq!(url(&p.api_base_url), Some("https://api.github.com/"));
     assert_eq!(p.pkce, PkceMethod::S256);
     assert_eq!(p.display_name, "GitHub");
@@ -79,12 +91,19 @@ fn github_enterprise_server_is_derived_from_auth_url() {
         Some(r"^(https?://)?ghe\.example\.com(/.*)?$"),
     );
     assert_eq!(url(&p.api_base_url), Some("https://ghe.example.com/api/v3"));
-    assert_eq!(url(&p.device_code_url), Some("https://ghe.example.com/login/device/code"));
+    assert_eq!(
+        url(&p.device_code_url),
+        Some("https://ghe.example.com/login/device/code")
+    );
 }
 
 #[test]
 fn gitlab_cloud() {
-    let p = one(&[("TYPE", "gitlab"), ("CLIENT_ID", "c"), ("CLIENT_SECRET", "s")]);
+    let p = one(&[
+        ("TYPE", "gitlab"),
+        ("CLIENT_ID", "c"),
+        ("CLIENT_SECRET", "s"),
+    ]);
     check(
         &p,
         "https://gitlab.com/oauth/authorize",
@@ -103,7 +122,10 @@ fn gitlab_cloud() {
         ("CLIENT_ID", "c"),
         ("AUTH_URL", "https://gitlab.com/oauth/authorize"),
     ]);
-    assert_eq!(explicit.token_url.as_str(), "https://gitlab.com/oauth/token");
+    assert_eq!(
+        explicit.token_url.as_str(),
+        "https://gitlab.com/oauth/token"
+    );
 }
 
 #[test]
@@ -111,7 +133,10 @@ fn gitlab_self_managed_derives_everything_from_auth_url_host() {
     let p = one(&[
         ("TYPE", "gitlab"),
         ("CLIENT_ID", "c"),
-        ("AUTH_URL", "https://gitlab.example.com:8443/oauth/authorize"),
+        (
+            "AUTH_URL",
+            "https://gitlab.example.com:8443/oauth/authorize",
+        ),
     ]);
     check(
         &p,
@@ -121,7 +146,10 @@ fn gitlab_self_managed_derives_everything_from_auth_url_host() {
         Some("https://gitlab.example.com:8443/oauth/revoke"),
         Some(r"^(https?://)?gitlab\.example\.com:8443(/.*)?$"),
     );
-    assert_eq!(url(&p.api_base_url), Some("https://gitlab.example.com:8443/api/v4"));
+    assert_eq!(
+        url(&p.api_base_url),
+        Some("https://gitlab.example.com:8443/api/v4")
+    );
 
     // Under a path prefix, the prefix is kept (Coder drops it).
     let prefixed = one(&[
@@ -129,8 +157,14 @@ fn gitlab_self_managed_derives_everything_from_auth_url_host() {
         ("CLIENT_ID", "c"),
         ("AUTH_URL", "https://example.com/gitlab/oauth/authorize"),
     ]);
-    assert_eq!(prefixed.token_url.as_str(), "https://example.com/gitlab/oauth/token");
-    assert_eq!(url(&prefixed.api_base_url), Some("https://example.com/gitlab/api/v4"));
+    assert_eq!(
+        prefixed.token_url.as_str(),
+        "https://example.com/gitlab/oauth/token"
+    );
+    assert_eq!(
+        url(&prefixed.api_base_url),
+        Some("https://example.com/gitlab/api/v4")
+    );
 
     // Only the instance's address: the authorize URL is derived too, with a warning.
     let providers = load(&[
@@ -140,10 +174,19 @@ fn gitlab_self_managed_derives_everything_from_auth_url_host() {
         ("CODER_EXTERNAL_AUTH_0_AUTH_URL", "https://git.example.com"),
     ]);
     let p = providers.get("gitlab").unwrap();
-    assert_eq!(p.auth_url.as_str(), "https://git.example.com/oauth/authorize");
     assert_eq!(
-        providers.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
-        ["CODER_EXTERNAL_AUTH_0_AUTH_URL: https://git.example.com/ has no path, so it is taken as the instance's base URL; the authorize URL is https://git.example.com/oauth/authorize"]
+        p.auth_url.as_str(),
+        "https://git.example.com/oauth/authorize"
+    );
+    assert_eq!(
+        providers
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "CODER_EXTERNAL_AUTH_0_AUTH_URL: https://git.example.com/ has no path, so it is taken as the instance's base URL; the authorize URL is https://git.example.com/oauth/authorize"
+        ]
     );
 }
 
@@ -174,7 +217,10 @@ fn bitbucket_server_is_derived_from_auth_url() {
     let p = one(&[
         ("TYPE", "bitbucket-server"),
         ("CLIENT_ID", "c"),
-        ("AUTH_URL", "https://bb.example.com/rest/oauth2/latest/authorize"),
+        (
+            "AUTH_URL",
+            "https://bb.example.com/rest/oauth2/latest/authorize",
+        ),
     ]);
     check(
         &p,
@@ -192,7 +238,11 @@ fn bitbucket_server_is_derived_from_auth_url() {
 
 #[test]
 fn azure_devops() {
-    let p = one(&[("TYPE", "azure-devops"), ("CLIENT_ID", "c"), ("CLIENT_SECRET", "assertion")]);
+    let p = one(&[
+        ("TYPE", "azure-devops"),
+        ("CLIENT_ID", "c"),
+        ("CLIENT_SECRET", "assertion"),
+    ]);
     check(
         &p,
         "https://app.vssps.visualstudio.com/oauth2/authorize",
@@ -211,7 +261,10 @@ fn azure_devops_entra_token_url_has_the_tenant() {
     let p = one(&[
         ("TYPE", "azure-devops-entra"),
         ("CLIENT_ID", "c"),
-        ("AUTH_URL", "https://login.microsoftonline.com/f00-ba4/oauth2/authorize"),
+        (
+            "AUTH_URL",
+            "https://login.microsoftonline.com/f00-ba4/oauth2/authorize",
+        ),
     ]);
     check(
         &p,
@@ -237,7 +290,10 @@ fn gitea_cloud_and_self_hosted() {
         Some(r"^(https?://)?gitea\.com(/.*)?$"),
     );
     // No leading space in any scope (Coder's default has " write:repository").
-    assert_eq!(cloud.scopes, ["read:repository", "write:repository", "read:user"]);
+    assert_eq!(
+        cloud.scopes,
+        ["read:repository", "write:repository", "read:user"]
+    );
     assert_eq!(url(&cloud.api_base_url), Some("https://gitea.com/api/v1"));
 
     let own = one(&[
@@ -254,7 +310,10 @@ fn gitea_cloud_and_self_hosted() {
         Some(r"^(https?://)?code\.example\.com(/.*)?$"),
     );
     // The API base follows the instance (Coder keeps gitea.com).
-    assert_eq!(url(&own.api_base_url), Some("https://code.example.com/api/v1"));
+    assert_eq!(
+        url(&own.api_base_url),
+        Some("https://code.example.com/api/v1")
+    );
 }
 
 #[test]
@@ -301,7 +360,10 @@ fn generic_provider_gets_global_defaults_only() {
         ("TOKEN_URL", "https://kc.example.com/token"),
     ]);
     assert_eq!(p.id.as_str(), "Keycloak", "ID defaults to TYPE as written");
-    assert_eq!(p.provider_type, ProviderType::Generic("keycloak".to_owned()));
+    assert_eq!(
+        p.provider_type,
+        ProviderType::Generic("keycloak".to_owned())
+    );
     assert_eq!(p.display_name, "Keycloak");
     assert_eq!(p.display_icon, "/emojis/1f511.png");
     assert_eq!(p.pkce, PkceMethod::S256);
@@ -315,7 +377,10 @@ fn type_is_case_insensitive() {
     let p = one(&[("TYPE", "GitHub"), ("CLIENT_ID", "c")]);
     assert_eq!(p.provider_type, ProviderType::Github);
     assert_eq!(p.id.as_str(), "GitHub");
-    assert_eq!(url(&p.revoke_url), Some("https://api.github.com/applications/c/grant"));
+    assert_eq!(
+        url(&p.revoke_url),
+        Some("https://api.github.com/applications/c/grant")
+    );
 }
 
 #[test]
@@ -335,7 +400,10 @@ fn explicit_settings_override_defaults() {
         ("DEVICE_FLOW", "TRUE"),
         ("DEVICE_CODE_URL", "https://github.com/login/device/code"),
         ("NO_REFRESH", "1"),
-        ("APP_INSTALL_URL", "https://github.com/apps/x/installations/new"),
+        (
+            "APP_INSTALL_URL",
+            "https://github.com/apps/x/installations/new",
+        ),
         ("DISPLAY_NAME", "GitHub (my-org)"),
         ("DISPLAY_ICON", "https://cdn.example.com/gh.svg"),
         ("PKCE_METHODS", "none"),
@@ -357,25 +425,50 @@ fn explicit_settings_override_defaults() {
     assert_eq!(p.display_name, "GitHub (my-org)");
     assert_eq!(p.display_icon, "https://cdn.example.com/gh.svg");
     assert_eq!(url(&p.api_base_url), Some("https://api.example.com/"));
-    assert_eq!(url(&p.app_install_url), Some("https://github.com/apps/x/installations/new"));
+    assert_eq!(
+        url(&p.app_install_url),
+        Some("https://github.com/apps/x/installations/new")
+    );
     assert_eq!(p.client_secret.as_ref().unwrap().secret(), "s");
 }
 
 #[test]
 fn callback_url_keeps_the_access_url_path_prefix() {
-    let p = one(&[("TYPE", "github"), ("ID", "primary-github"), ("CLIENT_ID", "c")]);
+    let p = one(&[
+        ("TYPE", "github"),
+        ("ID", "primary-github"),
+        ("CLIENT_ID", "c"),
+    ]);
     for (access, callback) in [
-        ("https://coder.example.com", "https://coder.example.com/external-auth/primary-github/callback"),
-        ("https://coder.example.com/", "https://coder.example.com/external-auth/primary-github/callback"),
-        ("https://example.com/extauth", "https://example.com/extauth/external-auth/primary-github/callback"),
-        ("https://example.com/extauth/", "https://example.com/extauth/external-auth/primary-github/callback"),
-        ("http://127.0.0.1:3000", "http://127.0.0.1:3000/external-auth/primary-github/callback"),
+        (
+            "https://coder.example.com",
+            "https://coder.example.com/external-auth/primary-github/callback",
+        ),
+        (
+            "https://coder.example.com/",
+            "https://coder.example.com/external-auth/primary-github/callback",
+        ),
+        (
+            "https://example.com/extauth",
+            "https://example.com/extauth/external-auth/primary-github/callback",
+        ),
+        (
+            "https://example.com/extauth/",
+            "https://example.com/extauth/external-auth/primary-github/callback",
+        ),
+        (
+            "http://127.0.0.1:3000",
+            "http://127.0.0.1:3000/external-auth/primary-github/callback",
+        ),
     ] {
         let access = AccessUrl::parse(access).unwrap();
         assert_eq!(p.callback_url(&access).as_str(), callback);
     }
     let access = AccessUrl::parse("https://example.com/extauth").unwrap();
-    assert_eq!(p.link_url(&access).as_str(), "https://example.com/extauth/external-auth/primary-github");
+    assert_eq!(
+        p.link_url(&access).as_str(),
+        "https://example.com/extauth/external-auth/primary-github"
+    );
 }
 
 #[test]
@@ -387,7 +480,11 @@ fn mcp_settings_are_accepted_with_a_warning() {
         ("CODER_EXTERNAL_AUTH_0_MCP_URL", "https://mcp.example.com"),
     ]);
     assert_eq!(
-        providers.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        providers
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         ["CODER_EXTERNAL_AUTH_0_MCP_URL: deprecated Coder AI Bridge setting; extauth ignores it"]
     );
 }
@@ -409,7 +506,13 @@ fn near_miss_prefix_is_a_warning() {
     let providers = load(&[("CODER_EXTERNAL_AUTH0_TYPE", "github")]);
     assert!(providers.is_empty());
     assert_eq!(
-        providers.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
-        ["CODER_EXTERNAL_AUTH0_TYPE: ignored: provider settings are named CODER_EXTERNAL_AUTH_<N>_<KEY> (or CODER_GITAUTH_<N>_<KEY>)"]
+        providers
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "CODER_EXTERNAL_AUTH0_TYPE: ignored: provider settings are named CODER_EXTERNAL_AUTH_<N>_<KEY> (or CODER_GITAUTH_<N>_<KEY>)"
+        ]
     );
 }
