@@ -11,3 +11,6 @@
 
 pub mod cli;
 pub mod config_check;
+pub mod crypto;
+pub mod random;
+pub mod store;

@@ -1,0 +1,300 @@
+//! Encryption at rest: an AES-256-GCM key ring, as `CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS`.
+//!
+//! The first key encrypts; every key decrypts. Each sealed value records the id of the key that
+//! sealed it (first 7 hex digits of sha256("aes256gcm" ‖ key), Coder's digest), so start-up can
+//! refuse data sealed with a key that is not in the ring instead of failing on first use. Each
+//! value is bound to its purpose (associated data, e.g. `link:<user>:<provider>:access`), so a
+//! ciphertext copied into another row does not decrypt there.
+
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::random;
+
+/// A value sealed with a key of the ring. This is all the store ever sees of a secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// Which key sealed it.
+    pub key_id: String,
+    /// Nonce (12 bytes) followed by ciphertext and tag, base64.
+    pub data: String,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed(key {}, {} bytes)", self.key_id, self.data.len())
+    }
+}
+
+/// Problems with keys or sealed data.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// A key is not base64 of 32 bytes.
+    #[error(
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS: key number {index} is not a base64-encoded 32-byte key; generate one with `openssl rand -base64 32`"
+    )]
+    BadKey {
+        /// 1-based position in the list.
+        index: usize,
+    },
+    /// The same key appears twice.
+    #[error(
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS: key number {index} repeats an earlier key; remove it"
+    )]
+    DuplicateKey {
+        /// 1-based position in the list.
+        index: usize,
+    },
+    /// Sealed with a key that is not in the ring.
+    #[error(
+        "data is encrypted with key {key_id}, which is not in CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS"
+    )]
+    UnknownKey {
+        /// The key's id.
+        key_id: String,
+    },
+    /// Tampered, truncated, or sealed for another purpose.
+    #[error("encrypted value cannot be decrypted (corrupt, or moved from another record)")]
+    Corrupt,
+    /// Reading or writing the generated key file failed.
+    #[error("token encryption key file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+struct RingKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+/// The key ring. Keys never leave it and it is not `Serialize`.
+pub struct KeyRing {
+    keys: Vec<RingKey>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("key_ids", &self.key_ids())
+            .finish()
+    }
+}
+
+/// Coder's key digest: the first 7 hex digits of sha256("aes256gcm" ‖ key).
+pub fn key_id(key: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"aes256gcm");
+    hasher.update(key);
+    hex::encode(hasher.finalize())[..7].to_owned()
+}
+
+impl KeyRing {
+    /// Parses the comma-separated base64 keys of `CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS`.
+    pub fn parse(value: &str) -> Result<Self, CryptoError> {
+        let mut keys: Vec<RingKey> = Vec::new();
+        for (i, text) in value.split(',').map(str::trim).enumerate() {
+            let index = i + 1;
+            let bytes = STANDARD
+                .decode(text)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or(CryptoError::BadKey { index })?;
+            let id = key_id(&bytes);
+            if keys.iter().any(|k| k.id == id) {
+                return Err(CryptoError::DuplicateKey { index });
+            }
+            keys.push(RingKey {
+                id,
+                cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+            });
+        }
+        Ok(Self { keys })
+    }
+
+    /// Loads the key kept in `path`, creating it (mode 0600) with a fresh random key first when
+    /// it does not exist. Used only by the embedded store when no key is configured.
+    pub fn load_or_create_file(path: &Path) -> Result<(Self, bool), CryptoError> {
+        let io = |source| CryptoError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        };
+        let created = match std::fs::read_to_string(path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = STANDARD.encode(random::bytes::<32>());
+                write_private(path, &key).map_err(io)?;
+                true
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        Ok((Self::parse(text.trim())?, created))
+    }
+
+    /// Ids of the keys, the encrypting one first.
+    pub fn key_ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.id.as_str()).collect()
+    }
+
+    /// Whether data sealed with `key_id` can be opened.
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.keys.iter().any(|k| k.id == key_id)
+    }
+
+    /// Seals `plaintext` for `purpose` with the first key.
+    pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Sealed {
+        let Some(key) = self.keys.first() else {
+            unreachable!("a key ring always has a key: parse rejects an empty list")
+        };
+        let nonce_bytes = random::bytes::<12>();
+        let payload = Payload {
+            msg: plaintext,
+            aad: purpose.as_bytes(),
+        };
+        // Encryption with a valid key and a 12-byte nonce cannot fail.
+        let ciphertext = key
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce_bytes), payload)
+            .unwrap_or_default();
+        let mut data = nonce_bytes.to_vec();
+        data.extend_from_slice(&ciphertext);
+        Sealed {
+            key_id: key.id.clone(),
+            data: STANDARD.encode(data),
+        }
+    }
+
+    /// Opens a value sealed for `purpose`.
+    pub fn open(&self, purpose: &str, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == sealed.key_id)
+            .ok_or_else(|| CryptoError::UnknownKey {
+                key_id: sealed.key_id.clone(),
+            })?;
+        let data = STANDARD
+            .decode(&sealed.data)
+            .map_err(|_| CryptoError::Corrupt)?;
+        if data.len() < 12 + 16 {
+            return Err(CryptoError::Corrupt);
+        }
+        let (nonce, ciphertext) = data.split_at(12);
+        key.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Corrupt)
+    }
+
+    /// Opens a sealed UTF-8 string.
+    pub fn open_string(&self, purpose: &str, sealed: &Sealed) -> Result<String, CryptoError> {
+        String::from_utf8(self.open(purpose, sealed)?).map_err(|_| CryptoError::Corrupt)
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> String {
+        STANDARD.encode([byte; 32])
+    }
+
+    #[test]
+    fn round_trip_and_rotation() {
+        let old = KeyRing::parse(&key(1)).unwrap();
+        let sealed = old.seal("p", b"gho_token");
+        assert_eq!(old.open("p", &sealed).unwrap(), b"gho_token");
+        assert!(!sealed.data.contains("gho_token"));
+
+        let rotated = KeyRing::parse(&format!("{},{}", key(2), key(1))).unwrap();
+        assert_eq!(rotated.open("p", &sealed).unwrap(), b"gho_token");
+        assert_eq!(rotated.seal("p", b"x").key_id, key_id(&[2; 32]));
+
+        let new_only = KeyRing::parse(&key(2)).unwrap();
+        assert!(matches!(
+            new_only.open("p", &sealed),
+            Err(CryptoError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn purpose_binds_the_value() {
+        let ring = KeyRing::parse(&key(1)).unwrap();
+        let sealed = ring.seal("link:a:github:access", b"t");
+        assert!(matches!(
+            ring.open("link:b:github:access", &sealed),
+            Err(CryptoError::Corrupt)
+        ));
+    }
+
+    #[test]
+    fn key_digest_is_coders() {
+        // sha256("aes256gcm" ‖ 32 zero bytes), first 7 hex digits.
+        let mut h = Sha256::new();
+        h.update(b"aes256gcm");
+        h.update([0u8; 32]);
+        let expected = hex::encode(h.finalize());
+        assert_eq!(key_id(&[0; 32]), expected[..7]);
+        assert_eq!(key_id(&[0; 32]).len(), 7);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        assert_eq!(
+            KeyRing::parse("nope").unwrap_err().to_string(),
+            "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS: key number 1 is not a base64-encoded 32-byte key; generate one with `openssl rand -base64 32`"
+        );
+        assert!(matches!(
+            KeyRing::parse(&format!("{},{}", key(1), key(1))),
+            Err(CryptoError::DuplicateKey { index: 2 })
+        ));
+        assert!(KeyRing::parse(&STANDARD.encode([0u8; 16])).is_err());
+    }
+
+    #[test]
+    fn key_file_is_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token-encryption.key");
+        let (first, created) = KeyRing::load_or_create_file(&path).unwrap();
+        assert!(created);
+        let (second, created) = KeyRing::load_or_create_file(&path).unwrap();
+        assert!(!created);
+        assert_eq!(first.key_ids(), second.key_ids());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The behaviour every [`Store`] backend must have, as one function per behaviour.
+//!
+//! A backend's tests instantiate them all with [`store_conformance_tests!`](crate::store_conformance_tests),
+//! giving it a factory that makes a fresh, empty store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::Duration;
+
+use super::*;
+
+fn sealed(key_id: &str, data: &str) -> Sealed {
+    Sealed {
+        key_id: key_id.to_owned(),
+        data: data.to_owned(),
+    }
+}
+
+fn user(id: &str, username: &str) -> User {
+    User {
+        id: id.to_owned(),
+        username: username.to_owned(),
+        email: format!("{username}@example.com"),
+        name: username.to_uppercase(),
+        is_admin: false,
+        oidc: Some(OidcIdentity {
+            issuer: "https://idp.example.com/".to_owned(),
+            subject: format!("sub-{id}"),
+        }),
+        created_at: 1,
+    }
+}
+
+pub fn link(user_id: &str, provider_id: &str, refresh: Option<&str>) -> LinkRecord {
+    LinkRecord {
+        user_id: user_id.to_owned(),
+        provider_id: provider_id.to_owned(),
+        access_token: sealed("k1", &format!("access-{user_id}-{provider_id}")),
+        refresh_token: refresh.map(|r| sealed("k1", r)),
+        expires_at: Some(1_000),
+        extra: None,
+        refresh_failure: None,
+        needs_validation: false,
+        created_at: 10,
+        updated_at: 10,
+    }
+}
+
+fn token(id: &str, user_id: &str, kind: TokenKind, created_at: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.to_owned(),
+        kind,
+        user_id: user_id.to_owned(),
+        name: format!("token {id}"),
+        secret_hash: format!("hash-{id}"),
+        providers: None,
+        created_at,
+        expires_at: None,
+    }
+}
+
+pub async fn users(store: &dyn Store) {
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    let alice = user("u1", "alice");
+    store.create_user(&alice).await.unwrap();
+    store.create_user(&user("u2", "bob")).await.unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 2);
+    assert_eq!(store.user("u1").await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        store.user_by_username("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_oidc("https://idp.example.com/", "sub-u1")
+            .await
+            .unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.user("nope").await.unwrap(), None);
+    assert_eq!(store.user_by_username("carol").await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_by_oidc("https://other/", "sub-u1")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let updated = User {
+        email: "new@example.com".to_owned(),
+        is_admin: true,
+        ..alice.clone()
+    };
+    store.update_user(&updated).await.unwrap();
+    assert_eq!(store.user("u1").await.unwrap(), Some(updated));
+}
+
+pub async fn unique_users(store: &dyn Store) {
+    store.create_user(&user("u1", "alice")).await.unwrap();
+    let same_name = User {
+        oidc: None,
+        ..user("u2", "alice")
+    };
+    assert!(matches!(
+        store.create_user(&same_name).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let same_identity = User {
+        username: "alice2".to_owned(),
+        ..user("u3", "x")
+    };
+    let same_identity = User {
+        oidc: user("u1", "alice").oidc,
+        ..same_identity
+    };
+    assert!(matches!(
+        store.create_user(&same_identity).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A refused user leaves nothing behind.
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert_eq!(store.user_by_username("alice2").await.unwrap(), None);
+}
+
+pub async fn sessions(store: &dyn Store) {
+    let session = |id: &str, user_id: &str| Session {
+        id_hash: id.to_owned(),
+        user_id: user_id.to_owned(),
+        csrf: format!("csrf-{id}"),
+        created_at: 1,
+        expires_at: 2,
+    };
+    store.put_session(&session("s1", "u1")).await.unwrap();
+    store.put_session(&session("s2", "u1")).await.unwrap();
+    store.put_session(&session("s3", "u2")).await.unwrap();
+    assert_eq!(
+        store.session("s1").await.unwrap(),
+        Some(session("s1", "u1"))
+    );
+    store.delete_session("s1").await.unwrap();
+    assert_eq!(store.session("s1").await.unwrap(), None);
+    assert_eq!(store.delete_user_sessions("u1").await.unwrap(), 1);
+    assert_eq!(store.session("s2").await.unwrap(), None);
+    assert_eq!(
+        store.session("s3").await.unwrap(),
+        Some(session("s3", "u2"))
+    );
+}
+
+pub async fn tokens(store: &dyn Store) {
+    store
+        .create_token(&token("t2", "u1", TokenKind::Workspace, 2))
+        .await
+        .unwrap();
+    store
+        .create_token(&token("t1", "u1", TokenKind::Workspace, 1))
+        .await
+        .unwrap();
+    store
+        .create_token(&token("t3", "u1", TokenKind::Api, 3))
+        .await
+        .unwrap();
+    store
+        .create_token(&token("t4", "u2", TokenKind::Workspace, 4))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_token(&token("t1", "u2", TokenKind::Api, 5))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let narrowed = TokenRecord {
+        providers: Some(vec!["github".to_owned()]),
+        expires_at: Some(99),
+        ..token("t5", "u2", TokenKind::Workspace, 6)
+    };
+    store.create_token(&narrowed).await.unwrap();
+    assert_eq!(store.token("t5").await.unwrap(), Some(narrowed));
+    assert_eq!(store.token("t1").await.unwrap().unwrap().user_id, "u1");
+
+    let ids = |tokens: Vec<TokenRecord>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store
+            .tokens_of_user("u1", TokenKind::Workspace)
+            .await
+            .unwrap()),
+        ["t1", "t2"]
+    );
+    assert_eq!(
+        ids(store.tokens_of_user("u1", TokenKind::Api).await.unwrap()),
+        ["t3"]
+    );
+    assert_eq!(
+        ids(store
+            .tokens_of_user("u2", TokenKind::Workspace)
+            .await
+            .unwrap()),
+        ["t4", "t5"]
+    );
+
+    assert!(store.delete_token("t1").await.unwrap());
+    assert!(!store.delete_token("t1").await.unwrap());
+    assert_eq!(store.token("t1").await.unwrap(), None);
+}
+
+pub async fn links(store: &dyn Store) {
+    store
+        .put_link(&link("u1", "github", Some("r1")))
+        .await
+        .unwrap();
+    store.put_link(&link("u1", "gitlab", None)).await.unwrap();
+    // A user id that is a prefix of another must not see its links.
+    store.put_link(&link("u", "github", None)).await.unwrap();
+    store.put_link(&link("u10", "github", None)).await.unwrap();
+
+    assert_eq!(
+        store.link("u1", "github").await.unwrap(),
+        Some(link("u1", "github", Some("r1")))
+    );
+    assert_eq!(store.link("u2", "github").await.unwrap(), None);
+    let providers = |links: Vec<LinkRecord>| {
+        links
+            .into_iter()
+            .map(|l| format!("{}/{}", l.user_id, l.provider_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        providers(store.links_of_user("u1").await.unwrap()),
+        ["u1/github", "u1/gitlab"]
+    );
+    assert_eq!(
+        providers(store.links_of_user("u").await.unwrap()),
+        ["u/github"]
+    );
+
+    // Insert or update: a relink replaces everything, including a cached failure.
+    let failed = LinkRecord {
+        refresh_token: None,
+        refresh_failure: Some("invalid_grant".to_owned()),
+        ..link("u1", "github", None)
+    };
+    store.put_link(&failed).await.unwrap();
+    assert_eq!(store.link("u1", "github").await.unwrap(), Some(failed));
+    let relinked = link("u1", "github", Some("r2"));
+    store.put_link(&relinked).await.unwrap();
+    assert_eq!(
+        store
+            .link("u1", "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .refresh_failure,
+        None
+    );
+
+    assert_eq!(
+        store.delete_link("u1", "github").await.unwrap(),
+        Some(relinked)
+    );
+    assert_eq!(store.delete_link("u1", "github").await.unwrap(), None);
+    assert_eq!(store.link("u1", "github").await.unwrap(), None);
+}
+
+/// The optimistic check that keeps two refreshes from both being stored.
+pub async fn replace_link_if(store: &dyn Store) {
+    store
+        .put_link(&link("u1", "github", Some("r1")))
+        .await
+        .unwrap();
+    let refreshed = LinkRecord {
+        access_token: sealed("k1", "new-access"),
+        ..link("u1", "github", Some("r2"))
+    };
+    let r1 = sealed("k1", "r1");
+    assert!(store.replace_link_if(&refreshed, Some(&r1)).await.unwrap());
+    assert_eq!(
+        store.link("u1", "github").await.unwrap(),
+        Some(refreshed.clone())
+    );
+
+    // A loser of the race still holds the old refresh token: refused, nothing changes.
+    let loser = link("u1", "github", Some("r3"));
+    assert!(!store.replace_link_if(&loser, Some(&r1)).await.unwrap());
+    assert_eq!(store.link("u1", "github").await.unwrap(), Some(refreshed));
+
+    // No link at all (unlinked meanwhile): refused, not recreated.
+    assert!(
+        !store
+            .replace_link_if(&link("u2", "github", None), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.link("u2", "github").await.unwrap(), None);
+}
+
+pub async fn link_notifications(store: &dyn Store) {
+    let mut events = store.subscribe_links();
+    store
+        .put_link(&link("u1", "github", Some("r1")))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .expect("put_link notifies")
+        .unwrap();
+    assert_eq!(
+        event,
+        LinkChanged {
+            user_id: "u1".to_owned(),
+            provider_id: "github".to_owned()
+        }
+    );
+    store.delete_link("u1", "github").await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .expect("delete_link notifies")
+        .unwrap();
+    assert_eq!(event.provider_id, "github");
+}
+
+pub async fn key_ids(store: &dyn Store) {
+    assert!(store.encryption_key_ids().await.unwrap().is_empty());
+    store.put_link(&link("u1", "github", None)).await.unwrap();
+    let other = LinkRecord {
+        refresh_token: Some(sealed("k2", "r")),
+        extra: Some(sealed("k3", "{}")),
+        ..link("u2", "github", None)
+    };
+    store.put_link(&other).await.unwrap();
+    let ids: Vec<String> = store
+        .encryption_key_ids()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ids, ["k1", "k2", "k3"]);
+    store.ping().await.unwrap();
+}
+
+/// Generates one `#[tokio::test]` per conformance behaviour. `$factory` is an async expression
+/// giving `(store, guard)`: the guard (e.g. a temporary directory) lives as long as the test.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@tests $factory;
+            users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, key_ids);
+    };
+    (@tests $factory:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $factory.await;
+                $crate::store::conformance::$name(&*store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,210 @@
+//! Storage: one [`Store`] trait, one conformance suite ([`conformance`]) that every backend must
+//! pass, and the backends (`sled` now; PostgreSQL has its own issue).
+//!
+//! Records hold secrets only as [`Sealed`] ciphertext and token secrets only as hashes: a
+//! backend never sees a plaintext credential. Every write returns only once it is durable
+//! (sled: flushed), so a request is never acknowledged for data a crash would lose.
+
+pub mod conformance;
+mod sled_store;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use sled_store::SledStore;
+
+use crate::crypto::Sealed;
+
+/// A user of the broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Opaque, random.
+    pub id: String,
+    /// Unique, shown in the UI and used in admin APIs.
+    pub username: String,
+    /// From the IdP; may be empty.
+    pub email: String,
+    /// Display name; may be empty.
+    pub name: String,
+    /// Admins may mint workspace tokens for other users.
+    pub is_admin: bool,
+    /// OIDC identity (`iss`, `sub`); users are linked by it only, never by email.
+    pub oidc: Option<OidcIdentity>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An OIDC identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcIdentity {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`.
+    pub subject: String,
+}
+
+/// A browser session. The cookie holds a secret; the store keeps its hash as the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// sha256 of the cookie value, hex.
+    pub id_hash: String,
+    /// Whose session.
+    pub user_id: String,
+    /// The anti-CSRF token every state-changing form must echo.
+    pub csrf: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// What an API credential may be used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// For the CLI and automation: acts as the user.
+    Api,
+    /// What a workspace presents: fetches the user's provider tokens, possibly only some.
+    Workspace,
+}
+
+/// An API or workspace token. Only the hash of its secret is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The lookup id, the middle part of `extauth_<kind>_<id>_<secret>`.
+    pub id: String,
+    /// API or workspace.
+    pub kind: TokenKind,
+    /// Owner.
+    pub user_id: String,
+    /// Chosen by the user.
+    pub name: String,
+    /// sha256 of the secret part, hex.
+    pub secret_hash: String,
+    /// Workspace tokens only: the provider IDs it may fetch (`None` = all).
+    pub providers: Option<Vec<String>>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None` = never.
+    pub expires_at: Option<i64>,
+}
+
+/// A user's link to a provider: the provider's tokens, sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    /// Whose link.
+    pub user_id: String,
+    /// To which provider.
+    pub provider_id: String,
+    /// The access token.
+    pub access_token: Sealed,
+    /// The refresh token, if the provider gave one (and it has not been given up on).
+    pub refresh_token: Option<Sealed>,
+    /// Unix seconds; `None` = the token does not expire.
+    pub expires_at: Option<i64>,
+    /// `EXTRA_TOKEN_KEYS` fields, sealed JSON.
+    pub extra: Option<Sealed>,
+    /// Why the last refresh failed permanently (≤ 400 chars); cleared on relink.
+    pub refresh_failure: Option<String>,
+    /// A workspace reported the token rejected: validate (and refresh) before handing it out.
+    pub needs_validation: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A change of a link, sent to `listen` waiters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkChanged {
+    /// Whose link.
+    pub user_id: String,
+    /// Which provider.
+    pub provider_id: String,
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique field is taken (username, OIDC identity, token id).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The backend failed; the operation may be retried.
+    #[error("storage backend: {0}")]
+    Backend(String),
+    /// A record could not be read back.
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Result of storage operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the broker persists. Shaped for both an embedded store and PostgreSQL: no
+/// method needs a cross-record transaction the other cannot give, and change notification is
+/// part of the contract (PostgreSQL will carry it between replicas with LISTEN/NOTIFY).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user; `Conflict` if the username or OIDC identity is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    /// Updates a user's profile fields (not its id, username or identity).
+    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    /// A user by id.
+    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// A user by username.
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// A user by OIDC identity.
+    async fn user_by_oidc(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>>;
+    /// How many users exist (the first one becomes admin).
+    async fn count_users(&self) -> StoreResult<u64>;
+
+    /// Creates or replaces a session.
+    async fn put_session(&self, session: &Session) -> StoreResult<()>;
+    /// A session by the hash of its cookie.
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<Session>>;
+    /// Deletes one session.
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+    /// Deletes every session of a user; returns how many.
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
+
+    /// Creates a token; `Conflict` if its id is taken.
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    /// A token by lookup id.
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
+    /// A user's tokens of one kind, oldest first.
+    async fn tokens_of_user(&self, user_id: &str, kind: TokenKind)
+    -> StoreResult<Vec<TokenRecord>>;
+    /// Deletes a token; whether it existed.
+    async fn delete_token(&self, id: &str) -> StoreResult<bool>;
+
+    /// Inserts or replaces the link of (user, provider), and notifies waiters.
+    async fn put_link(&self, link: &LinkRecord) -> StoreResult<()>;
+    /// Replaces a link only if its refresh token is still `expected` (the optimistic check of
+    /// concurrent refreshes); whether it was replaced. Notifies waiters when it was.
+    async fn replace_link_if(
+        &self,
+        link: &LinkRecord,
+        expected_refresh: Option<&Sealed>,
+    ) -> StoreResult<bool>;
+    /// The link of (user, provider).
+    async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>>;
+    /// All links of a user, by provider id.
+    async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>>;
+    /// Deletes a link and returns it.
+    async fn delete_link(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<Option<LinkRecord>>;
+
+    /// Ids of every encryption key that sealed something still stored.
+    async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>>;
+    /// Subscribes to link changes (from this process, and from other replicas where the
+    /// backend can tell).
+    fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged>;
+    /// Whether the backend answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,325 @@
+//! The embedded store on sled: one process, one data directory. Every write is flushed before
+//! it returns.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional as _;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::broadcast;
+
+use super::{
+    LinkChanged, LinkRecord, Session, Store, StoreError, StoreResult, TokenKind, TokenRecord, User,
+};
+use crate::crypto::Sealed;
+
+/// sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+    usernames: sled::Tree,
+    identities: sled::Tree,
+    sessions: sled::Tree,
+    tokens: sled::Tree,
+    links: sled::Tree,
+    events: broadcast::Sender<LinkChanged>,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn link_key(user_id: &str, provider_id: &str) -> Vec<u8> {
+    format!("{user_id}\0{provider_id}").into_bytes()
+}
+
+fn identity_key(issuer: &str, subject: &str) -> Vec<u8> {
+    format!("{issuer}\0{subject}").into_bytes()
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. sled holds a lock: one process per directory.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            users: db.open_tree("users")?,
+            usernames: db.open_tree("usernames")?,
+            identities: db.open_tree("identities")?,
+            sessions: db.open_tree("sessions")?,
+            tokens: db.open_tree("tokens")?,
+            links: db.open_tree("links")?,
+            db,
+            events,
+        })
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn notify(&self, user_id: &str, provider_id: &str) {
+        // No receiver is fine: nobody is waiting.
+        let _ = self.events.send(LinkChanged {
+            user_id: user_id.to_owned(),
+            provider_id: provider_id.to_owned(),
+        });
+    }
+
+    fn get<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        key: impl AsRef<[u8]>,
+    ) -> StoreResult<Option<T>> {
+        tree.get(key)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn user_by_index(&self, index: &sled::Tree, key: &[u8]) -> StoreResult<Option<User>> {
+        match index.get(key)? {
+            Some(id) => Self::get(&self.users, id),
+            None => Ok(None),
+        }
+    }
+}
+
+fn conflict(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let value = encode(user)?;
+        let identity = user
+            .oidc
+            .as_ref()
+            .map(|o| identity_key(&o.issuer, &o.subject));
+        (&self.users, &self.usernames, &self.identities)
+            .transaction(|(users, usernames, identities)| {
+                if usernames.get(user.username.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                        "username",
+                    )));
+                }
+                if let Some(key) = &identity {
+                    if identities.get(key.as_slice())?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                            "OIDC identity",
+                        )));
+                    }
+                    identities.insert(key.as_slice(), user.id.as_bytes())?;
+                }
+                if users.get(user.id.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                        "user id",
+                    )));
+                }
+                usernames.insert(user.username.as_bytes(), user.id.as_bytes())?;
+                users.insert(user.id.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(conflict)?;
+        self.flush().await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        let Some(existing) = Self::get::<User>(&self.users, user.id.as_bytes())? else {
+            return Err(StoreError::Backend(format!("no user {}", user.id)));
+        };
+        let updated = User {
+            id: existing.id,
+            username: existing.username,
+            oidc: existing.oidc,
+            created_at: existing.created_at,
+            ..user.clone()
+        };
+        self.users.insert(user.id.as_bytes(), encode(&updated)?)?;
+        self.flush().await
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        Self::get(&self.users, id.as_bytes())
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        self.user_by_index(&self.usernames, username.as_bytes())
+    }
+
+    async fn user_by_oidc(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>> {
+        self.user_by_index(&self.identities, &identity_key(issuer, subject))
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        Ok(self.users.len() as u64)
+    }
+
+    async fn put_session(&self, session: &Session) -> StoreResult<()> {
+        self.sessions
+            .insert(session.id_hash.as_bytes(), encode(session)?)?;
+        self.flush().await
+    }
+
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<Session>> {
+        Self::get(&self.sessions, id_hash.as_bytes())
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        self.sessions.remove(id_hash.as_bytes())?;
+        self.flush().await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+        let mut deleted = 0;
+        for entry in self.sessions.iter() {
+            let (key, value) = entry?;
+            let session: Session = decode(&value)?;
+            if session.user_id == user_id {
+                self.sessions.remove(key)?;
+                deleted += 1;
+            }
+        }
+        self.flush().await?;
+        Ok(deleted)
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let swapped = self.tokens.compare_and_swap(
+            token.id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(encode(token)?),
+        )?;
+        if swapped.is_err() {
+            return Err(StoreError::Conflict("token id"));
+        }
+        self.flush().await
+    }
+
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        Self::get(&self.tokens, id.as_bytes())
+    }
+
+    async fn tokens_of_user(
+        &self,
+        user_id: &str,
+        kind: TokenKind,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let mut tokens = Vec::new();
+        for entry in self.tokens.iter() {
+            let (_, value) = entry?;
+            let token: TokenRecord = decode(&value)?;
+            if token.user_id == user_id && token.kind == kind {
+                tokens.push(token);
+            }
+        }
+        tokens.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(tokens)
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        let existed = self.tokens.remove(id.as_bytes())?.is_some();
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
+        self.links
+            .insert(link_key(&link.user_id, &link.provider_id), encode(link)?)?;
+        self.flush().await?;
+        self.notify(&link.user_id, &link.provider_id);
+        Ok(())
+    }
+
+    async fn replace_link_if(
+        &self,
+        link: &LinkRecord,
+        expected_refresh: Option<&Sealed>,
+    ) -> StoreResult<bool> {
+        let key = link_key(&link.user_id, &link.provider_id);
+        let new = encode(link)?;
+        loop {
+            let Some(current) = self.links.get(&key)? else {
+                return Ok(false);
+            };
+            let stored: LinkRecord = decode(&current)?;
+            if stored.refresh_token.as_ref() != expected_refresh {
+                return Ok(false);
+            }
+            // Anything else may have changed in between; retry until the swap is atomic.
+            if self
+                .links
+                .compare_and_swap(&key, Some(current), Some(new.as_slice()))?
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.flush().await?;
+        self.notify(&link.user_id, &link.provider_id);
+        Ok(true)
+    }
+
+    async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
+        Self::get(&self.links, link_key(user_id, provider_id))
+    }
+
+    async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
+        self.links
+            .scan_prefix(format!("{user_id}\0").as_bytes())
+            .map(|entry| decode(&entry?.1))
+            .collect()
+    }
+
+    async fn delete_link(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<Option<LinkRecord>> {
+        let removed = self.links.remove(link_key(user_id, provider_id))?;
+        self.flush().await?;
+        let removed = removed.map(|v| decode(&v)).transpose()?;
+        if removed.is_some() {
+            self.notify(user_id, provider_id);
+        }
+        Ok(removed)
+    }
+
+    async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>> {
+        let mut ids = BTreeSet::new();
+        for entry in self.links.iter() {
+            let link: LinkRecord = decode(&entry?.1)?;
+            ids.insert(link.access_token.key_id);
+            ids.extend(link.refresh_token.map(|s| s.key_id));
+            ids.extend(link.extra.map(|s| s.key_id));
+        }
+        Ok(ids)
+    }
+
+    fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged> {
+        self.events.subscribe()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db.was_recovered(); // Touching the handle is enough: sled is in-process.
+        Ok(())
+    }
+}
