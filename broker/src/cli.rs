@@ -5,8 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config_check::{self, CheckArgs};
+use crate::settings::{ServeArgs, Settings};
 
 /// extauth broker: links users' OAuth providers and serves their tokens to workspaces.
+///
+/// Without a command, serves. Providers come from CODER_EXTERNAL_AUTH_<N>_* variables; check them
+/// with `extauth-broker config check`. Quick start: `extauth-broker --dev`.
 #[derive(Debug, Parser)]
 #[command(name = "extauth-broker", version, about, long_about = None)]
 pub struct Cli {
@@ -19,6 +23,9 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub access_url: String,
+
+    #[command(flatten)]
+    serve: ServeArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -53,13 +60,65 @@ pub fn main() -> ExitCode {
             eprint!("{}", outcome.stderr);
             ExitCode::from(outcome.status)
         }
-        None => {
-            eprintln!(
-                "extauth-broker: serving is not available in this build yet; try `extauth-broker config check`"
-            );
-            ExitCode::from(2)
+        None => serve(&cli.access_url, &cli.serve),
+    }
+}
+
+fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
+    init_logging(args.log_format == "json");
+    let settings = match Settings::from_args(access_url, args) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            eprintln!("extauth-broker: cannot start:");
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let providers = match extauth_providers::Providers::from_vars(process_env()) {
+        Ok(providers) => providers,
+        Err(errors) => {
+            eprintln!("extauth-broker: cannot start: {errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("extauth-broker: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(crate::server::serve(settings, providers)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("extauth-broker: cannot start: {e}");
+            ExitCode::from(1)
         }
     }
+}
+
+/// Logs to stderr, text or JSON; `RUST_LOG` (or `EXTAUTH_LOG`) sets the filter, `info` by default.
+fn init_logging(json: bool) {
+    let filter = std::env::var("EXTAUTH_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// The process environment. Names or values that are not UTF-8 are converted lossily rather

@@ -12,5 +12,15 @@
 pub mod cli;
 pub mod config_check;
 pub mod crypto;
+pub mod device;
+pub mod error;
+pub mod identity;
+pub mod links;
+pub mod pages;
 pub mod random;
+pub mod routes;
+pub mod server;
+pub mod settings;
+pub mod state;
 pub mod store;
+pub mod upstream;

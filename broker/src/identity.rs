@@ -1,0 +1,430 @@
+//! Who is calling: browser sessions, API tokens and workspace tokens, and the `--dev` sign-in.
+//!
+//! Tokens look like `extauth_<kind>_<id>_<secret>` (kind `api` or `ws`) so secret scanners can
+//! spot them; the store keeps the id and the sha256 of the secret, compared in constant time.
+//! Handlers state what they need by taking an extractor: [`Caller`] (any credential, for the
+//! API), [`BrowserUser`] (a session, for pages; redirects to sign-in otherwise).
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use extauth_providers::constant_time_eq;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::random;
+use crate::state::AppState;
+use crate::store::{Session, TokenKind, TokenRecord, User};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "extauth_session";
+/// Coder's header for session and agent tokens.
+pub const CODER_TOKEN_HEADER: &str = "Coder-Session-Token";
+/// Header carrying the CSRF token on cookie-authenticated API writes.
+pub const CSRF_HEADER: &str = "X-CSRF-Token";
+
+/// sha256, hex.
+pub fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl TokenKind {
+    fn tag(self) -> &'static str {
+        match self {
+            TokenKind::Api => "api",
+            TokenKind::Workspace => "ws",
+        }
+    }
+}
+
+/// A newly minted token: the record to store and the secret to show once.
+pub struct Minted {
+    /// What the store keeps.
+    pub record: TokenRecord,
+    /// The whole token, shown to the user once and never again.
+    pub token: String,
+}
+
+/// Mints a token for `user_id`.
+pub fn mint(
+    kind: TokenKind,
+    user_id: &str,
+    name: &str,
+    providers: Option<Vec<String>>,
+    expires_at: Option<i64>,
+) -> Minted {
+    let id = random::hex_token::<8>();
+    let secret = random::hex_token::<32>();
+    Minted {
+        token: format!("extauth_{}_{id}_{secret}", kind.tag()),
+        record: TokenRecord {
+            id,
+            kind,
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            secret_hash: hash(&secret),
+            providers,
+            created_at: now(),
+            expires_at,
+        },
+    }
+}
+
+/// Splits `extauth_<kind>_<id>_<secret>`.
+fn parse_token(token: &str) -> Option<(TokenKind, &str, &str)> {
+    let rest = token.strip_prefix("extauth_")?;
+    let (kind, rest) = rest.split_once('_')?;
+    let kind = match kind {
+        "api" => TokenKind::Api,
+        "ws" => TokenKind::Workspace,
+        _ => return None,
+    };
+    let (id, secret) = rest.split_once('_')?;
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(id) && hex(secret)).then_some((kind, id, secret))
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A browser session cookie.
+    Session(Session),
+    /// An API or workspace token.
+    Token(TokenRecord),
+}
+
+/// An authenticated caller of the API.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub user: User,
+    /// With what.
+    pub credential: Credential,
+}
+
+impl Caller {
+    /// Whether this caller may fetch tokens of `provider_id` (workspace tokens may be narrowed).
+    pub fn may_use_provider(&self, provider_id: &str) -> bool {
+        match &self.credential {
+            Credential::Token(TokenRecord {
+                kind: TokenKind::Workspace,
+                providers: Some(allowed),
+                ..
+            }) => allowed.iter().any(|p| p == provider_id),
+            _ => true,
+        }
+    }
+}
+
+/// The bearer token of a request, from `Authorization: Bearer` or `Coder-Session-Token`.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| {
+            headers
+                .get(CODER_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+        })
+        .map(str::trim)
+}
+
+/// The value of cookie `name`.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Checks a presented token.
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::unauthorized("Invalid or expired token.");
+    let (kind, id, secret) = parse_token(token).ok_or_else(invalid)?;
+    let record = state.store.token(id).await?.ok_or_else(invalid)?;
+    if record.kind != kind
+        || !constant_time_eq(hash(secret).as_bytes(), record.secret_hash.as_bytes())
+    {
+        return Err(invalid());
+    }
+    if record.expires_at.is_some_and(|at| at <= now()) {
+        return Err(invalid());
+    }
+    let user = state
+        .store
+        .user(&record.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    Ok(Caller {
+        user,
+        credential: Credential::Token(record),
+    })
+}
+
+/// The session of a request's cookie, if valid.
+pub async fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(User, Session)>, ApiError> {
+    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let Some(session) = state.store.session(&hash(value)).await? else {
+        return Ok(None);
+    };
+    if session.expires_at <= now() {
+        state.store.delete_session(&session.id_hash).await?;
+        return Ok(None);
+    }
+    Ok(state
+        .store
+        .user(&session.user_id)
+        .await?
+        .map(|user| (user, session)))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(token) = presented_token(&parts.headers) {
+            return authenticate_token(state, token).await;
+        }
+        let Some((user, session)) = session_of(state, &parts.headers).await? else {
+            return Err(ApiError::unauthorized(
+                "Authentication required: send a token as `Authorization: Bearer <token>`.",
+            ));
+        };
+        // Cookies ride along on cross-site requests; writes must also prove the page's token.
+        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            let presented = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
+                return Err(ApiError::forbidden(
+                    "Missing or wrong X-CSRF-Token header for a cookie-authenticated request.",
+                ));
+            }
+        }
+        Ok(Caller {
+            user,
+            credential: Credential::Session(session),
+        })
+    }
+}
+
+/// A signed-in browser user. Without a session, pages redirect to sign-in and come back.
+#[derive(Debug, Clone)]
+pub struct BrowserUser {
+    /// Who.
+    pub user: User,
+    /// Their session (for its CSRF token).
+    pub session: Session,
+}
+
+impl BrowserUser {
+    /// Checks the CSRF token a form echoed.
+    pub fn check_csrf(&self, presented: &str) -> Result<(), ApiError> {
+        if constant_time_eq(presented.as_bytes(), self.session.csrf.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "The form has expired or did not come from this site; reload the page and try again.",
+            ))
+        }
+    }
+}
+
+/// Redirect to the sign-in page, remembering where to come back to.
+pub struct SignInRedirect(String);
+
+impl IntoResponse for SignInRedirect {
+    fn into_response(self) -> Response {
+        Redirect::to(&self.0).into_response()
+    }
+}
+
+impl FromRequestParts<AppState> for BrowserUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match session_of(state, &parts.headers).await {
+            Ok(Some((user, session))) => Ok(Self { user, session }),
+            Ok(None) => {
+                let back = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let mut login = state.settings.access_url.join("login");
+                login.query_pairs_mut().append_pair("redirect", back);
+                Err(SignInRedirect(
+                    login.path().to_owned() + "?" + login.query().unwrap_or_default(),
+                )
+                .into_response())
+            }
+            Err(e) => Err(crate::error::PageError(e).into_response()),
+        }
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for BrowserUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Response> {
+        match session_of(state, &parts.headers).await {
+            Ok(found) => Ok(found.map(|(user, session)| Self { user, session })),
+            Err(e) => Err(crate::error::PageError(e).into_response()),
+        }
+    }
+}
+
+/// Starts a session for `user`; returns the `Set-Cookie` value.
+pub async fn start_session(state: &AppState, user: &User) -> Result<String, ApiError> {
+    let value = random::hex_token::<32>();
+    let lifetime = i64::try_from(state.settings.session_duration.as_secs()).unwrap_or(i64::MAX);
+    let session = Session {
+        id_hash: hash(&value),
+        user_id: user.id.clone(),
+        csrf: random::hex_token::<16>(),
+        created_at: now(),
+        expires_at: now().saturating_add(lifetime),
+    };
+    state.store.put_session(&session).await?;
+    Ok(cookie_header(state, SESSION_COOKIE, &value, Some(lifetime)))
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, scoped to the access URL's path, Secure
+/// behind https. `max_age` `None` = session cookie; `Some(0)` deletes it.
+pub fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<i64>) -> String {
+    let mut cookie = format!(
+        "{name}={value}; Path={}; HttpOnly; SameSite=Lax",
+        state.settings.base_path()
+    );
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    if state.settings.secure_cookies {
+        cookie.push_str("; Secure");
+    }
+    cookie
+}
+
+/// The `--dev` one-time sign-in: a secret that signs in the local admin once.
+pub struct DevLogin {
+    secret_hash: String,
+    user_id: String,
+}
+
+/// Creates (once) the local admin of `--dev` and a one-time sign-in secret for it.
+pub async fn prepare_dev_login(state: &AppState) -> Result<String, ApiError> {
+    let admin = match state.store.user_by_username("admin").await? {
+        Some(user) => user,
+        None => {
+            let user = User {
+                id: random::hex_token::<16>(),
+                username: "admin".to_owned(),
+                email: String::new(),
+                name: "Local admin".to_owned(),
+                is_admin: true,
+                oidc: None,
+                created_at: now(),
+            };
+            state.store.create_user(&user).await?;
+            user
+        }
+    };
+    let secret = random::hex_token::<24>();
+    if let Ok(mut pending) = state.dev_login.lock() {
+        *pending = Some(DevLogin {
+            secret_hash: hash(&secret),
+            user_id: admin.id,
+        });
+    }
+    Ok(secret)
+}
+
+/// Consumes the one-time sign-in secret; the user it signs in.
+pub async fn redeem_dev_login(state: &AppState, secret: &str) -> Result<User, ApiError> {
+    let user_id = {
+        let mut pending = state
+            .dev_login
+            .lock()
+            .map_err(|_| ApiError::internal("dev login lock poisoned"))?;
+        match pending.as_ref() {
+            Some(login)
+                if constant_time_eq(hash(secret).as_bytes(), login.secret_hash.as_bytes()) =>
+            {
+                let user_id = login.user_id.clone();
+                *pending = None;
+                user_id
+            }
+            _ => {
+                return Err(ApiError::unauthorized(
+                    "This sign-in link was already used or is not the current one; restart the broker for a new one.",
+                ));
+            }
+        }
+    };
+    state
+        .store
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("The local admin no longer exists."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_parse_back() {
+        let minted = mint(TokenKind::Workspace, "u1", "laptop", None, None);
+        assert!(minted.token.starts_with("extauth_ws_"));
+        let (kind, id, secret) = parse_token(&minted.token).unwrap();
+        assert_eq!(kind, TokenKind::Workspace);
+        assert_eq!(id, minted.record.id);
+        assert_eq!(hash(secret), minted.record.secret_hash);
+        assert!(!minted.record.secret_hash.contains(secret));
+        for bad in [
+            "",
+            "extauth_ws_",
+            "extauth_xx_ab_cd",
+            "extauth_ws_zz_cd",
+            "gho_abc",
+            "extauth_api_ab",
+        ] {
+            assert!(parse_token(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cookies() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; extauth_session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, "c"), None);
+    }
+}

@@ -1,0 +1,515 @@
+//! A user's links to providers and the token lifecycle: storing what a provider issued,
+//! handing out a token that is fresh (refreshing ahead of expiry), validating on request,
+//! unlinking with revocation.
+//!
+//! Refreshes of one (user, provider) are serialised: the first caller refreshes in a task of its
+//! own (so it completes even if that caller goes away), later callers wait for it and get its
+//! result; the store only accepts the new pair if the refresh token is still the one that was
+//! used, so a second refresher — in this process or another — can never overwrite the winner.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use extauth_providers::{AccessToken, ProviderConfig, RefreshToken};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::crypto::Sealed;
+use crate::error::ApiError;
+use crate::identity::now;
+use crate::state::AppState;
+use crate::store::LinkRecord;
+use crate::upstream::{Revocation, TokenResponse, UpstreamError, Validity};
+
+/// A token ready to hand out.
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    /// The access token.
+    pub access_token: AccessToken,
+    /// When it expires (`None` = never).
+    pub expires_at: Option<OffsetDateTime>,
+    /// `EXTRA_TOKEN_KEYS` fields.
+    pub extra: Map<String, Value>,
+}
+
+/// The outcome of asking for a user's token.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Here it is.
+    Linked(Fresh),
+    /// The user must link (again).
+    NotLinked,
+}
+
+/// The associated data sealing one field of a link: binds ciphertext to its row and field.
+fn purpose(user_id: &str, provider_id: &str, field: &str) -> String {
+    format!("link:{user_id}:{provider_id}:{field}")
+}
+
+/// Builds the stored link for tokens a provider just issued. `kept_refresh` is the previous
+/// refresh token, kept when the provider did not send a new one.
+fn seal(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+    tokens: &TokenResponse,
+    kept_refresh: Option<Sealed>,
+    created_at: i64,
+) -> LinkRecord {
+    let id = provider.id.as_str();
+    let extra: Map<String, Value> = provider
+        .extra_token_keys
+        .iter()
+        .filter_map(|k| tokens.fields.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
+    let now = now();
+    LinkRecord {
+        user_id: user_id.to_owned(),
+        provider_id: id.to_owned(),
+        access_token: state.keys.seal(
+            &purpose(user_id, id, "access"),
+            tokens.access_token.secret().as_bytes(),
+        ),
+        refresh_token: tokens
+            .refresh_token
+            .as_ref()
+            .map(|r| {
+                state
+                    .keys
+                    .seal(&purpose(user_id, id, "refresh"), r.secret().as_bytes())
+            })
+            .or(kept_refresh),
+        expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
+        extra: (!extra.is_empty()).then(|| {
+            state.keys.seal(
+                &purpose(user_id, id, "extra"),
+                Value::Object(extra).to_string().as_bytes(),
+            )
+        }),
+        refresh_failure: None,
+        needs_validation: false,
+        created_at,
+        updated_at: now,
+    }
+}
+
+/// Stores tokens from a completed link (browser or device flow): insert or replace, which
+/// clears any cached refresh failure. Waiters (`listen`) are woken by the store.
+pub async fn save_link(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+    tokens: &TokenResponse,
+) -> Result<(), ApiError> {
+    let created_at = state
+        .store
+        .link(user_id, provider.id.as_str())
+        .await?
+        .map_or_else(now, |l| l.created_at);
+    let link = seal(state, user_id, provider, tokens, None, created_at);
+    state.store.put_link(&link).await?;
+    tracing::info!(
+        user = user_id,
+        provider = provider.id.as_str(),
+        has_refresh = link.refresh_token.is_some(),
+        expires_at = link.expires_at,
+        "linked"
+    );
+    Ok(())
+}
+
+fn open_fresh(state: &AppState, link: &LinkRecord) -> Result<Fresh, ApiError> {
+    let (user, provider) = (&link.user_id, &link.provider_id);
+    let access = state
+        .keys
+        .open_string(&purpose(user, provider, "access"), &link.access_token)?;
+    let extra = match &link.extra {
+        Some(sealed) => {
+            let text = state
+                .keys
+                .open_string(&purpose(user, provider, "extra"), sealed)?;
+            match serde_json::from_str(&text) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            }
+        }
+        None => Map::new(),
+    };
+    Ok(Fresh {
+        access_token: AccessToken::new(access),
+        expires_at: link
+            .expires_at
+            .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
+        extra,
+    })
+}
+
+/// The provider's tokens of a link, decrypted (for revocation).
+fn open_tokens(
+    state: &AppState,
+    link: &LinkRecord,
+) -> Result<(AccessToken, Option<RefreshToken>), ApiError> {
+    let (user, provider) = (&link.user_id, &link.provider_id);
+    let access = AccessToken::new(
+        state
+            .keys
+            .open_string(&purpose(user, provider, "access"), &link.access_token)?,
+    );
+    let refresh = link
+        .refresh_token
+        .as_ref()
+        .map(|s| {
+            state
+                .keys
+                .open_string(&purpose(user, provider, "refresh"), s)
+        })
+        .transpose()?
+        .map(RefreshToken::new);
+    Ok((access, refresh))
+}
+
+/// Whether a refresh failure means the refresh token is dead (never send it again) rather than
+/// a passing problem (keep everything, try later).
+pub fn is_permanent(error: &UpstreamError) -> bool {
+    match error {
+        UpstreamError::OAuth { code, status, .. } => {
+            matches!(
+                code.as_str(),
+                "invalid_grant"
+                    | "bad_refresh_token"
+                    | "unauthorized_client"
+                    | "unsupported_grant_type"
+                    | "incorrect_client_credentials"
+                    | "invalid_client"
+            ) || matches!(status, 400 | 401)
+        }
+        UpstreamError::Status { status, .. } => matches!(status, 400 | 401),
+        UpstreamError::Network(_) | UpstreamError::Malformed(_) => false,
+    }
+}
+
+/// (user id, provider id).
+type LinkKey = (String, String);
+
+/// Serialises refreshes per (user, provider).
+#[derive(Default)]
+pub struct RefreshLocks(Mutex<HashMap<LinkKey, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RefreshLocks {
+    fn get(&self, user_id: &str, provider_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.0.lock() {
+            Ok(locks) => locks,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Drop locks nobody holds or waits for, so the map stays as small as the work in flight.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks
+            .entry((user_id.to_owned(), provider_id.to_owned()))
+            .or_default()
+            .clone()
+    }
+}
+
+/// Why a refresh did not produce a token.
+#[derive(Debug)]
+enum RefreshFailure {
+    /// The refresh token is dead; the reason is cached on the link.
+    Permanent,
+    /// Try again later; nothing was changed.
+    Transient(UpstreamError),
+    /// The link disappeared meanwhile.
+    Gone,
+    /// Storage or decryption failed.
+    Internal(ApiError),
+}
+
+/// Refreshes `link` once. Callers that arrive while a refresh of the same link runs wait for
+/// it and get its result instead of refreshing again.
+async fn refresh(state: &AppState, link: &LinkRecord) -> Result<LinkRecord, RefreshFailure> {
+    let lock = state.refresh_locks.get(&link.user_id, &link.provider_id);
+    let task_state = state.clone();
+    let seen = link.refresh_token.clone();
+    let (user_id, provider_id) = (link.user_id.clone(), link.provider_id.clone());
+    // The refresh runs in its own task: a client that hangs up must not abandon a rotated
+    // refresh token half-way (stored nowhere, and the old one already spent).
+    let task = tokio::spawn(async move {
+        let _guard = lock.lock().await;
+        let state = task_state;
+        let current = match state.store.link(&user_id, &provider_id).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return Err(RefreshFailure::Gone),
+            Err(e) => return Err(RefreshFailure::Internal(e.into())),
+        };
+        if current.refresh_token != seen {
+            // Someone refreshed (or relinked) while we waited: theirs is the answer.
+            return if current.refresh_failure.is_some() && current.refresh_token.is_none() {
+                Err(RefreshFailure::Permanent)
+            } else {
+                Ok(current)
+            };
+        }
+        let Some(provider) = state.providers.get(&provider_id) else {
+            return Err(RefreshFailure::Gone);
+        };
+        let Some(sealed) = &current.refresh_token else {
+            return Err(RefreshFailure::Permanent);
+        };
+        let refresh_token = state
+            .keys
+            .open_string(&purpose(&user_id, &provider_id, "refresh"), sealed)
+            .map(RefreshToken::new)
+            .map_err(|e| RefreshFailure::Internal(e.into()))?;
+        let callback = provider.callback_url(&state.settings.access_url);
+        let outcome = state
+            .upstream
+            .refresh(provider, &refresh_token, &callback)
+            .await;
+        match outcome {
+            Ok(tokens) => {
+                let new = seal(
+                    &state,
+                    &user_id,
+                    provider,
+                    &tokens,
+                    current.refresh_token.clone(),
+                    current.created_at,
+                );
+                // Persist before anything else can fail: the old refresh token may be spent.
+                match state.store.replace_link_if(&new, seen.as_ref()).await {
+                    Ok(true) => {
+                        tracing::info!(user = user_id, provider = provider_id, "token refreshed");
+                        Ok(new)
+                    }
+                    Ok(false) => match state.store.link(&user_id, &provider_id).await {
+                        Ok(Some(winner)) => Ok(winner),
+                        Ok(None) => Err(RefreshFailure::Gone),
+                        Err(e) => Err(RefreshFailure::Internal(e.into())),
+                    },
+                    Err(e) => Err(RefreshFailure::Internal(e.into())),
+                }
+            }
+            Err(error) if is_permanent(&error) => {
+                let reason = error.reason();
+                tracing::warn!(
+                    user = user_id,
+                    provider = provider_id,
+                    reason,
+                    "refresh token rejected; the user must link again"
+                );
+                let failed = LinkRecord {
+                    refresh_token: None,
+                    refresh_failure: Some(reason),
+                    updated_at: now(),
+                    ..current
+                };
+                match state.store.replace_link_if(&failed, seen.as_ref()).await {
+                    Ok(_) => Err(RefreshFailure::Permanent),
+                    Err(e) => Err(RefreshFailure::Internal(e.into())),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(user = user_id, provider = provider_id, error = %error, "refresh failed; will retry on a later request");
+                Err(RefreshFailure::Transient(error))
+            }
+        }
+    });
+    match task.await {
+        Ok(result) => result,
+        Err(e) => Err(RefreshFailure::Internal(ApiError::internal(e))),
+    }
+}
+
+/// The user's token for `provider`, fresh: refreshed ahead of expiry where possible, validated
+/// first when a workspace reported it rejected.
+pub async fn lookup(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+) -> Result<Lookup, ApiError> {
+    let Some(mut link) = state.store.link(user_id, provider.id.as_str()).await? else {
+        return Ok(Lookup::NotLinked);
+    };
+    let can_refresh = |link: &LinkRecord| !provider.no_refresh && link.refresh_token.is_some();
+
+    if link.needs_validation {
+        let current = open_fresh(state, &link)?;
+        match state
+            .upstream
+            .validate(provider, &current.access_token)
+            .await
+        {
+            Ok(Validity::Valid { .. }) => {
+                let cleared = LinkRecord {
+                    needs_validation: false,
+                    ..link.clone()
+                };
+                if state
+                    .store
+                    .replace_link_if(&cleared, link.refresh_token.as_ref())
+                    .await?
+                {
+                    link = cleared;
+                }
+            }
+            Ok(Validity::Invalid) if can_refresh(&link) => {
+                return match refresh(state, &link).await {
+                    Ok(new) => Ok(Lookup::Linked(open_fresh(state, &new)?)),
+                    Err(RefreshFailure::Transient(e)) => Err(ApiError::upstream(
+                        "The provider could not refresh the token; try again shortly.",
+                        &e,
+                    )),
+                    Err(RefreshFailure::Internal(e)) => Err(e),
+                    Err(RefreshFailure::Permanent | RefreshFailure::Gone) => Ok(Lookup::NotLinked),
+                };
+            }
+            Ok(Validity::Invalid) => return Ok(Lookup::NotLinked),
+            // The provider could not say; the token is not known to be bad.
+            Err(e) => {
+                tracing::warn!(provider = provider.id.as_str(), error = %e, "validation failed; handing out the token unconfirmed")
+            }
+        }
+    }
+
+    let margin = i64::try_from(state.settings.refresh_margin.as_secs()).unwrap_or(i64::MAX);
+    let now = now();
+    let expired = link.expires_at.is_some_and(|at| at <= now);
+    let expiring = link
+        .expires_at
+        .is_some_and(|at| at.saturating_sub(now) <= margin);
+    if expiring && can_refresh(&link) {
+        match refresh(state, &link).await {
+            Ok(new) => return Ok(Lookup::Linked(open_fresh(state, &new)?)),
+            Err(RefreshFailure::Transient(e)) if expired => {
+                return Err(ApiError::upstream(
+                    "The token expired and the provider could not refresh it; try again shortly.",
+                    &e,
+                ));
+            }
+            Err(RefreshFailure::Internal(e)) => return Err(e),
+            Err(RefreshFailure::Gone) => return Ok(Lookup::NotLinked),
+            // Not expired yet: the current token still works for a while.
+            Err(RefreshFailure::Transient(_) | RefreshFailure::Permanent) if !expired => {}
+            Err(RefreshFailure::Transient(_) | RefreshFailure::Permanent) => {
+                return Ok(Lookup::NotLinked);
+            }
+        }
+    } else if expired {
+        return Ok(Lookup::NotLinked);
+    }
+    Ok(Lookup::Linked(open_fresh(state, &link)?))
+}
+
+/// Records that git was refused with the current token, so the next lookup validates (and
+/// refreshes) it first. Whether there was a link.
+pub async fn mark_rejected(
+    state: &AppState,
+    user_id: &str,
+    provider_id: &str,
+) -> Result<bool, ApiError> {
+    loop {
+        let Some(link) = state.store.link(user_id, provider_id).await? else {
+            return Ok(false);
+        };
+        if link.needs_validation {
+            return Ok(true);
+        }
+        let flagged = LinkRecord {
+            needs_validation: true,
+            ..link.clone()
+        };
+        if state
+            .store
+            .replace_link_if(&flagged, link.refresh_token.as_ref())
+            .await?
+        {
+            return Ok(true);
+        }
+    }
+}
+
+/// What unlinking did at the provider.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unlinked {
+    /// The provider confirmed revocation.
+    pub token_revoked: bool,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_revocation_error: Option<String>,
+}
+
+/// Deletes the link, then revokes its tokens at the provider. `None` when there was no link.
+pub async fn unlink(
+    state: &AppState,
+    user_id: &str,
+    provider_id: &str,
+) -> Result<Option<Unlinked>, ApiError> {
+    let Some(link) = state.store.delete_link(user_id, provider_id).await? else {
+        return Ok(None);
+    };
+    let Some(provider) = state.providers.get(provider_id) else {
+        return Ok(Some(Unlinked {
+            token_revoked: false,
+            token_revocation_error: Some("the provider is no longer configured".to_owned()),
+        }));
+    };
+    let (access, refresh) = open_tokens(state, &link)?;
+    let outcome = match state
+        .upstream
+        .revoke(provider, &access, refresh.as_ref())
+        .await
+    {
+        Ok(Revocation::Revoked) => Unlinked {
+            token_revoked: true,
+            token_revocation_error: None,
+        },
+        Ok(Revocation::Unsupported) => Unlinked {
+            token_revoked: false,
+            token_revocation_error: Some(
+                "the provider has no revocation URL; revoke the grant in the provider's settings"
+                    .to_owned(),
+            ),
+        },
+        Err(e) => Unlinked {
+            token_revoked: false,
+            token_revocation_error: Some(e.reason()),
+        },
+    };
+    tracing::info!(
+        user = user_id,
+        provider = provider_id,
+        revoked = outcome.token_revoked,
+        "unlinked"
+    );
+    Ok(Some(outcome))
+}
+
+/// How a link looks to its user, without calling the provider.
+#[derive(Debug, Clone)]
+pub struct LinkState {
+    /// Usable now or after a refresh.
+    pub authenticated: bool,
+    /// Why not, when known.
+    pub error: Option<String>,
+}
+
+/// The state of a stored link, judged locally.
+pub fn link_state(provider: Option<&ProviderConfig>, link: &LinkRecord) -> LinkState {
+    let expired = link.expires_at.is_some_and(|at| at <= now());
+    let refreshable = provider.is_some_and(|p| !p.no_refresh) && link.refresh_token.is_some();
+    match (provider, expired, refreshable) {
+        (None, ..) => LinkState {
+            authenticated: false,
+            error: Some("the provider is no longer configured".to_owned()),
+        },
+        (_, false, _) | (_, true, true) => LinkState {
+            authenticated: true,
+            error: None,
+        },
+        (_, true, false) => LinkState {
+            authenticated: false,
+            error: Some(link.refresh_failure.clone().unwrap_or_else(|| {
+                "the token expired and cannot be refreshed; link again".to_owned()
+            })),
+        },
+    }
+}

@@ -1,0 +1,217 @@
+//! Server-rendered pages (askama templates in `broker/templates/`), their stylesheet and the
+//! provider icons, all built into the binary.
+
+use askama::Template;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// Fields the layout needs on every page.
+pub struct Chrome {
+    /// Path prefix of every link (`/` or `/prefix/`).
+    pub base: String,
+    /// Signed-in user's name, if any.
+    pub user: Option<String>,
+    /// CSRF token for the forms of the page.
+    pub csrf: String,
+    /// Which navigation entry is current.
+    pub nav: &'static str,
+}
+
+/// One provider on the start page.
+pub struct ProviderRow {
+    pub id: String,
+    pub name: String,
+    pub icon: String,
+    pub linked: bool,
+    pub error: Option<String>,
+    pub expires: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    pub base: String,
+    pub user: Option<String>,
+    pub csrf: String,
+    pub nav: &'static str,
+    pub providers: Vec<ProviderRow>,
+    pub notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "provider.html")]
+pub struct ProviderPage {
+    pub base: String,
+    pub user: Option<String>,
+    pub csrf: String,
+    pub nav: &'static str,
+    pub id: String,
+    pub name: String,
+    pub icon: String,
+    pub linked: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+pub struct DevicePage {
+    pub base: String,
+    pub user: Option<String>,
+    pub csrf: String,
+    pub nav: &'static str,
+    pub id: String,
+    pub name: String,
+    pub icon: String,
+    pub next: String,
+}
+
+/// A token just created, shown once.
+pub struct CreatedToken {
+    pub name: String,
+    pub token: String,
+}
+
+/// One row of the token list.
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub providers: String,
+    pub created: String,
+    pub expires: String,
+}
+
+/// A provider that a token may be narrowed to.
+pub struct ProviderChoice {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+pub struct TokensPage {
+    pub base: String,
+    pub user: Option<String>,
+    pub csrf: String,
+    pub nav: &'static str,
+    pub access_url: String,
+    pub created: Option<CreatedToken>,
+    pub tokens: Vec<TokenRow>,
+    pub providers: Vec<ProviderChoice>,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub base: String,
+    pub user: Option<String>,
+    pub csrf: String,
+    pub nav: &'static str,
+    pub dev: bool,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    base: String,
+    user: Option<String>,
+    csrf: String,
+    nav: &'static str,
+    title: String,
+    message: String,
+    detail: String,
+}
+
+/// Renders a template as a response with `status`.
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => ApiError::internal(format!("template: {e}")).into_response(),
+    }
+}
+
+/// The HTML page for an error on a browser route.
+pub fn error_page(error: &ApiError) -> Response {
+    let title = match error.status {
+        StatusCode::BAD_REQUEST => "Something is wrong with this request",
+        StatusCode::UNAUTHORIZED => "Not signed in or not allowed",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::BAD_GATEWAY => "The provider did not answer as expected",
+        _ => "Something went wrong",
+    };
+    render(
+        error.status,
+        &ErrorPage {
+            base: "/".to_owned(),
+            user: None,
+            csrf: String::new(),
+            nav: "",
+            title: title.to_owned(),
+            message: error.message.clone(),
+            detail: error.detail.clone(),
+        },
+    )
+}
+
+/// The stylesheet.
+pub fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../assets/style.css"),
+    )
+        .into_response()
+}
+
+/// A provider icon: a rounded tile in the provider's colour with its initials. Answers Coder's
+/// built-in paths (`/icon/github.svg`, `/emojis/1f511.png`) so configured `DISPLAY_ICON`s work.
+pub fn icon(file: &str) -> Response {
+    let name = file.trim_end_matches(".svg").trim_end_matches(".png");
+    let (color, text) = match name {
+        "github" => ("#24292f", "GH"),
+        "gitlab" => ("#e24329", "GL"),
+        "bitbucket" => ("#2684ff", "BB"),
+        "azure-devops" => ("#0078d4", "AZ"),
+        "gitea" => ("#609926", "Gt"),
+        "jfrog" => ("#40be46", "JF"),
+        "slack" => ("#4a154b", "Sl"),
+        _ => ("#6b7280", "⚿"),
+    };
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64" role="img" aria-label="{name}"><rect width="64" height="64" rx="14" fill="{color}"/><text x="32" y="41" font-family="system-ui,sans-serif" font-size="24" font-weight="700" fill="#fff" text-anchor="middle">{text}</text></svg>"##
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        svg,
+    )
+        .into_response()
+}
+
+/// Where a provider's icon is served from: absolute URLs as configured, paths under the base.
+pub fn icon_src(base: &str, display_icon: &str) -> String {
+    if display_icon.starts_with("http://") || display_icon.starts_with("https://") {
+        display_icon.to_owned()
+    } else {
+        format!("{base}{}", display_icon.trim_start_matches('/'))
+    }
+}
+
+/// A unix time as `YYYY-MM-DD HH:MM UTC`.
+pub fn when(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}

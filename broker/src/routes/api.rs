@@ -1,0 +1,568 @@
+//! The user API (`/api/v2/…`), in Coder's JSON shapes.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use extauth_providers::ProviderConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::device::Poll;
+use crate::error::ApiError;
+use crate::identity::{self, Caller, Credential, now};
+use crate::links::{self, Lookup};
+use crate::random;
+use crate::settings::parse_duration;
+use crate::state::AppState;
+use crate::store::{TokenKind, TokenRecord, User};
+use crate::upstream::{UpstreamError, Validity};
+
+fn rfc3339(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+}
+
+/// The configured provider `id`, or 404 naming the configured ones.
+pub fn provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig, ApiError> {
+    state.providers.get(id).ok_or_else(|| {
+        let known: Vec<&str> = state.providers.iter().map(|p| p.id.as_str()).collect();
+        ApiError::not_found(
+            format!("No external auth provider with ID {id:?}."),
+            if known.is_empty() {
+                "no providers are configured".to_owned()
+            } else {
+                format!("configured providers: {}", known.join(", "))
+            },
+        )
+    })
+}
+
+/// Workspace tokens are narrow: they fetch provider tokens and nothing else.
+fn require_full_access(caller: &Caller) -> Result<(), ApiError> {
+    match &caller.credential {
+        Credential::Token(TokenRecord {
+            kind: TokenKind::Workspace,
+            ..
+        }) => Err(ApiError::forbidden(
+            "A workspace token can only fetch provider tokens; use a session or an API token.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `me`, a username or a user id; others than the caller only for admins.
+async fn target_user(state: &AppState, caller: &Caller, user: &str) -> Result<User, ApiError> {
+    if user == "me" || user == caller.user.username || user == caller.user.id {
+        return Ok(caller.user.clone());
+    }
+    if !caller.user.is_admin {
+        return Err(ApiError::forbidden("Only admins can act for other users."));
+    }
+    let found = match state.store.user_by_username(user).await? {
+        Some(u) => Some(u),
+        None => state.store.user(user).await?,
+    };
+    found.ok_or_else(|| ApiError::not_found(format!("No user {user:?}."), ""))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Store unreachable.",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct UserBody {
+    id: String,
+    username: String,
+    email: String,
+    name: String,
+    is_admin: bool,
+}
+
+impl From<&User> for UserBody {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            is_admin: u.is_admin,
+        }
+    }
+}
+
+pub async fn user_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = target_user(&state, &caller, &user).await?;
+    Ok(Json(json!(UserBody::from(&user))))
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    username: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Admins create users (e.g. a provisioner before it mints their workspace tokens).
+pub async fn user_create_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<NewUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_full_access(&caller)?;
+    if !caller.user.is_admin {
+        return Err(ApiError::forbidden("Only admins can create users."));
+    }
+    let valid = !body.username.is_empty()
+        && body.username.len() <= 64
+        && body
+            .username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid || body.username == "me" {
+        return Err(ApiError::bad_request(
+            "Invalid username.",
+            "use 1 to 64 letters, digits, '-', '_' or '.', and not \"me\"",
+        ));
+    }
+    let user = User {
+        id: random::hex_token::<16>(),
+        username: body.username,
+        email: body.email,
+        name: body.name,
+        is_admin: false,
+        oidc: None,
+        created_at: now(),
+    };
+    state.store.create_user(&user).await?;
+    Ok((StatusCode::CREATED, Json(json!(UserBody::from(&user)))))
+}
+
+#[derive(Deserialize)]
+pub struct NewToken {
+    name: String,
+    /// Workspace tokens only: provider IDs it may use.
+    #[serde(default)]
+    providers: Option<Vec<String>>,
+    /// `30d`, `12h`, … or absent for no expiry.
+    #[serde(default)]
+    lifetime: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenBody {
+    id: String,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    providers: Option<Vec<String>>,
+    created_at: Option<String>,
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+fn token_body(record: &TokenRecord, token: Option<String>) -> TokenBody {
+    TokenBody {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        providers: record.providers.clone(),
+        created_at: rfc3339(record.created_at),
+        expires_at: record.expires_at.and_then(rfc3339),
+        token,
+    }
+}
+
+/// Creates a token for `user_id`, validating the request. Shared by API and pages.
+pub async fn create_token(
+    state: &AppState,
+    kind: TokenKind,
+    user_id: &str,
+    name: &str,
+    providers: Option<Vec<String>>,
+    lifetime: Option<&str>,
+) -> Result<identity::Minted, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(ApiError::bad_request(
+            "Invalid token name.",
+            "use 1 to 64 characters",
+        ));
+    }
+    let providers = match providers {
+        Some(ids) if kind == TokenKind::Api && !ids.is_empty() => {
+            return Err(ApiError::bad_request(
+                "API tokens cannot be narrowed to providers.",
+                "narrow a workspace token instead",
+            ));
+        }
+        Some(ids) if !ids.is_empty() => {
+            for id in &ids {
+                provider(state, id)?;
+            }
+            Some(ids)
+        }
+        _ => None,
+    };
+    let expires_at = match lifetime.map(str::trim).filter(|l| !l.is_empty()) {
+        None => None,
+        Some(text) => {
+            let duration = parse_duration(text).map_err(|e| {
+                ApiError::bad_request(
+                    "Invalid lifetime.",
+                    format!("{text:?}: {e}; write e.g. 30d or 12h"),
+                )
+            })?;
+            Some(now().saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
+        }
+    };
+    let minted = identity::mint(kind, user_id, name, providers, expires_at);
+    state.store.create_token(&minted.record).await?;
+    tracing::info!(user = user_id, token = minted.record.id, kind = ?kind, "token created");
+    Ok(minted)
+}
+
+async fn list_tokens(
+    state: &AppState,
+    caller: &Caller,
+    user: &str,
+    kind: TokenKind,
+) -> Result<Json<Value>, ApiError> {
+    require_full_access(caller)?;
+    let user = target_user(state, caller, user).await?;
+    let tokens = state.store.tokens_of_user(&user.id, kind).await?;
+    Ok(Json(json!(
+        tokens
+            .iter()
+            .map(|t| token_body(t, None))
+            .collect::<Vec<_>>()
+    )))
+}
+
+async fn post_token(
+    state: &AppState,
+    caller: &Caller,
+    user: &str,
+    kind: TokenKind,
+    body: NewToken,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_full_access(caller)?;
+    let user = target_user(state, caller, user).await?;
+    let minted = create_token(
+        state,
+        kind,
+        &user.id,
+        &body.name,
+        body.providers,
+        body.lifetime.as_deref(),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!(token_body(&minted.record, Some(minted.token)))),
+    ))
+}
+
+async fn delete_token(
+    state: &AppState,
+    caller: &Caller,
+    user: &str,
+    kind: TokenKind,
+    id: &str,
+) -> Result<StatusCode, ApiError> {
+    require_full_access(caller)?;
+    let user = target_user(state, caller, user).await?;
+    match state.store.token(id).await? {
+        Some(t) if t.user_id == user.id && t.kind == kind => {
+            state.store.delete_token(id).await?;
+            tracing::info!(user = user.id, token = id, "token revoked");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(ApiError::not_found(format!("No token {id:?}."), "")),
+    }
+}
+
+pub async fn workspace_tokens_get(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    list_tokens(&s, &c, &user, TokenKind::Workspace).await
+}
+
+pub async fn workspace_tokens_post(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(user): Path<String>,
+    Json(body): Json<NewToken>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    post_token(&s, &c, &user, TokenKind::Workspace, body).await
+}
+
+pub async fn workspace_token_delete(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((user, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_token(&s, &c, &user, TokenKind::Workspace, &id).await
+}
+
+pub async fn api_tokens_get(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    list_tokens(&s, &c, &user, TokenKind::Api).await
+}
+
+pub async fn api_tokens_post(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(user): Path<String>,
+    Json(body): Json<NewToken>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    post_token(&s, &c, &user, TokenKind::Api, body).await
+}
+
+pub async fn api_token_delete(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((user, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_token(&s, &c, &user, TokenKind::Api, &id).await
+}
+
+/// `GET /api/v2/external-auth`: providers and the caller's links.
+pub async fn external_auth_list_get(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    require_full_access(&caller)?;
+    let providers: Vec<Value> = state
+        .providers
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id.as_str(),
+                "type": p.provider_type.as_str(),
+                "device": p.device_flow,
+                "display_name": p.display_name,
+                "display_icon": p.display_icon,
+                "allow_refresh": !p.no_refresh,
+                "allow_validate": p.validate_url.is_some(),
+                "supports_revocation": p.revoke_url.is_some(),
+                "code_challenge_methods_supported": p.pkce.as_list(),
+            })
+        })
+        .collect();
+    let links: Vec<Value> = state
+        .store
+        .links_of_user(&caller.user.id)
+        .await?
+        .iter()
+        .map(|link| {
+            let judged = links::link_state(state.providers.get(&link.provider_id), link);
+            json!({
+                "provider_id": link.provider_id,
+                "created_at": rfc3339(link.created_at),
+                "updated_at": rfc3339(link.updated_at),
+                "has_refresh_token": link.refresh_token.is_some(),
+                "expires": link.expires_at.and_then(rfc3339),
+                "authenticated": judged.authenticated,
+                "validate_error": judged.error.unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "providers": providers, "links": links })))
+}
+
+/// `GET /api/v2/external-auth/<id>`: whether the caller's link works now (refreshing if needed,
+/// then validating with the provider when it has a validation URL).
+pub async fn external_auth_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_full_access(&caller)?;
+    let provider = provider(&state, &id)?;
+    let (authenticated, user) = match links::lookup(&state, &caller.user.id, provider).await? {
+        Lookup::NotLinked => (false, Value::Null),
+        Lookup::Linked(fresh) => match state.upstream.validate(provider, &fresh.access_token).await
+        {
+            Ok(Validity::Valid { user }) => (true, github_user(provider, user)),
+            Ok(Validity::Invalid) => (false, Value::Null),
+            Err(e) => return Err(ApiError::upstream("Failed to validate token.", &e)),
+        },
+    };
+    Ok(Json(json!({
+        "authenticated": authenticated,
+        "device": provider.device_flow,
+        "display_name": provider.display_name,
+        "display_icon": provider.display_icon,
+        "supports_revocation": provider.revoke_url.is_some(),
+        "user": user,
+        "app_installable": false,
+        "installations": [],
+        "app_install_url": provider.app_install_url.as_ref().map(url::Url::as_str).unwrap_or_default(),
+    })))
+}
+
+/// The user document of a GitHub validation answer, in Coder's shape.
+fn github_user(provider: &ProviderConfig, user: Option<Value>) -> Value {
+    match (
+        provider.provider_type == extauth_providers::ProviderType::Github,
+        user,
+    ) {
+        (true, Some(u)) => json!({
+            "id": u.get("id"),
+            "login": u.get("login"),
+            "avatar_url": u.get("avatar_url"),
+            "profile_url": u.get("html_url"),
+            "name": u.get("name"),
+        }),
+        _ => Value::Null,
+    }
+}
+
+/// `DELETE /api/v2/external-auth/<id>`: unlink and revoke at the provider.
+pub async fn external_auth_delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<links::Unlinked>, ApiError> {
+    require_full_access(&caller)?;
+    match links::unlink(&state, &caller.user.id, &id).await? {
+        Some(outcome) => Ok(Json(outcome)),
+        None => Err(ApiError::not_found(
+            format!("You have no link to {id:?}."),
+            "",
+        )),
+    }
+}
+
+fn device_provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig, ApiError> {
+    let provider = provider(state, id)?;
+    if !provider.device_flow {
+        return Err(ApiError::bad_request(
+            "This provider does not use the device flow.",
+            format!("set CODER_EXTERNAL_AUTH_<N>_DEVICE_FLOW=true for {id:?} to use it"),
+        ));
+    }
+    Ok(provider)
+}
+
+fn rate_limited(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Status { status: 429, .. }
+            | UpstreamError::Status {
+                rate_limited: true,
+                ..
+            }
+    )
+}
+
+/// `GET /api/v2/external-auth/<id>/device`: start a device flow.
+pub async fn device_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_full_access(&caller)?;
+    let provider = device_provider(&state, &id)?;
+    let flow = state
+        .upstream
+        .device_authorize(provider)
+        .await
+        .map_err(|e| {
+            if rate_limited(&e) {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "The provider is rate limiting device authorizations; retry later.",
+                    e.reason(),
+                )
+            } else {
+                ApiError::upstream("Failed to authorize device.", &e)
+            }
+        })?;
+    state.devices.start(
+        &flow.device_code,
+        &caller.user.id,
+        &id,
+        flow.interval,
+        flow.expires_in,
+    );
+    Ok(Json(json!(flow)))
+}
+
+#[derive(Deserialize)]
+pub struct DevicePoll {
+    device_code: String,
+}
+
+/// `POST /api/v2/external-auth/<id>/device`: poll once; 204 once linked, else 400 with the RFC
+/// 8628 code as `detail` (`authorization_pending`, `slow_down`, `expired_token`, `access_denied`).
+pub async fn device_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<DevicePoll>,
+) -> Result<StatusCode, ApiError> {
+    require_full_access(&caller)?;
+    let provider = device_provider(&state, &id)?;
+    let pending = |code: &str| ApiError::bad_request("Failed to exchange device code.", code);
+    match state.devices.poll(&body.device_code, &caller.user.id, &id) {
+        Poll::Unknown => {
+            return Err(ApiError::bad_request(
+                "Unknown device code.",
+                "start a device flow with GET on this URL first",
+            ));
+        }
+        Poll::Expired => {
+            state.devices.finish(&body.device_code);
+            return Err(pending("expired_token"));
+        }
+        Poll::SlowDown(_) => return Err(pending("slow_down")),
+        Poll::Ask => {}
+    }
+    match state
+        .upstream
+        .device_exchange(provider, &body.device_code)
+        .await
+    {
+        Ok(tokens) => {
+            links::save_link(&state, &caller.user.id, provider, &tokens).await?;
+            state.devices.finish(&body.device_code);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => match e.oauth_code() {
+            Some("authorization_pending") => Err(pending("authorization_pending")),
+            Some("slow_down") => {
+                state.devices.slow_down(&body.device_code);
+                Err(pending("slow_down"))
+            }
+            Some(code @ ("expired_token" | "access_denied")) => {
+                state.devices.finish(&body.device_code);
+                Err(pending(code))
+            }
+            _ => Err(ApiError::upstream("Failed to exchange device code.", &e)),
+        },
+    }
+}

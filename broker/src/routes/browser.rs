@@ -1,0 +1,522 @@
+//! Browser routes: pages, the provider login (start and callback), and form posts. Errors here
+//! are HTML pages, not JSON.
+
+use axum::extract::{Path, Query, RawForm, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use extauth_providers::{PkceMethod, constant_time_eq};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, PageError};
+use crate::identity::{self, BrowserUser, SESSION_COOKIE, cookie, cookie_header};
+use crate::links::{self, Lookup};
+use crate::pages::{self, Chrome};
+use crate::random;
+use crate::routes::api;
+use crate::state::AppState;
+use crate::store::TokenKind;
+use crate::upstream::UpstreamError;
+
+const STATE_COOKIE: &str = "oauth_state";
+const VERIFIER_COOKIE: &str = "oauth_pkce_verifier";
+const REDIRECT_COOKIE: &str = "oauth_redirect";
+/// The provider login must finish within this long.
+const FLOW_COOKIE_SECONDS: i64 = 600;
+
+fn chrome(state: &AppState, user: &BrowserUser, nav: &'static str) -> Chrome {
+    Chrome {
+        base: state.settings.base_path().to_owned(),
+        user: Some(user.user.username.clone()),
+        csrf: user.session.csrf.clone(),
+        nav,
+    }
+}
+
+/// A path on this site to send the browser to, or `None` for anything that could leave it
+/// (`https://evil.example`, `//evil.example`, `/\evil.example`, control characters).
+pub fn safe_redirect(value: &str) -> Option<String> {
+    let ok = value.starts_with('/')
+        && !value.starts_with("//")
+        && !value.starts_with("/\\")
+        && !value.chars().any(|c| c.is_control() || c == '\\');
+    ok.then(|| value.to_owned())
+}
+
+fn see_other(location: &str, cookies: Vec<String>) -> Response {
+    let mut response = Redirect::to(location).into_response();
+    for c in cookies {
+        if let Ok(value) = c.parse() {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+pub async fn icon_get(Path(file): Path<String>) -> Response {
+    pages::icon(&file)
+}
+
+pub async fn home_get(
+    State(state): State<AppState>,
+    user: BrowserUser,
+) -> Result<Response, PageError> {
+    let links = state.store.links_of_user(&user.user.id).await?;
+    let base = state.settings.base_path().to_owned();
+    let providers = state
+        .providers
+        .iter()
+        .map(|p| {
+            let link = links.iter().find(|l| l.provider_id == p.id.as_str());
+            let judged = link.map(|l| links::link_state(Some(p), l));
+            pages::ProviderRow {
+                id: p.id.to_string(),
+                name: p.display_name.clone(),
+                icon: pages::icon_src(&base, &p.display_icon),
+                linked: link.is_some(),
+                error: judged.and_then(|j| j.error),
+                expires: link.and_then(|l| l.expires_at).map(pages::when),
+            }
+        })
+        .collect();
+    let c = chrome(&state, &user, "external-auth");
+    Ok(pages::render(
+        StatusCode::OK,
+        &pages::HomePage {
+            base: c.base,
+            user: c.user,
+            csrf: c.csrf,
+            nav: c.nav,
+            providers,
+            notice: None,
+        },
+    ))
+}
+
+pub async fn login_get(
+    State(state): State<AppState>,
+    user: Option<BrowserUser>,
+    Query(q): Query<RedirectQuery>,
+) -> Response {
+    if user.is_some() {
+        let to = q
+            .redirect
+            .as_deref()
+            .and_then(safe_redirect)
+            .unwrap_or_else(|| state.settings.base_path().to_owned());
+        return Redirect::to(&to).into_response();
+    }
+    pages::render(
+        StatusCode::OK,
+        &pages::LoginPage {
+            base: state.settings.base_path().to_owned(),
+            user: None,
+            csrf: String::new(),
+            nav: "",
+            dev: state.settings.dev,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DevLoginQuery {
+    token: String,
+    redirect: Option<String>,
+}
+
+pub async fn dev_login_get(
+    State(state): State<AppState>,
+    Query(q): Query<DevLoginQuery>,
+) -> Result<Response, PageError> {
+    let user = identity::redeem_dev_login(&state, &q.token).await?;
+    let session = identity::start_session(&state, &user).await?;
+    tracing::info!(user = user.id, "signed in with the dev link");
+    let to = q
+        .redirect
+        .as_deref()
+        .and_then(safe_redirect)
+        .unwrap_or_else(|| state.settings.base_path().to_owned());
+    Ok(see_other(&to, vec![session]))
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout_post(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    user.check_csrf(&form.csrf)?;
+    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+        state.store.delete_session(&identity::hash(value)).await?;
+    }
+    let login = format!("{}login", state.settings.base_path());
+    Ok(see_other(
+        &login,
+        vec![cookie_header(&state, SESSION_COOKIE, "", Some(0))],
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RedirectQuery {
+    redirect: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ProviderQuery {
+    redirect: Option<String>,
+    redirected: Option<String>,
+}
+
+/// `GET /external-auth/<id>`: the page a workspace sends users to. Not linked: start the
+/// provider login straight away (device providers show their code page instead).
+pub async fn provider_get(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(id): Path<String>,
+    Query(q): Query<ProviderQuery>,
+) -> Result<Response, PageError> {
+    let provider = api::provider(&state, &id)?;
+    let c = chrome(&state, &user, "external-auth");
+    let icon = pages::icon_src(&c.base, &provider.display_icon);
+    let lookup = links::lookup(&state, &user.user.id, provider).await?;
+    let linked = matches!(lookup, Lookup::Linked(_));
+    let redirect = q.redirect.as_deref().and_then(safe_redirect);
+    if !linked && provider.device_flow {
+        return Ok(pages::render(
+            StatusCode::OK,
+            &pages::DevicePage {
+                base: c.base.clone(),
+                user: c.user,
+                csrf: c.csrf,
+                nav: c.nav,
+                id: id.clone(),
+                name: provider.display_name.clone(),
+                icon,
+                next: redirect.unwrap_or_else(|| format!("{}external-auth/{id}", c.base)),
+            },
+        ));
+    }
+    if !linked && q.redirected.is_none() {
+        let mut start = state
+            .settings
+            .access_url
+            .join(&format!("external-auth/{id}/callback"));
+        if let Some(redirect) = &redirect {
+            start.query_pairs_mut().append_pair("redirect", redirect);
+        }
+        return Ok(Redirect::to(start.as_str()).into_response());
+    }
+    let error = if linked {
+        None
+    } else {
+        let link = state.store.link(&user.user.id, &id).await?;
+        link.and_then(|l| links::link_state(Some(provider), &l).error)
+    };
+    Ok(pages::render(
+        StatusCode::OK,
+        &pages::ProviderPage {
+            base: c.base,
+            user: c.user,
+            csrf: c.csrf,
+            nav: c.nav,
+            id,
+            name: provider.display_name.clone(),
+            icon,
+            linked,
+            error,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    error_uri: Option<String>,
+    redirect: Option<String>,
+}
+
+/// `GET /external-auth/<id>/callback`: without `code`, starts the provider login (state and
+/// PKCE verifier in HttpOnly cookies); with it, finishes: checks state, exchanges the code,
+/// stores the link.
+pub async fn callback_get(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, PageError> {
+    let provider = api::provider(&state, &id)?;
+    if provider.device_flow {
+        return Err(ApiError::bad_request(
+            "This provider links with a device code, not a redirect.",
+            format!("open {}", provider.link_url(&state.settings.access_url)),
+        )
+        .into());
+    }
+    let callback = provider.callback_url(&state.settings.access_url);
+    let clear = |name: &str| cookie_header(&state, name, "", Some(0));
+
+    if let Some(error) = q.error {
+        let detail = [q.error_description, q.error_uri]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(ApiError::bad_request(
+            format!("{} refused the login: {error}", provider.display_name),
+            detail,
+        )
+        .into());
+    }
+
+    let Some(code) = q.code else {
+        let oauth_state = random::hex_token::<16>();
+        let verifier = URL_SAFE_NO_PAD.encode(random::bytes::<32>());
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let pkce = provider.pkce == PkceMethod::S256;
+        let redirect = q
+            .redirect
+            .as_deref()
+            .and_then(safe_redirect)
+            .unwrap_or_default();
+        let age = Some(FLOW_COOKIE_SECONDS);
+        let mut cookies = vec![
+            cookie_header(&state, STATE_COOKIE, &oauth_state, age),
+            // Always written, even empty, so an old redirect cannot apply to this login.
+            cookie_header(
+                &state,
+                REDIRECT_COOKIE,
+                &url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
+                age,
+            ),
+        ];
+        if pkce {
+            cookies.push(cookie_header(&state, VERIFIER_COOKIE, &verifier, age));
+        }
+        let authorize = state.upstream.authorize_url(
+            provider,
+            &callback,
+            &oauth_state,
+            pkce.then_some(challenge.as_str()),
+        );
+        let mut response = see_other(authorize.as_str(), cookies);
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        return Ok(response);
+    };
+
+    let Some(returned_state) = q.state.filter(|s| !s.is_empty()) else {
+        return Err(ApiError::bad_request("State must be provided.", "").into());
+    };
+    let Some(expected_state) = cookie(&headers, STATE_COOKIE).filter(|s| !s.is_empty()) else {
+        return Err(ApiError::unauthorized(
+            "Cookie \"oauth_state\" must be provided: start linking again from the broker's page.",
+        )
+        .into());
+    };
+    if !constant_time_eq(returned_state.as_bytes(), expected_state.as_bytes()) {
+        return Err(ApiError::unauthorized("State mismatched.").into());
+    }
+    let verifier = cookie(&headers, VERIFIER_COOKIE).filter(|v| !v.is_empty());
+    if provider.pkce == PkceMethod::S256 && verifier.is_none() {
+        return Err(ApiError::bad_request("PKCE challenge must be provided.", "").into());
+    }
+    let tokens = state
+        .upstream
+        .exchange_code(provider, &code, &callback, verifier)
+        .await
+        .map_err(|e| match e {
+            UpstreamError::OAuth { .. } => {
+                ApiError::bad_request("Failed exchanging OAuth code.", e.reason())
+            }
+            _ => ApiError::upstream("Failed exchanging OAuth code.", &e),
+        })?;
+    links::save_link(&state, &user.user.id, provider, &tokens).await?;
+
+    let redirect = cookie(&headers, REDIRECT_COOKIE)
+        .map(|r| {
+            url::form_urlencoded::parse(format!("r={r}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .collect::<String>()
+        })
+        .as_deref()
+        .and_then(safe_redirect)
+        .unwrap_or_else(|| {
+            format!(
+                "{}external-auth/{id}?redirected=true",
+                state.settings.base_path()
+            )
+        });
+    Ok(see_other(
+        &redirect,
+        vec![
+            clear(STATE_COOKIE),
+            clear(VERIFIER_COOKIE),
+            clear(REDIRECT_COOKIE),
+        ],
+    ))
+}
+
+pub async fn unlink_post(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    user.check_csrf(&form.csrf)?;
+    let outcome = links::unlink(&state, &user.user.id, &id).await?;
+    if let Some(outcome) = &outcome {
+        if let Some(error) = &outcome.token_revocation_error {
+            tracing::warn!(provider = id, error, "revocation at the provider failed");
+        }
+    }
+    Ok(see_other(state.settings.base_path(), vec![]))
+}
+
+async fn tokens_page(
+    state: &AppState,
+    user: &BrowserUser,
+    created: Option<pages::CreatedToken>,
+) -> Result<Response, PageError> {
+    let tokens = state
+        .store
+        .tokens_of_user(&user.user.id, TokenKind::Workspace)
+        .await?;
+    let c = chrome(state, user, "tokens");
+    let rows = tokens
+        .iter()
+        .map(|t| pages::TokenRow {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            providers: t
+                .providers
+                .as_ref()
+                .map_or_else(|| "all".to_owned(), |p| p.join(", ")),
+            created: pages::when(t.created_at),
+            expires: t.expires_at.map_or_else(|| "never".to_owned(), pages::when),
+        })
+        .collect();
+    Ok(pages::render(
+        if created.is_some() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &pages::TokensPage {
+            base: c.base,
+            user: c.user,
+            csrf: c.csrf,
+            nav: c.nav,
+            access_url: state
+                .settings
+                .access_url
+                .to_string()
+                .trim_end_matches('/')
+                .to_owned(),
+            created,
+            tokens: rows,
+            providers: state
+                .providers
+                .iter()
+                .map(|p| pages::ProviderChoice {
+                    id: p.id.to_string(),
+                    name: p.display_name.clone(),
+                })
+                .collect(),
+        },
+    ))
+}
+
+pub async fn tokens_get(
+    State(state): State<AppState>,
+    user: BrowserUser,
+) -> Result<Response, PageError> {
+    tokens_page(&state, &user, None).await
+}
+
+/// The token form: `name`, `lifetime`, `csrf` and repeated `provider` fields.
+pub async fn tokens_post(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    RawForm(body): RawForm,
+) -> Result<Response, PageError> {
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    user.check_csrf(get("csrf").unwrap_or_default())?;
+    let providers: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "provider")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let minted = api::create_token(
+        &state,
+        TokenKind::Workspace,
+        &user.user.id,
+        get("name").unwrap_or_default(),
+        (!providers.is_empty()).then_some(providers),
+        get("lifetime"),
+    )
+    .await?;
+    tokens_page(
+        &state,
+        &user,
+        Some(pages::CreatedToken {
+            name: minted.record.name,
+            token: minted.token,
+        }),
+    )
+    .await
+}
+
+pub async fn token_revoke_post(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    user.check_csrf(&form.csrf)?;
+    match state.store.token(&id).await? {
+        Some(t) if t.user_id == user.user.id => {
+            state.store.delete_token(&id).await?;
+        }
+        _ => return Err(ApiError::not_found("No such token.", "").into()),
+    }
+    Ok(see_other(
+        &format!("{}workspace-tokens", state.settings.base_path()),
+        vec![],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_on_site() {
+        assert_eq!(
+            safe_redirect("/external-auth/github"),
+            Some("/external-auth/github".to_owned())
+        );
+        assert_eq!(safe_redirect("/a?b=c"), Some("/a?b=c".to_owned()));
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "evil",
+            "",
+            "/a\nb",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_redirect(bad), None, "{bad}");
+        }
+    }
+}

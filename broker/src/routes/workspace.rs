@@ -1,0 +1,165 @@
+//! The workspace API: the token for a repository URL or a provider ID, in Coder's agent shapes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use extauth_providers::ProviderConfig;
+use extauth_providers::wire::ExternalAuthResponse;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+use crate::identity::Caller;
+use crate::links::{self, Lookup};
+use crate::routes::api;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct ExternalAuthQuery {
+    #[serde(rename = "match")]
+    match_url: Option<String>,
+    /// Legacy name of `match`.
+    url: Option<String>,
+    id: Option<String>,
+    /// Present (any value) = wait until linked.
+    listen: Option<String>,
+}
+
+/// Picks the provider from `id` or `match`, with Coder's errors.
+fn choose<'a>(
+    state: &'a AppState,
+    id: Option<&str>,
+    match_url: Option<&str>,
+) -> Result<&'a ProviderConfig, ApiError> {
+    match (id, match_url) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "'url' and 'id' cannot be provided together!",
+            "",
+        )),
+        (None, None) => Err(ApiError::bad_request("'url' or 'id' must be provided!", "")),
+        (Some(id), None) => api::provider(state, id),
+        (None, Some(url)) => {
+            let matched = state.providers.match_url(url).map_err(|e| {
+                ApiError::bad_request(format!("Cannot match {url:?}."), e.to_string())
+            })?;
+            if matched.candidates.len() > 1 {
+                let ids: Vec<&str> = matched.candidates.iter().map(|p| p.id.as_str()).collect();
+                tracing::debug!(url = matched.normalized, candidates = ?ids, "several providers match; the first wins");
+            }
+            matched.chosen.ok_or_else(|| {
+                let regexes: Vec<String> = state
+                    .providers
+                    .iter()
+                    .filter_map(|p| p.regex.as_ref().map(|r| format!("{}={:?}", p.id, r.as_str())))
+                    .collect();
+                ApiError::not_found(
+                    format!("No matching external auth provider found for the url {:?}.", matched.normalized),
+                    if regexes.is_empty() {
+                        "no provider has a regex to match git URLs".to_owned()
+                    } else {
+                        format!(
+                            "The configured external auth providers have regex filters that do not match the url. Provider filters: {}",
+                            regexes.join(", ")
+                        )
+                    },
+                )
+            })
+        }
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// `GET /api/v2/workspaceagents/me/external-auth` (and the legacy `/gitauth`).
+pub async fn external_auth_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ExternalAuthQuery>,
+) -> Result<Json<ExternalAuthResponse>, ApiError> {
+    let id = non_empty(query.id);
+    let match_url = non_empty(query.match_url).or(non_empty(query.url));
+    let provider = choose(&state, id.as_deref(), match_url.as_deref())?;
+    if !caller.may_use_provider(provider.id.as_str()) {
+        return Err(ApiError::forbidden(format!(
+            "This workspace token may not use provider {:?}.",
+            provider.id.as_str()
+        )));
+    }
+    let user_id = caller.user.id.as_str();
+    // Subscribe before looking, so a link completed in between is not missed.
+    let mut events = query
+        .listen
+        .is_some()
+        .then(|| state.store.subscribe_links());
+    let deadline = tokio::time::Instant::now() + state.settings.listen_timeout;
+    loop {
+        if let Lookup::Linked(fresh) = links::lookup(&state, user_id, provider).await? {
+            return Ok(Json(ExternalAuthResponse::linked(
+                &provider.provider_type,
+                fresh.access_token,
+                fresh.extra,
+                fresh.expires_at,
+            )));
+        }
+        let not_linked = || {
+            Ok(Json(ExternalAuthResponse::not_linked(
+                &provider.provider_type,
+                provider.link_url(&state.settings.access_url).to_string(),
+            )))
+        };
+        let Some(events) = events.as_mut() else {
+            return not_linked();
+        };
+        // Wait for this user's link to this provider to change, or give up at the deadline
+        // with the URL again so the client can ask anew.
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_elapsed) => return not_linked(),
+                Ok(Ok(event))
+                    if event.user_id == user_id && event.provider_id == provider.id.as_str() =>
+                {
+                    break;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(RecvError::Lagged(_))) => break,
+                Ok(Err(RecvError::Closed)) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Rejected {
+    id: Option<String>,
+    #[serde(rename = "match")]
+    match_url: Option<String>,
+}
+
+/// `POST /api/v2/workspaceagents/me/external-auth/rejected`: git was refused with the current
+/// token; the next lookup validates (and refreshes) it first.
+pub async fn rejected_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<Rejected>,
+) -> Result<StatusCode, ApiError> {
+    let provider = choose(
+        &state,
+        non_empty(body.id).as_deref(),
+        non_empty(body.match_url).as_deref(),
+    )?;
+    if !caller.may_use_provider(provider.id.as_str()) {
+        return Err(ApiError::forbidden(format!(
+            "This workspace token may not use provider {:?}.",
+            provider.id.as_str()
+        )));
+    }
+    links::mark_rejected(&state, &caller.user.id, provider.id.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

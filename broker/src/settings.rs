@@ -1,0 +1,237 @@
+//! Broker settings: every one from an environment variable (Coder's name where Coder has the
+//! setting) or a flag, validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use extauth_providers::AccessUrl;
+
+/// Flags and variables of `extauth-broker` (serving).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CODER_HTTP_ADDRESS",
+        default_value = "127.0.0.1:3000",
+        value_name = "HOST:PORT"
+    )]
+    pub http_address: String,
+
+    /// Development mode: embedded store, and a one-time sign-in link for a local admin printed
+    /// at start.
+    #[arg(long, env = "EXTAUTH_DEV")]
+    pub dev: bool,
+
+    /// Directory of the embedded store (and of the generated encryption key).
+    #[arg(
+        long,
+        env = "EXTAUTH_DATA_DIR",
+        default_value = "./extauth-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL connection URL; unset = the embedded store.
+    #[arg(
+        long,
+        env = "CODER_PG_CONNECTION_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub postgres_url: Option<String>,
+
+    /// Comma-separated base64 AES-256 keys; the first encrypts, all decrypt.
+    #[arg(
+        long,
+        env = "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS",
+        value_name = "KEYS",
+        hide_env_values = true
+    )]
+    pub external_token_encryption_keys: Option<String>,
+
+    /// Refresh a token before handing it out when it expires within this long.
+    #[arg(
+        long,
+        env = "EXTAUTH_REFRESH_MARGIN",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
+    pub refresh_margin: String,
+
+    /// Longest a `listen` request waits for a link before answering with the URL again.
+    #[arg(
+        long,
+        env = "EXTAUTH_LISTEN_TIMEOUT",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
+    pub listen_timeout: String,
+
+    /// How long a browser session lasts.
+    #[arg(
+        long,
+        env = "EXTAUTH_SESSION_DURATION",
+        default_value = "24h",
+        value_name = "DURATION"
+    )]
+    pub session_duration: String,
+
+    /// Timeout of each request to a provider.
+    #[arg(
+        long,
+        env = "EXTAUTH_UPSTREAM_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub upstream_timeout: String,
+
+    /// Log format.
+    #[arg(long, env = "EXTAUTH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// TLS certificate; TLS is not served by this build (put a proxy in front).
+    #[arg(long, env = "CODER_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// TLS key; see --tls-cert-file.
+    #[arg(long, env = "CODER_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Public base URL.
+    pub access_url: AccessUrl,
+    /// Listen address.
+    pub http_address: SocketAddr,
+    /// Development mode.
+    pub dev: bool,
+    /// Embedded store directory.
+    pub data_dir: PathBuf,
+    /// Encryption keys as given.
+    pub encryption_keys: Option<String>,
+    /// Refresh margin.
+    pub refresh_margin: Duration,
+    /// Longest `listen` wait.
+    pub listen_timeout: Duration,
+    /// Browser session lifetime.
+    pub session_duration: Duration,
+    /// Timeout of provider requests.
+    pub upstream_timeout: Duration,
+    /// Cookies get `Secure` when the access URL is https.
+    pub secure_cookies: bool,
+    /// JSON logs.
+    pub json_logs: bool,
+}
+
+impl Settings {
+    /// Validates `args`; every problem is listed, each naming its variable.
+    pub fn from_args(access_url: &str, args: &ServeArgs) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let access = AccessUrl::parse(access_url)
+            .map_err(|e| {
+                errors.push(format!(
+                    "CODER_ACCESS_URL: {access_url:?} is not a usable access URL ({e}); set it to the broker's public base URL, e.g. https://extauth.example.com"
+                ))
+            })
+            .ok();
+        let http_address = args
+            .http_address
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                errors.push(format!(
+                    "CODER_HTTP_ADDRESS: {:?} is not HOST:PORT with an IP address; use e.g. 127.0.0.1:3000 or 0.0.0.0:3000",
+                    args.http_address
+                ))
+            })
+            .ok();
+        let mut duration = |variable: &str, value: &str| {
+            parse_duration(value)
+                .map_err(|e| {
+                    errors.push(format!(
+                        "{variable}: {value:?} is not a duration ({e}); write e.g. 30s, 5m or 1h"
+                    ))
+                })
+                .unwrap_or_default()
+        };
+        let refresh_margin = duration("EXTAUTH_REFRESH_MARGIN", &args.refresh_margin);
+        let listen_timeout = duration("EXTAUTH_LISTEN_TIMEOUT", &args.listen_timeout);
+        let session_duration = duration("EXTAUTH_SESSION_DURATION", &args.session_duration);
+        let upstream_timeout = duration("EXTAUTH_UPSTREAM_TIMEOUT", &args.upstream_timeout);
+        if args.postgres_url.is_some() {
+            errors.push(
+                "CODER_PG_CONNECTION_URL: the PostgreSQL store is not available in this build yet; unset it to use the embedded store in EXTAUTH_DATA_DIR".to_owned(),
+            );
+        }
+        if args.tls_cert_file.is_some() || args.tls_key_file.is_some() {
+            errors.push(
+                "CODER_TLS_CERT_FILE/CODER_TLS_KEY_FILE: this build does not terminate TLS; unset them and put a TLS proxy in front of the broker".to_owned(),
+            );
+        }
+        match (access, http_address, errors.is_empty()) {
+            (Some(access_url), Some(http_address), true) => Ok(Self {
+                secure_cookies: access_url.as_url().scheme() == "https",
+                access_url,
+                http_address,
+                dev: args.dev,
+                data_dir: args.data_dir.clone(),
+                encryption_keys: args
+                    .external_token_encryption_keys
+                    .clone()
+                    .filter(|k| !k.trim().is_empty()),
+                refresh_margin,
+                listen_timeout,
+                session_duration,
+                upstream_timeout,
+                json_logs: args.log_format == "json",
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The path prefix of the access URL (`/` or `/prefix/`), under which routes are served.
+    pub fn base_path(&self) -> &str {
+        self.access_url.as_url().path()
+    }
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, `1d`, or plain seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, &'static str> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| "no number")?;
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err("unknown unit"),
+    };
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or("too large")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

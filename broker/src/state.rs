@@ -1,0 +1,55 @@
+//! What every handler shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use extauth_providers::Providers;
+
+use crate::crypto::KeyRing;
+use crate::device::DeviceFlows;
+use crate::identity::DevLogin;
+use crate::links::RefreshLocks;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+/// Shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    /// Validated settings.
+    pub settings: Settings,
+    /// Configured providers.
+    pub providers: Providers,
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Encryption at rest.
+    pub keys: KeyRing,
+    /// Client of the providers.
+    pub upstream: Upstream,
+    /// One refresh at a time per (user, provider).
+    pub refresh_locks: RefreshLocks,
+    /// Device flows in progress.
+    pub devices: DeviceFlows,
+    /// The pending one-time sign-in link of `--dev`.
+    pub dev_login: Mutex<Option<DevLogin>>,
+    /// Per-provider timestamps for throttled warnings.
+    pub warned: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
