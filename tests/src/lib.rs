@@ -1,4 +1,325 @@
-//! Harness for extauth's end-to-end tests: starts real parts (the broker, `oidc-provider`,
-//! `git http-backend`, Chromium, PostgreSQL) on loopback and stops them by pid.
+//! Harness for extauth's end-to-end tests: starts real parts on loopback — the broker binary,
+//! `oidc-provider` (npm) as the upstream forge — and stops each by its pid when dropped.
 //!
-//! Empty until the broker serves; the end-to-end suites arrive with it.
+//! Binaries are taken from the cargo target directory (`tests/run` builds them first); the IdP
+//! from `tests/idp` (`tests/run` installs its lock-pinned packages). A missing part fails the
+//! test with what to do, never skips it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The cargo target profile directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary>
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Path of a workspace binary; panics with the fix when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with ./tests/run (it builds the binaries first), or `cargo build --bins`",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process, killed when dropped. Its stdout lines arrive on a channel.
+pub struct Process {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn spawn(name: &str, mut command: Command) -> Self {
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            child,
+            lines,
+        }
+    }
+
+    /// The next stdout line that satisfies `pick`, within `timeout`.
+    pub fn wait_line(&mut self, timeout: Duration, pick: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pick(&line) => return line,
+                Ok(_) => {}
+                Err(_) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!(
+                        "{} did not print the expected line within {timeout:?} (exit status: {status:?})",
+                        self.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+
+    /// Waits for the process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `oidc-provider` serving as a forge / IdP.
+pub struct Idp {
+    /// Its issuer URL, `http://127.0.0.1:<port>`.
+    pub issuer: String,
+    _process: Process,
+}
+
+impl Idp {
+    /// Starts the IdP with `config` (`{"clients": [...], "accessTokenTtl": …}`).
+    pub fn start(config: Value) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("idp");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "the test IdP is not installed: run ./tests/run, or `npm ci --prefix tests/idp`"
+        );
+        let mut command = Command::new("node");
+        command
+            .arg(dir.join("idp.mjs"))
+            .env("IDP_CONFIG", config.to_string())
+            .current_dir(&dir);
+        let mut process = Process::spawn("oidc-provider", command);
+        let line = process.wait_line(Duration::from_secs(30), |l| l.starts_with('{'));
+        let issuer = serde_json::from_str::<Value>(&line).unwrap()["issuer"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Self {
+            issuer,
+            _process: process,
+        }
+    }
+
+    /// RFC 7662 introspection of `token` with the given client's credentials.
+    pub async fn introspect(&self, client_id: &str, client_secret: &str, token: &str) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}/token/introspection", self.issuer))
+            .basic_auth(client_id, Some(client_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// A client registration for the IdP.
+pub fn client(id: &str, secret: &str, redirect_uris: &[String], device: bool) -> Value {
+    if device {
+        json!({
+            "client_id": id, "client_secret": secret,
+            "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+            "response_types": [], "redirect_uris": [],
+            "token_endpoint_auth_method": "client_secret_post",
+        })
+    } else {
+        json!({
+            "client_id": id, "client_secret": secret,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"], "redirect_uris": redirect_uris,
+            "token_endpoint_auth_method": "client_secret_basic",
+        })
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    /// Its access URL without trailing slash, `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The one-time admin sign-in link it printed.
+    pub login_link: String,
+    session: std::sync::Mutex<Option<String>>,
+    process: Process,
+}
+
+impl Broker {
+    /// Starts `extauth-broker --dev` on `port` with `env` (provider settings etc.) and its
+    /// store in `data_dir`; waits until it answers.
+    pub fn start(port: u16, data_dir: &Path, env: &[(String, String)]) -> Self {
+        let process = Self::spawn(port, data_dir, env);
+        Self::ready(port, process)
+    }
+
+    /// Spawns without waiting (for tests of start-up failures).
+    pub fn spawn(port: u16, data_dir: &Path, env: &[(String, String)]) -> Process {
+        let url = format!("http://127.0.0.1:{port}");
+        let mut command = Command::new(binary("extauth-broker"));
+        command
+            .arg("--dev")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CODER_HTTP_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("CODER_ACCESS_URL", &url)
+            .env("EXTAUTH_DATA_DIR", data_dir)
+            .env("EXTAUTH_LOG", "warn,extauth_broker=info")
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        Process::spawn("extauth-broker", command)
+    }
+
+    fn ready(port: u16, mut process: Process) -> Self {
+        let line = process.wait_line(Duration::from_secs(30), |l| {
+            l.starts_with("Sign in as the local admin: ")
+        });
+        let login_link = line
+            .trim_start_matches("Sign in as the local admin: ")
+            .to_owned();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    url,
+                    login_link,
+                    session: std::sync::Mutex::new(None),
+                    process,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the broker did not accept connections on port {port}");
+    }
+
+    /// Stops it with SIGTERM; whether it shut down cleanly.
+    pub fn stop(mut self) -> bool {
+        self.process.terminate()
+    }
+
+    /// The admin's session cookie (`extauth_session=…`). The one-time link is redeemed on the
+    /// first call; later calls reuse the session.
+    pub async fn session_cookie(&self) -> String {
+        if let Some(cookie) = self.session.lock().unwrap().clone() {
+            return cookie;
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = client.get(&self.login_link).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "dev sign-in failed"
+        );
+        let cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .find(|c| c.starts_with("extauth_session="))
+            .expect("the sign-in sets the session cookie");
+        *self.session.lock().unwrap() = Some(cookie.clone());
+        cookie
+    }
+
+    /// A browser-like client (cookie jar, follows redirects) signed in as the admin, and the
+    /// CSRF token of its session.
+    pub async fn admin(&self) -> (reqwest::Client, String) {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let url: reqwest::Url = self.url.parse().unwrap();
+        jar.add_cookie_str(&format!("{}; Path=/", self.session_cookie().await), &url);
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar)
+            .redirect(reqwest::redirect::Policy::limited(20))
+            .build()
+            .unwrap();
+        let csrf = csrf_of(
+            &client
+                .get(format!("{}/", self.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+        (client, csrf)
+    }
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_of(html: &str) -> String {
+    regex::Regex::new(r#"name="csrf" value="([0-9a-f]+)""#)
+        .unwrap()
+        .captures(html)
+        .unwrap_or_else(|| panic!("no CSRF token in page: {html}"))[1]
+        .to_owned()
+}

@@ -1,0 +1,844 @@
+//! The broker end to end against a real OAuth2 provider (`oidc-provider`): linking in the
+//! browser and by device code, the workspace API, tokens, unlinking, restarts.
+
+use std::time::{Duration, Instant};
+
+use extauth_tests::{Broker, Idp, client, csrf_of, free_port};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct World {
+    idp: Idp,
+    broker: Broker,
+    port: u16,
+    env: Vec<(String, String)>,
+    data: tempfile::TempDir,
+}
+
+fn provider_env(
+    n: usize,
+    id: &str,
+    issuer: &str,
+    client_id: &str,
+    secret: &str,
+    host: &str,
+) -> Vec<(String, String)> {
+    let key = |k: &str| format!("CODER_EXTERNAL_AUTH_{n}_{k}");
+    vec![
+        (key("ID"), id.to_owned()),
+        (key("TYPE"), "forge".to_owned()),
+        (key("CLIENT_ID"), client_id.to_owned()),
+        (key("CLIENT_SECRET"), secret.to_owned()),
+        (key("AUTH_URL"), format!("{issuer}/auth")),
+        (key("TOKEN_URL"), format!("{issuer}/token")),
+        (key("VALIDATE_URL"), format!("{issuer}/me")),
+        (key("REVOKE_URL"), format!("{issuer}/token/revocation")),
+        (
+            key("REGEX"),
+            format!(r"^(https?://)?{}(/.*)?$", regex::escape(host)),
+        ),
+        (key("SCOPES"), "openid".to_owned()),
+    ]
+}
+
+fn world() -> World {
+    let port = free_port();
+    let callback = |id: &str| {
+        vec![format!(
+            "http://127.0.0.1:{port}/external-auth/{id}/callback"
+        )]
+    };
+    let idp = Idp::start(json!({
+        "clients": [
+            client("broker", "broker-secret", &callback("forge"), false),
+            client("broker-other", "other-secret", &callback("other"), false),
+            client("broker-device", "device-secret", &[], true),
+        ]
+    }));
+    let mut env = provider_env(
+        0,
+        "forge",
+        &idp.issuer,
+        "broker",
+        "broker-secret",
+        "git.forge.test",
+    );
+    env.extend(provider_env(
+        1,
+        "other",
+        &idp.issuer,
+        "broker-other",
+        "other-secret",
+        "other.forge.test",
+    ));
+    env.extend(provider_env(
+        2,
+        "forge-device",
+        &idp.issuer,
+        "broker-device",
+        "device-secret",
+        "device.forge.test",
+    ));
+    env.push((
+        "CODER_EXTERNAL_AUTH_2_DEVICE_FLOW".to_owned(),
+        "true".to_owned(),
+    ));
+    env.push((
+        "CODER_EXTERNAL_AUTH_2_DEVICE_CODE_URL".to_owned(),
+        format!("{}/device/auth", idp.issuer),
+    ));
+    env.push(("EXTAUTH_LISTEN_TIMEOUT".to_owned(), "3s".to_owned()));
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, data.path(), &env);
+    World {
+        idp,
+        broker,
+        port,
+        env,
+        data,
+    }
+}
+
+/// Walks the whole browser flow: broker page → IdP login and consent → callback → page.
+async fn link(client: &reqwest::Client, broker: &Broker, id: &str) -> String {
+    let response = client
+        .get(format!("{}/external-auth/{id}", broker.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "final URL {}",
+        response.url()
+    );
+    assert_eq!(
+        response.url().as_str(),
+        format!("{}/external-auth/{id}?redirected=true", broker.url)
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Connected."), "{page}");
+    page
+}
+
+async fn workspace_token(
+    client: &reqwest::Client,
+    csrf: &str,
+    broker: &Broker,
+    user: &str,
+    body: Value,
+) -> String {
+    let response = client
+        .post(format!(
+            "{}/api/v2/users/{user}/workspace-tokens",
+            broker.url
+        ))
+        .header("X-CSRF-Token", csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn lookup(broker: &Broker, token: &str, query: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v2/workspaceagents/me/external-auth?{query}",
+            broker.url
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_flow_links_and_workspaces_get_the_token() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    let token = workspace_token(&admin, &csrf, &w.broker, "me", json!({"name": "ws"})).await;
+
+    let (status, before) = lookup(
+        &w.broker,
+        &token,
+        "match=https://git.forge.test/org/repo.git",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        before["url"],
+        format!("{}/external-auth/forge", w.broker.url)
+    );
+    assert_eq!(before["access_token"], "");
+
+    link(&admin, &w.broker, "forge").await;
+
+    let (status, by_match) = lookup(
+        &w.broker,
+        &token,
+        "match=https://me@git.forge.test/org/repo.git",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let access = by_match["access_token"].as_str().unwrap().to_owned();
+    assert!(!access.is_empty());
+    assert_eq!(by_match["url"], "");
+    assert_eq!(by_match["type"], "forge");
+    assert_eq!(
+        by_match["username"],
+        access.as_str(),
+        "generic providers: the token is the username"
+    );
+    assert_eq!(by_match["password"], "");
+    assert!(by_match["expires_at"].as_str().is_some(), "{by_match}");
+    let introspection = w.idp.introspect("broker", "broker-secret", &access).await;
+    assert_eq!(introspection["active"], true, "{introspection}");
+
+    // Same token by id, by Coder's header, and on the legacy route with `url=`.
+    let (_, by_id) = lookup(&w.broker, &token, "id=forge").await;
+    assert_eq!(by_id["access_token"], access.as_str());
+    let legacy: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v2/workspaceagents/me/gitauth?url=https://git.forge.test/x",
+            w.broker.url
+        ))
+        .header("Coder-Session-Token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(legacy["access_token"], access.as_str());
+
+    // The user API lists it.
+    let list: Value = admin
+        .get(format!("{}/api/v2/external-auth", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["links"][0]["provider_id"], "forge");
+    assert_eq!(list["links"][0]["authenticated"], true);
+    assert_eq!(list["links"][0]["has_refresh_token"], true);
+    let one: Value = admin
+        .get(format!("{}/api/v2/external-auth/forge", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["authenticated"], true, "{one}");
+    assert_eq!(one["supports_revocation"], true);
+}
+
+/// Starts the browser flow without following redirects; returns the cookies it set.
+async fn start_flow(
+    broker: &Broker,
+    session_cookie: &str,
+    redirect: Option<&str>,
+) -> (String, String, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut url =
+        reqwest::Url::parse(&format!("{}/external-auth/forge/callback", broker.url)).unwrap();
+    if let Some(r) = redirect {
+        url.query_pairs_mut().append_pair("redirect", r);
+    }
+    let response = client
+        .get(url)
+        .header("Cookie", session_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let get = |name: &str| {
+        cookies
+            .iter()
+            .find_map(|c| c.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} cookie in {cookies:?}"))
+            .to_owned()
+    };
+    (
+        get("oauth_state"),
+        get("oauth_pkce_verifier"),
+        get("oauth_redirect"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callback_checks_state_and_pkce() {
+    let w = world();
+    let session = w.broker.session_cookie().await;
+    let (state, verifier, _) = start_flow(&w.broker, &session, None).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let callback = |query: &str| format!("{}/external-auth/forge/callback?{query}", w.broker.url);
+
+    let mismatch = client
+        .get(callback("code=abc&state=not-the-state"))
+        .header(
+            "Cookie",
+            format!("{session}; oauth_state={state}; oauth_pkce_verifier={verifier}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatch.status(), StatusCode::UNAUTHORIZED);
+    assert!(mismatch.text().await.unwrap().contains("State mismatched."));
+
+    let no_cookie = client
+        .get(callback(&format!("code=abc&state={state}")))
+        .header("Cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_cookie.status(), StatusCode::UNAUTHORIZED);
+
+    let no_verifier = client
+        .get(callback(&format!("code=abc&state={state}")))
+        .header("Cookie", format!("{session}; oauth_state={state}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_verifier.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        no_verifier
+            .text()
+            .await
+            .unwrap()
+            .contains("PKCE challenge must be provided.")
+    );
+
+    let refused = client
+        .get(callback(
+            "error=access_denied&error_description=The+user+said+no",
+        ))
+        .header("Cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains("refused the login: access_denied") && page.contains("The user said no"),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirects_off_site_are_ignored() {
+    let w = world();
+    let session = w.broker.session_cookie().await;
+    for evil in ["https://evil.example", "//evil.example", "/\\evil.example"] {
+        let (_, _, redirect) = start_flow(&w.broker, &session, Some(evil)).await;
+        assert_eq!(redirect, "", "{evil} must not be remembered");
+    }
+    let (_, _, kept) = start_flow(&w.broker, &session, Some("/workspace-tokens")).await;
+    assert_eq!(kept, "%2Fworkspace-tokens");
+
+    // And end to end: the flow lands on the broker, not on the other site.
+    let (admin, _) = w.broker.admin().await;
+    let response = admin
+        .get(format!(
+            "{}/external-auth/forge/callback?redirect=//evil.example",
+            w.broker.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.url().host_str(), Some("127.0.0.1"));
+    assert_eq!(response.url().port(), Some(w.port));
+    let (admin, _) = w.broker.admin().await;
+    let response = admin
+        .get(format!(
+            "{}/external-auth/other?redirect=/workspace-tokens",
+            w.broker.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.url().path(), "/workspace-tokens");
+}
+
+/// Approves a device code at the IdP as a person would: code page, confirm, login, consent.
+async fn approve_device(idp: &Idp, user_code: &str) {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::limited(20))
+        .build()
+        .unwrap();
+    let xsrf = |html: &str| {
+        regex::Regex::new(r#"name="xsrf" value="([^"]+)""#)
+            .unwrap()
+            .captures(html)
+            .unwrap()[1]
+            .to_owned()
+    };
+    let page = client
+        .get(format!("{}/device", idp.issuer))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let confirm = client
+        .post(format!("{}/device", idp.issuer))
+        .form(&[("xsrf", xsrf(&page).as_str()), ("user_code", user_code)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let done = client
+        .post(format!("{}/device", idp.issuer))
+        .form(&[
+            ("xsrf", xsrf(&confirm).as_str()),
+            ("user_code", user_code),
+            ("confirm", "yes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_flow_links() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    let api = format!("{}/api/v2/external-auth/forge-device/device", w.broker.url);
+    let flow: Value = admin.get(&api).send().await.unwrap().json().await.unwrap();
+    let device_code = flow["device_code"].as_str().unwrap().to_owned();
+    let user_code = flow["user_code"].as_str().unwrap().to_owned();
+    assert!(
+        flow["verification_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&w.idp.issuer)
+    );
+    let interval = flow["interval"].as_u64().unwrap();
+
+    let poll = || async {
+        let response = admin
+            .post(&api)
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({ "device_code": device_code }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = if status == StatusCode::NO_CONTENT {
+            Value::Null
+        } else {
+            response.json().await.unwrap()
+        };
+        (status, body)
+    };
+    let (status, body) = poll().await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["detail"], "authorization_pending");
+    // Polling faster than the interval is slowed down by the broker itself.
+    let (_, body) = poll().await;
+    assert_eq!(body["detail"], "slow_down");
+
+    approve_device(&w.idp, &user_code).await;
+    // After slow_down the interval grew by 5 s.
+    tokio::time::sleep(Duration::from_secs(interval + 5) + Duration::from_millis(300)).await;
+    let (status, body) = poll().await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let token = workspace_token(&admin, &csrf, &w.broker, "me", json!({"name": "ws"})).await;
+    let (_, reply) = lookup(&w.broker, &token, "id=forge-device").await;
+    let access = reply["access_token"].as_str().unwrap();
+    assert!(!access.is_empty(), "{reply}");
+    assert_eq!(
+        w.idp
+            .introspect("broker-device", "device-secret", access)
+            .await["active"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unlink_revokes_at_the_provider() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    link(&admin, &w.broker, "forge").await;
+    let token = workspace_token(&admin, &csrf, &w.broker, "me", json!({"name": "ws"})).await;
+    let (_, reply) = lookup(&w.broker, &token, "id=forge").await;
+    let access = reply["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", &access).await["active"],
+        true
+    );
+
+    // A cookie-authenticated write without the CSRF header is refused.
+    let forged = admin
+        .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
+    let unlinked: Value = admin
+        .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unlinked, json!({"token_revoked": true}));
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", &access).await["active"],
+        false
+    );
+    let (_, after) = lookup(&w.broker, &token, "id=forge").await;
+    assert_eq!(
+        after["url"],
+        format!("{}/external-auth/forge", w.broker.url)
+    );
+    let again = admin
+        .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workspace_endpoint_errors() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    let token = workspace_token(&admin, &csrf, &w.broker, "me", json!({"name": "ws"})).await;
+
+    let (status, both) = lookup(&w.broker, &token, "id=forge&match=https://git.forge.test").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        both["message"],
+        "'url' and 'id' cannot be provided together!"
+    );
+    let (status, neither) = lookup(&w.broker, &token, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(neither["message"], "'url' or 'id' must be provided!");
+
+    let (status, none) = lookup(&w.broker, &token, "match=https://github.com/org/repo").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        none["message"],
+        "No matching external auth provider found for the url \"https://github.com/org/repo\"."
+    );
+    let detail = none["detail"].as_str().unwrap();
+    for expected in [
+        r#"forge="^(https?://)?git\\.forge\\.test(/.*)?$""#,
+        r#"other="^(https?://)?other\\.forge\\.test(/.*)?$""#,
+    ] {
+        assert!(detail.contains(expected), "{detail} lacks {expected}");
+    }
+    let (status, unknown) = lookup(&w.broker, &token, "id=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown["message"],
+        "No external auth provider with ID \"nope\"."
+    );
+
+    let (status, unauthenticated) = lookup(&w.broker, "extauth_ws_00_00", "id=forge").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unauthenticated["message"], "Invalid or expired token.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_answers_within_a_second_of_linking() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    let token = workspace_token(&admin, &csrf, &w.broker, "me", json!({"name": "ws"})).await;
+
+    // Nothing happens: the server-side limit (3 s here) ends the wait with the URL again.
+    let started = Instant::now();
+    let (_, timed_out) = lookup(&w.broker, &token, "id=forge&listen=true").await;
+    assert_eq!(
+        timed_out["url"],
+        format!("{}/external-auth/forge", w.broker.url)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+
+    let url = w.broker.url.clone();
+    let waiter = tokio::spawn({
+        let token = token.clone();
+        async move {
+            let reply: Value = reqwest::Client::new()
+                .get(format!("{url}/api/v2/workspaceagents/me/external-auth?match=https://git.forge.test/o/r&listen"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (reply, Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "listen must wait while not linked");
+    link(&admin, &w.broker, "forge").await;
+    let linked_at = Instant::now();
+    let (reply, answered_at) = waiter.await.unwrap();
+    assert!(
+        !reply["access_token"].as_str().unwrap().is_empty(),
+        "{reply}"
+    );
+    assert!(
+        answered_at.saturating_duration_since(linked_at) < Duration::from_secs(1),
+        "listen answered {:?} after the link completed",
+        answered_at.saturating_duration_since(linked_at)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_scoped_to_their_user_and_providers() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    link(&admin, &w.broker, "forge").await;
+
+    // The admin provisions bob and a workspace token for him.
+    let created = admin
+        .post(format!("{}/api/v2/users", w.broker.url))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"username": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let bob = workspace_token(&admin, &csrf, &w.broker, "bob", json!({"name": "bob-ws"})).await;
+    let (status, reply) = lookup(&w.broker, &bob, "id=forge").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        reply["access_token"], "",
+        "bob must never get the admin's token"
+    );
+    assert_eq!(
+        reply["url"],
+        format!("{}/external-auth/forge", w.broker.url)
+    );
+
+    // Bob's workspace token cannot manage tokens or act for others.
+    let escalate = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v2/users/admin/workspace-tokens",
+            w.broker.url
+        ))
+        .bearer_auth(&bob)
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(escalate.status(), StatusCode::FORBIDDEN);
+
+    // Narrowed to forge: forge yes, other no.
+    let narrow = workspace_token(
+        &admin,
+        &csrf,
+        &w.broker,
+        "me",
+        json!({"name": "narrow", "providers": ["forge"]}),
+    )
+    .await;
+    let (status, _) = lookup(&w.broker, &narrow, "id=forge").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, denied) = lookup(&w.broker, &narrow, "match=https://other.forge.test/x").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        denied["message"],
+        "This workspace token may not use provider \"other\"."
+    );
+
+    // Expired and revoked tokens are refused.
+    let short = workspace_token(
+        &admin,
+        &csrf,
+        &w.broker,
+        "me",
+        json!({"name": "short", "lifetime": "1s"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, _) = lookup(&w.broker, &short, "id=forge").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let list: Value = admin
+        .get(format!("{}/api/v2/users/me/workspace-tokens", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let narrow_id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "narrow")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("token").is_none()),
+        "secrets are shown only once"
+    );
+    let revoked = admin
+        .delete(format!(
+            "{}/api/v2/users/me/workspace-tokens/{narrow_id}",
+            w.broker.url
+        ))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let (status, _) = lookup(&w.broker, &narrow, "id=forge").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn links_survive_a_restart_and_never_reach_disk_in_clear() {
+    let World {
+        idp,
+        broker,
+        port,
+        env,
+        data,
+        ..
+    } = world();
+    let (admin, csrf) = broker.admin().await;
+    link(&admin, &broker, "forge").await;
+    let token = workspace_token(&admin, &csrf, &broker, "me", json!({"name": "ws"})).await;
+    let (_, before) = lookup(&broker, &token, "id=forge").await;
+    let access = before["access_token"].as_str().unwrap().to_owned();
+    assert!(broker.stop(), "SIGTERM must shut the broker down cleanly");
+
+    // Neither the provider's token nor the workspace token's secret is anywhere on disk.
+    let secret = token.rsplit('_').next().unwrap();
+    for entry in walk(data.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for needle in [access.as_bytes(), secret.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} contains a secret in clear",
+                entry.display()
+            );
+        }
+    }
+
+    let broker = Broker::start(port, data.path(), &env);
+    let (status, after) = lookup(&broker, &token, "id=forge").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["access_token"], access.as_str());
+    assert_eq!(
+        idp.introspect("broker", "broker-secret", &access).await["active"],
+        true
+    );
+    broker.stop();
+
+    // Started with a key that did not encrypt the data: refused, naming the variable.
+    let mut wrong = env.clone();
+    wrong.push((
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".to_owned(),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned(),
+    ));
+    let mut refused = Broker::spawn(free_port(), data.path(), &wrong);
+    let status = refused
+        .wait_exit(Duration::from_secs(20))
+        .expect("the broker must exit");
+    assert_eq!(status.code(), Some(1));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_render_for_a_signed_in_user() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    let home = admin
+        .get(format!("{}/", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.contains("External authentication") && home.contains("Connect"),
+        "{home}"
+    );
+    let created = admin
+        .post(format!("{}/workspace-tokens", w.broker.url))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "laptop"),
+            ("lifetime", "30d"),
+            ("provider", "forge"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let page = created.text().await.unwrap();
+    let exports =
+        regex::Regex::new(r"export EXTAUTH_URL=(\S+)\nexport EXTAUTH_TOKEN=(extauth_ws_\S+)</pre>")
+            .unwrap()
+            .captures(&page)
+            .unwrap_or_else(|| panic!("no export lines: {page}"));
+    assert_eq!(&exports[1], w.broker.url.as_str());
+    let (status, _) = lookup(&w.broker, &exports[2], "id=forge").await;
+    assert_eq!(status, StatusCode::OK);
+    // A form without the CSRF token is refused.
+    let forged = admin
+        .post(format!("{}/workspace-tokens", w.broker.url))
+        .form(&[("name", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let _ = csrf_of(&home);
+    let _ = w.data.path();
+}
