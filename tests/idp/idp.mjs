@@ -36,6 +36,8 @@ server.listen(0, '127.0.0.1', () => {
     // (a rotated one presented again fails with invalid_grant and revokes the grant).
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: () => true,
+    // A forge's grants outlive the browser session that created them.
+    expiresWithSession: async () => false,
     ttl: {
       AccessToken: config.accessTokenTtl || 3600,
       AuthorizationCode: 60,
@@ -49,10 +51,16 @@ server.listen(0, '127.0.0.1', () => {
     cookies: { keys: ['extauth-test-cookie-key'] },
   });
   provider.on('server_error', (ctx, err) => console.error('idp server_error', err));
+  // Why a grant was refused, on the test's stderr (the answer itself only says invalid_grant).
+  provider.on('grant.error', (ctx, err) => console.error(`idp grant.error: ${err.message} (${err.error_detail || ''})`));
 
   const callback = provider.callback();
   server.on('request', async (req, res) => {
     try {
+      if (req.method === 'POST' && req.url === '/test/access-token/destroy') {
+        await destroyAccessToken(provider, req, res);
+        return;
+      }
       const match = req.url.match(/^\/interaction\/([^/?]+)/);
       if (match && req.method === 'GET') {
         await completeInteraction(provider, req, res);
@@ -67,6 +75,19 @@ server.listen(0, '127.0.0.1', () => {
   });
   process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 });
+
+// Test control: the forge stops accepting one access token while its grant and refresh token
+// live on (as when a provider invalidates a leaked token). Revocation (RFC 7009) would also end
+// the refresh token.
+async function destroyAccessToken(provider, req, res) {
+  let body = '';
+  for await (const chunk of req) body += chunk;
+  const token = new URLSearchParams(body).get('token');
+  const found = token && await provider.AccessToken.find(token);
+  if (found) await found.destroy();
+  res.statusCode = found ? 204 : 404;
+  res.end();
+}
 
 async function completeInteraction(provider, req, res) {
   const details = await provider.interactionDetails(req, res);

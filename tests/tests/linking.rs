@@ -842,3 +842,51 @@ async fn pages_render_for_a_signed_in_user() {
     let _ = csrf_of(&home);
     let _ = w.data.path();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_token_is_validated_and_replaced_on_the_next_lookup() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    link(&admin, &w.broker, "forge").await;
+    let token = workspace_token(&admin, &csrf, &w.broker, "me", json!({"name": "ws"})).await;
+    let (_, first) = lookup(&w.broker, &token, "id=forge").await;
+    let dead = first["access_token"].as_str().unwrap().to_owned();
+
+    // The provider stops accepting the access token (the grant and refresh token live on).
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/test/access-token/destroy", w.idp.issuer))
+        .form(&[("token", dead.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", &dead).await["active"],
+        false
+    );
+
+    // Without a report the broker has no reason to ask the provider: same token.
+    let (_, unchanged) = lookup(&w.broker, &token, "id=forge").await;
+    assert_eq!(unchanged["access_token"], dead.as_str());
+
+    // git was refused; the workspace says so.
+    let reported = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v2/workspaceagents/me/external-auth/rejected",
+            w.broker.url
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"match": "https://git.forge.test/org/repo.git"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reported.status(), StatusCode::NO_CONTENT);
+
+    let (_, replaced) = lookup(&w.broker, &token, "id=forge").await;
+    let fresh = replaced["access_token"].as_str().unwrap();
+    assert!(!fresh.is_empty() && fresh != dead, "{replaced}");
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", fresh).await["active"],
+        true
+    );
+}
