@@ -179,10 +179,18 @@ pub fn icon(file: &str) -> Response {
         "gitea" => ("#609926", "Gt"),
         "jfrog" => ("#40be46", "JF"),
         "slack" => ("#4a154b", "Sl"),
-        _ => ("#6b7280", "⚿"),
+        _ => ("#6b7280", ""),
+    };
+    // Generic providers get a drawn key: no font on the system needs to have a key glyph.
+    let mark = if text.is_empty() {
+        r##"<circle cx="24" cy="32" r="9" fill="none" stroke="#fff" stroke-width="5"/><path d="M33 32h18v8M44 32v6" fill="none" stroke="#fff" stroke-width="5" stroke-linecap="round"/>"##.to_owned()
+    } else {
+        format!(
+            r##"<text x="32" y="41" font-family="system-ui,sans-serif" font-size="24" font-weight="700" fill="#fff" text-anchor="middle">{text}</text>"##
+        )
     };
     let svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64" role="img" aria-label="{name}"><rect width="64" height="64" rx="14" fill="{color}"/><text x="32" y="41" font-family="system-ui,sans-serif" font-size="24" font-weight="700" fill="#fff" text-anchor="middle">{text}</text></svg>"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64" role="img" aria-label="{name}"><rect width="64" height="64" rx="14" fill="{color}"/>{mark}</svg>"##
     );
     (
         [

@@ -77,7 +77,14 @@ pub async fn home_get(
                 icon: pages::icon_src(&base, &p.display_icon),
                 linked: link.is_some(),
                 error: judged.and_then(|j| j.error),
-                expires: link.and_then(|l| l.expires_at).map(pages::when),
+                expires: link.and_then(|l| {
+                    let at = pages::when(l.expires_at?);
+                    Some(if l.refresh_token.is_some() && !p.no_refresh {
+                        format!("renewed automatically (current token valid until {at})")
+                    } else {
+                        format!("token valid until {at}, then link again")
+                    })
+                }),
             }
         })
         .collect();
