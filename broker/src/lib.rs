@@ -18,6 +18,8 @@ pub mod identity;
 pub mod links;
 pub mod pages;
 pub mod random;
+pub mod refresh;
+pub mod revocations;
 pub mod routes;
 pub mod server;
 pub mod settings;

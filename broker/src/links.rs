@@ -7,9 +7,6 @@
 //! result; the store only accepts the new pair if the refresh token is still the one that was
 //! used, so a second refresher — in this process or another — can never overwrite the winner.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use extauth_providers::{AccessToken, ProviderConfig, RefreshToken};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -17,9 +14,10 @@ use time::OffsetDateTime;
 use crate::crypto::Sealed;
 use crate::error::ApiError;
 use crate::identity::now;
+use crate::refresh::{self, RefreshFailure};
 use crate::state::AppState;
 use crate::store::LinkRecord;
-use crate::upstream::{Revocation, TokenResponse, UpstreamError, Validity};
+use crate::upstream::{Revocation, TokenResponse, Validity};
 
 /// A token ready to hand out.
 #[derive(Debug, Clone)]
@@ -42,13 +40,13 @@ pub enum Lookup {
 }
 
 /// The associated data sealing one field of a link: binds ciphertext to its row and field.
-fn purpose(user_id: &str, provider_id: &str, field: &str) -> String {
+pub(crate) fn purpose(user_id: &str, provider_id: &str, field: &str) -> String {
     format!("link:{user_id}:{provider_id}:{field}")
 }
 
 /// Builds the stored link for tokens a provider just issued. `kept_refresh` is the previous
 /// refresh token, kept when the provider did not send a new one.
-fn seal(
+pub(crate) fn seal(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
@@ -118,7 +116,7 @@ pub async fn save_link(
     Ok(())
 }
 
-fn open_fresh(state: &AppState, link: &LinkRecord) -> Result<Fresh, ApiError> {
+pub(crate) fn open_fresh(state: &AppState, link: &LinkRecord) -> Result<Fresh, ApiError> {
     let (user, provider) = (&link.user_id, &link.provider_id);
     let access = state
         .keys
@@ -145,7 +143,7 @@ fn open_fresh(state: &AppState, link: &LinkRecord) -> Result<Fresh, ApiError> {
 }
 
 /// The provider's tokens of a link, decrypted (for revocation).
-fn open_tokens(
+pub(crate) fn open_tokens(
     state: &AppState,
     link: &LinkRecord,
 ) -> Result<(AccessToken, Option<RefreshToken>), ApiError> {
@@ -168,157 +166,6 @@ fn open_tokens(
     Ok((access, refresh))
 }
 
-/// Whether a refresh failure means the refresh token is dead (never send it again) rather than
-/// a passing problem (keep everything, try later).
-pub fn is_permanent(error: &UpstreamError) -> bool {
-    match error {
-        UpstreamError::OAuth { code, status, .. } => {
-            matches!(
-                code.as_str(),
-                "invalid_grant"
-                    | "bad_refresh_token"
-                    | "unauthorized_client"
-                    | "unsupported_grant_type"
-                    | "incorrect_client_credentials"
-                    | "invalid_client"
-            ) || matches!(status, 400 | 401)
-        }
-        UpstreamError::Status { status, .. } => matches!(status, 400 | 401),
-        UpstreamError::Network(_) | UpstreamError::Malformed(_) => false,
-    }
-}
-
-/// (user id, provider id).
-type LinkKey = (String, String);
-
-/// Serialises refreshes per (user, provider).
-#[derive(Default)]
-pub struct RefreshLocks(Mutex<HashMap<LinkKey, Arc<tokio::sync::Mutex<()>>>>);
-
-impl RefreshLocks {
-    fn get(&self, user_id: &str, provider_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = match self.0.lock() {
-            Ok(locks) => locks,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // Drop locks nobody holds or waits for, so the map stays as small as the work in flight.
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks
-            .entry((user_id.to_owned(), provider_id.to_owned()))
-            .or_default()
-            .clone()
-    }
-}
-
-/// Why a refresh did not produce a token.
-#[derive(Debug)]
-enum RefreshFailure {
-    /// The refresh token is dead; the reason is cached on the link.
-    Permanent,
-    /// Try again later; nothing was changed.
-    Transient(UpstreamError),
-    /// The link disappeared meanwhile.
-    Gone,
-    /// Storage or decryption failed.
-    Internal(ApiError),
-}
-
-/// Refreshes `link` once. Callers that arrive while a refresh of the same link runs wait for
-/// it and get its result instead of refreshing again.
-async fn refresh(state: &AppState, link: &LinkRecord) -> Result<LinkRecord, RefreshFailure> {
-    let lock = state.refresh_locks.get(&link.user_id, &link.provider_id);
-    let task_state = state.clone();
-    let seen = link.refresh_token.clone();
-    let (user_id, provider_id) = (link.user_id.clone(), link.provider_id.clone());
-    // The refresh runs in its own task: a client that hangs up must not abandon a rotated
-    // refresh token half-way (stored nowhere, and the old one already spent).
-    let task = tokio::spawn(async move {
-        let _guard = lock.lock().await;
-        let state = task_state;
-        let current = match state.store.link(&user_id, &provider_id).await {
-            Ok(Some(current)) => current,
-            Ok(None) => return Err(RefreshFailure::Gone),
-            Err(e) => return Err(RefreshFailure::Internal(e.into())),
-        };
-        if current.refresh_token != seen {
-            // Someone refreshed (or relinked) while we waited: theirs is the answer.
-            return if current.refresh_failure.is_some() && current.refresh_token.is_none() {
-                Err(RefreshFailure::Permanent)
-            } else {
-                Ok(current)
-            };
-        }
-        let Some(provider) = state.providers.get(&provider_id) else {
-            return Err(RefreshFailure::Gone);
-        };
-        let Some(sealed) = &current.refresh_token else {
-            return Err(RefreshFailure::Permanent);
-        };
-        let refresh_token = state
-            .keys
-            .open_string(&purpose(&user_id, &provider_id, "refresh"), sealed)
-            .map(RefreshToken::new)
-            .map_err(|e| RefreshFailure::Internal(e.into()))?;
-        let callback = provider.callback_url(&state.settings.access_url);
-        let outcome = state
-            .upstream
-            .refresh(provider, &refresh_token, &callback)
-            .await;
-        match outcome {
-            Ok(tokens) => {
-                let new = seal(
-                    &state,
-                    &user_id,
-                    provider,
-                    &tokens,
-                    current.refresh_token.clone(),
-                    current.created_at,
-                );
-                // Persist before anything else can fail: the old refresh token may be spent.
-                match state.store.replace_link_if(&new, seen.as_ref()).await {
-                    Ok(true) => {
-                        tracing::info!(user = user_id, provider = provider_id, "token refreshed");
-                        Ok(new)
-                    }
-                    Ok(false) => match state.store.link(&user_id, &provider_id).await {
-                        Ok(Some(winner)) => Ok(winner),
-                        Ok(None) => Err(RefreshFailure::Gone),
-                        Err(e) => Err(RefreshFailure::Internal(e.into())),
-                    },
-                    Err(e) => Err(RefreshFailure::Internal(e.into())),
-                }
-            }
-            Err(error) if is_permanent(&error) => {
-                let reason = error.reason();
-                tracing::warn!(
-                    user = user_id,
-                    provider = provider_id,
-                    reason,
-                    "refresh token rejected; the user must link again"
-                );
-                let failed = LinkRecord {
-                    refresh_token: None,
-                    refresh_failure: Some(reason),
-                    updated_at: now(),
-                    ..current
-                };
-                match state.store.replace_link_if(&failed, seen.as_ref()).await {
-                    Ok(_) => Err(RefreshFailure::Permanent),
-                    Err(e) => Err(RefreshFailure::Internal(e.into())),
-                }
-            }
-            Err(error) => {
-                tracing::warn!(user = user_id, provider = provider_id, error = %error, "refresh failed; will retry on a later request");
-                Err(RefreshFailure::Transient(error))
-            }
-        }
-    });
-    match task.await {
-        Ok(result) => result,
-        Err(e) => Err(RefreshFailure::Internal(ApiError::internal(e))),
-    }
-}
-
 /// The user's token for `provider`, fresh: refreshed ahead of expiry where possible, validated
 /// first when a workspace reported it rejected.
 pub async fn lookup(
@@ -330,15 +177,27 @@ pub async fn lookup(
         return Ok(Lookup::NotLinked);
     };
     let can_refresh = |link: &LinkRecord| !provider.no_refresh && link.refresh_token.is_some();
+    let refreshed =
+        |outcome: Result<refresh::Refreshed, RefreshFailure>, expired: bool| match outcome {
+            Ok(r) if r.valid => Ok(Some(Lookup::Linked(open_fresh(state, &r.link)?))),
+            Ok(_) => Ok(Some(Lookup::NotLinked)),
+            Err(RefreshFailure::Transient(e)) if expired => Err(ApiError::upstream(
+                "The token expired and the provider could not refresh it; try again shortly.",
+                &e,
+            )),
+            Err(RefreshFailure::Internal(e)) => Err(e),
+            Err(RefreshFailure::Gone) => Ok(Some(Lookup::NotLinked)),
+            // Not expired yet: the current token still works for a while.
+            Err(RefreshFailure::Transient(_) | RefreshFailure::Permanent) if !expired => Ok(None),
+            Err(RefreshFailure::Transient(_) | RefreshFailure::Permanent) => {
+                Ok(Some(Lookup::NotLinked))
+            }
+        };
 
     if link.needs_validation {
         let current = open_fresh(state, &link)?;
-        match state
-            .upstream
-            .validate(provider, &current.access_token)
-            .await
-        {
-            Ok(Validity::Valid { .. }) => {
+        match refresh::validate(state, provider, &current.access_token).await {
+            Ok(Validity::Valid { .. } | Validity::RateLimited) => {
                 let cleared = LinkRecord {
                     needs_validation: false,
                     ..link.clone()
@@ -352,15 +211,8 @@ pub async fn lookup(
                 }
             }
             Ok(Validity::Invalid) if can_refresh(&link) => {
-                return match refresh(state, &link).await {
-                    Ok(new) => Ok(Lookup::Linked(open_fresh(state, &new)?)),
-                    Err(RefreshFailure::Transient(e)) => Err(ApiError::upstream(
-                        "The provider could not refresh the token; try again shortly.",
-                        &e,
-                    )),
-                    Err(RefreshFailure::Internal(e)) => Err(e),
-                    Err(RefreshFailure::Permanent | RefreshFailure::Gone) => Ok(Lookup::NotLinked),
-                };
+                let outcome = refresh::refresh(state, &link).await;
+                return Ok(refreshed(outcome, true)?.unwrap_or(Lookup::NotLinked));
             }
             Ok(Validity::Invalid) => return Ok(Lookup::NotLinked),
             // The provider could not say; the token is not known to be bad.
@@ -377,23 +229,11 @@ pub async fn lookup(
         .expires_at
         .is_some_and(|at| at.saturating_sub(now) <= margin);
     if expiring && can_refresh(&link) {
-        match refresh(state, &link).await {
-            Ok(new) => return Ok(Lookup::Linked(open_fresh(state, &new)?)),
-            Err(RefreshFailure::Transient(e)) if expired => {
-                return Err(ApiError::upstream(
-                    "The token expired and the provider could not refresh it; try again shortly.",
-                    &e,
-                ));
-            }
-            Err(RefreshFailure::Internal(e)) => return Err(e),
-            Err(RefreshFailure::Gone) => return Ok(Lookup::NotLinked),
-            // Not expired yet: the current token still works for a while.
-            Err(RefreshFailure::Transient(_) | RefreshFailure::Permanent) if !expired => {}
-            Err(RefreshFailure::Transient(_) | RefreshFailure::Permanent) => {
-                return Ok(Lookup::NotLinked);
-            }
+        if let Some(answer) = refreshed(refresh::refresh(state, &link).await, expired)? {
+            return Ok(answer);
         }
     } else if expired {
+        // NO_REFRESH or no refresh token: an expired token means linking again, without asking.
         return Ok(Lookup::NotLinked);
     }
     Ok(Lookup::Linked(open_fresh(state, &link)?))
@@ -435,9 +275,14 @@ pub struct Unlinked {
     /// Why not, when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_revocation_error: Option<String>,
+    /// The revocation failed for a passing reason and is retried in the background.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub revocation_pending: bool,
 }
 
-/// Deletes the link, then revokes its tokens at the provider. `None` when there was no link.
+/// Deletes the link, then revokes its tokens at the provider. A revocation that fails for a
+/// passing reason is kept and retried in the background ([`crate::revocations`]), never
+/// forgotten. `None` when there was no link.
 pub async fn unlink(
     state: &AppState,
     user_id: &str,
@@ -450,17 +295,19 @@ pub async fn unlink(
         return Ok(Some(Unlinked {
             token_revoked: false,
             token_revocation_error: Some("the provider is no longer configured".to_owned()),
+            revocation_pending: false,
         }));
     };
-    let (access, refresh) = open_tokens(state, &link)?;
+    let (access, refresh_token) = open_tokens(state, &link)?;
     let outcome = match state
         .upstream
-        .revoke(provider, &access, refresh.as_ref())
+        .revoke(provider, &access, refresh_token.as_ref())
         .await
     {
         Ok(Revocation::Revoked) => Unlinked {
             token_revoked: true,
             token_revocation_error: None,
+            revocation_pending: false,
         },
         Ok(Revocation::Unsupported) => Unlinked {
             token_revoked: false,
@@ -468,16 +315,30 @@ pub async fn unlink(
                 "the provider has no revocation URL; revoke the grant in the provider's settings"
                     .to_owned(),
             ),
+            revocation_pending: false,
         },
+        Err(e) if refresh::classify(&e) == refresh::Failure::Transient => {
+            crate::revocations::keep(state, &link, &e).await?;
+            Unlinked {
+                token_revoked: false,
+                token_revocation_error: Some(format!(
+                    "{}; extauth keeps retrying in the background",
+                    e.reason()
+                )),
+                revocation_pending: true,
+            }
+        }
         Err(e) => Unlinked {
             token_revoked: false,
             token_revocation_error: Some(e.reason()),
+            revocation_pending: false,
         },
     };
     tracing::info!(
         user = user_id,
         provider = provider_id,
         revoked = outcome.token_revoked,
+        pending = outcome.revocation_pending,
         "unlinked"
     );
     Ok(Some(outcome))

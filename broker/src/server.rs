@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::crypto::KeyRing;
 use crate::device::DeviceFlows;
 use crate::identity;
-use crate::links::RefreshLocks;
+use crate::refresh::RefreshLocks;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::{AppState, Inner};
@@ -50,7 +50,11 @@ pub enum StartError {
 }
 
 /// Builds the state from settings: store, keys (checked against the stored data), client.
-pub async fn build_state(settings: Settings, providers: Providers) -> Result<AppState, StartError> {
+pub async fn build_state(
+    settings: Settings,
+    providers: Providers,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<AppState, StartError> {
     let dir = &settings.data_dir;
     std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
         path: dir.display().to_string(),
@@ -100,6 +104,7 @@ pub async fn build_state(settings: Settings, providers: Providers) -> Result<App
         refresh_locks: RefreshLocks::default(),
         devices: DeviceFlows::default(),
         dev_login: Mutex::new(None),
+        metrics,
         warned: Mutex::new(Default::default()),
     }))
 }
@@ -110,7 +115,11 @@ pub async fn serve(settings: Settings, providers: Providers) -> Result<(), Start
         tracing::warn!(variable = warning.variable, "{}", warning.message);
     }
     let address = settings.http_address;
-    let state = build_state(settings, providers).await?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| StartError::Http(format!("metrics recorder: {e}")))?;
+    let state = build_state(settings, providers, Some(metrics)).await?;
+    crate::revocations::spawn_worker(state.clone());
     let listener = TcpListener::bind(address)
         .await
         .map_err(|source| StartError::Bind {

@@ -79,6 +79,16 @@ pub struct ServeArgs {
     )]
     pub session_duration: String,
 
+    /// How long a refresh that fails for a passing reason is retried (with backoff) before the
+    /// caller is told to try later.
+    #[arg(
+        long,
+        env = "EXTAUTH_REFRESH_RETRY_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub refresh_retry_timeout: String,
+
     /// Timeout of each request to a provider.
     #[arg(
         long,
@@ -122,6 +132,8 @@ pub struct Settings {
     pub session_duration: Duration,
     /// Timeout of provider requests.
     pub upstream_timeout: Duration,
+    /// Budget of retries of a transiently failing refresh.
+    pub refresh_retry_timeout: Duration,
     /// Cookies get `Secure` when the access URL is https.
     pub secure_cookies: bool,
     /// JSON logs.
@@ -162,6 +174,8 @@ impl Settings {
         let listen_timeout = duration("EXTAUTH_LISTEN_TIMEOUT", &args.listen_timeout);
         let session_duration = duration("EXTAUTH_SESSION_DURATION", &args.session_duration);
         let upstream_timeout = duration("EXTAUTH_UPSTREAM_TIMEOUT", &args.upstream_timeout);
+        let refresh_retry_timeout =
+            duration("EXTAUTH_REFRESH_RETRY_TIMEOUT", &args.refresh_retry_timeout);
         if args.postgres_url.is_some() {
             errors.push(
                 "CODER_PG_CONNECTION_URL: the PostgreSQL store is not available in this build yet; unset it to use the embedded store in EXTAUTH_DATA_DIR".to_owned(),
@@ -187,6 +201,7 @@ impl Settings {
                 listen_timeout,
                 session_duration,
                 upstream_timeout,
+                refresh_retry_timeout,
                 json_logs: args.log_format == "json",
             }),
             _ => Err(errors),

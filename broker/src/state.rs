@@ -8,7 +8,7 @@ use extauth_providers::Providers;
 use crate::crypto::KeyRing;
 use crate::device::DeviceFlows;
 use crate::identity::DevLogin;
-use crate::links::RefreshLocks;
+use crate::refresh::RefreshLocks;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -35,6 +35,8 @@ pub struct Inner {
     pub devices: DeviceFlows,
     /// The pending one-time sign-in link of `--dev`.
     pub dev_login: Mutex<Option<DevLogin>>,
+    /// Renders `/metrics`; `None` when no recorder is installed (library use, tests).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Per-provider timestamps for throttled warnings.
     pub warned: Mutex<HashMap<String, std::time::Instant>>,
 }

@@ -113,8 +113,61 @@ pub enum Validity {
         /// The provider's user document, when it sent JSON.
         user: Option<Value>,
     },
+    /// The provider is rate limiting, which says nothing against the token: treat as valid.
+    RateLimited,
     /// The provider rejected it.
     Invalid,
+}
+
+/// Which kind of provider call, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Authorization code exchange.
+    Exchange,
+    /// Refresh grant.
+    Refresh,
+    /// Token validation.
+    Validate,
+    /// Revocation.
+    Revoke,
+    /// Device authorization or device code exchange.
+    Device,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Exchange => "exchange",
+            Kind::Refresh => "refresh",
+            Kind::Validate => "validate",
+            Kind::Revoke => "revoke",
+            Kind::Device => "device",
+        }
+    }
+}
+
+/// Counts one provider request: `extauth_upstream_requests_total{provider,kind,status}` (status
+/// is the HTTP status, or `network` without an answer) and, when the answer says the rate limit
+/// is used up, `extauth_upstream_rate_limited_total{provider,kind}`.
+fn observe(provider: &ProviderConfig, kind: Kind, answer: Option<(u16, &HeaderMap)>) {
+    let status = answer.map_or_else(|| "network".to_owned(), |(s, _)| s.to_string());
+    metrics::counter!(
+        "extauth_upstream_requests_total",
+        "provider" => provider.id.to_string(),
+        "kind" => kind.label(),
+        "status" => status,
+    )
+    .increment(1);
+    if let Some((status, headers)) = answer {
+        if status == 429 || rate_limit_exhausted(headers) {
+            metrics::counter!(
+                "extauth_upstream_rate_limited_total",
+                "provider" => provider.id.to_string(),
+                "kind" => kind.label(),
+            )
+            .increment(1);
+        }
+    }
 }
 
 /// The outcome of revoking at the provider.
@@ -210,7 +263,9 @@ impl Upstream {
                 ("assertion", code.to_owned()),
                 ("redirect_uri", redirect_uri.to_string()),
             ];
-            return self.token_request(provider, form, false).await;
+            return self
+                .token_request(provider, Kind::Exchange, form, false)
+                .await;
         }
         let mut form = vec![
             ("grant_type", "authorization_code".to_owned()),
@@ -223,7 +278,8 @@ impl Upstream {
         if provider.provider_type == ProviderType::AzureDevopsEntra {
             form.push(("resource", AZURE_DEVOPS_RESOURCE.to_owned()));
         }
-        self.token_request(provider, form, true).await
+        self.token_request(provider, Kind::Exchange, form, true)
+            .await
     }
 
     /// Uses a refresh token. A provider that answers without a new refresh token keeps the old
@@ -255,7 +311,8 @@ impl Upstream {
             ],
         };
         let authenticate = provider.provider_type != ProviderType::AzureDevops;
-        self.token_request(provider, form, authenticate).await
+        self.token_request(provider, Kind::Refresh, form, authenticate)
+            .await
     }
 
     /// Starts a device authorization (RFC 8628 §3.1).
@@ -272,7 +329,9 @@ impl Upstream {
         if !provider.scopes.is_empty() {
             form.push(("scope", provider.scopes.join(" ")));
         }
-        let (status, headers, body) = self.post_form(provider, url, form, true, None).await?;
+        let (status, headers, body) = self
+            .post_form(provider, Kind::Device, url, form, true, None)
+            .await?;
         let fields = parse_body(&headers, &body, status)?;
         if !(200..300).contains(&status) || fields.contains_key("error") {
             return Err(error_from(status, &headers, &body, Some(&fields)));
@@ -292,7 +351,7 @@ impl Upstream {
             ("grant_type", DEVICE_GRANT.to_owned()),
             ("device_code", device_code.to_owned()),
         ];
-        self.token_request(provider, form, true).await
+        self.token_request(provider, Kind::Device, form, true).await
     }
 
     /// Revokes a grant at the provider: GitHub's grant API (DELETE with Basic client
@@ -316,9 +375,13 @@ impl Upstream {
                 .json(&serde_json::json!({ "access_token": access_token.secret() }))
                 .send()
                 .await
-                .map_err(network)?;
+                .map_err(|e| {
+                    observe(provider, Kind::Revoke, None);
+                    network(e)
+                })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
+            observe(provider, Kind::Revoke, Some((status, &headers)));
             let body = response.bytes().await.map_err(network)?;
             return match status {
                 200..=299 => Ok(Revocation::Revoked),
@@ -335,7 +398,9 @@ impl Upstream {
                 ("token", token.to_owned()),
                 ("token_type_hint", hint.to_owned()),
             ];
-            let (status, headers, body) = self.post_form(provider, url, form, true, None).await?;
+            let (status, headers, body) = self
+                .post_form(provider, Kind::Revoke, url, form, true, None)
+                .await?;
             if !(200..300).contains(&status) {
                 return Err(error_from(status, &headers, &body, None));
             }
@@ -361,18 +426,22 @@ impl Upstream {
             .header(ACCEPT, "application/json")
             .send()
             .await
-            .map_err(network)?;
+            .map_err(|e| {
+                observe(provider, Kind::Validate, None);
+                network(e)
+            })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        observe(provider, Kind::Validate, Some((status, &headers)));
         let body = response.bytes().await.map_err(network)?;
         match status {
             200..=299 => Ok(Validity::Valid {
                 user: serde_json::from_slice(&body).ok(),
             }),
             401 => Ok(Validity::Invalid),
-            403 if rate_limit_exhausted(&headers) => Ok(Validity::Valid { user: None }),
+            403 if rate_limit_exhausted(&headers) => Ok(Validity::RateLimited),
             403 => Ok(Validity::Invalid),
-            429 => Ok(Validity::Valid { user: None }),
+            429 => Ok(Validity::RateLimited),
             _ => Err(error_from(status, &headers, &body, None)),
         }
     }
@@ -382,6 +451,7 @@ impl Upstream {
     async fn token_request(
         &self,
         provider: &ProviderConfig,
+        kind: Kind,
         form: Vec<(&'static str, String)>,
         authenticate: bool,
     ) -> Result<TokenResponse, UpstreamError> {
@@ -393,7 +463,14 @@ impl Upstream {
                 .any(|(k, v)| *k == "grant_type" && v == "authorization_code"))
         .then(|| client_secret(provider));
         let (status, headers, body) = self
-            .post_form(provider, &provider.token_url, form, authenticate, bearer)
+            .post_form(
+                provider,
+                kind,
+                &provider.token_url,
+                form,
+                authenticate,
+                bearer,
+            )
             .await?;
         let fields = parse_body(&headers, &body, status)?;
         if !(200..300).contains(&status) || fields.contains_key("error") {
@@ -407,6 +484,7 @@ impl Upstream {
     async fn post_form(
         &self,
         provider: &ProviderConfig,
+        kind: Kind,
         url: &Url,
         form: Vec<(&'static str, String)>,
         authenticate: bool,
@@ -447,9 +525,13 @@ impl Upstream {
             if let Some(bearer) = &bearer {
                 request = request.header(AUTHORIZATION, format!("Bearer {bearer}"));
             }
-            let response = request.form(&fields).send().await.map_err(network)?;
+            let response = request.form(&fields).send().await.map_err(|e| {
+                observe(provider, kind, None);
+                network(e)
+            })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
+            observe(provider, kind, Some((status, &headers)));
             let body = response.bytes().await.map_err(network)?.to_vec();
             let client_rejected = status == 401
                 || (status == 400 && body_has_error(&body, "invalid_client"))

@@ -436,7 +436,7 @@ async fn validation_statuses() {
         ]);
         let result = upstream().validate(&p, &AccessToken::new("t")).await;
         let verdict = match result {
-            Ok(Validity::Valid { .. }) => Some(true),
+            Ok(Validity::Valid { .. } | Validity::RateLimited) => Some(true),
             Ok(Validity::Invalid) => Some(false),
             Err(_) => None,
         };

@@ -70,6 +70,23 @@ async fn target_user(state: &AppState, caller: &Caller, user: &str) -> Result<Us
     found.ok_or_else(|| ApiError::not_found(format!("No user {user:?}."), ""))
 }
 
+/// Prometheus metrics.
+pub async fn metrics_get(State(state): State<AppState>) -> Response {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
@@ -390,7 +407,24 @@ pub async fn external_auth_list_get(
             })
         })
         .collect();
-    Ok(Json(json!({ "providers": providers, "links": links })))
+    let pending: Vec<Value> = state
+        .store
+        .pending_revocations_of_user(&caller.user.id)
+        .await?
+        .iter()
+        .map(|p| {
+            json!({
+                "provider_id": p.provider_id,
+                "attempts": p.attempts,
+                "last_error": p.last_error,
+                "next_attempt_at": rfc3339(p.next_attempt_at),
+                "created_at": rfc3339(p.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "providers": providers, "links": links, "pending_revocations": pending }),
+    ))
 }
 
 /// `GET /api/v2/external-auth/<id>`: whether the caller's link works now (refreshing if needed,
@@ -407,6 +441,7 @@ pub async fn external_auth_get(
         Lookup::Linked(fresh) => match state.upstream.validate(provider, &fresh.access_token).await
         {
             Ok(Validity::Valid { user }) => (true, github_user(provider, user)),
+            Ok(Validity::RateLimited) => (true, Value::Null),
             Ok(Validity::Invalid) => (false, Value::Null),
             Err(e) => return Err(ApiError::upstream("Failed to validate token.", &e)),
         },

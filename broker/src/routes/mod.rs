@@ -14,6 +14,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics_get))
         // Browser.
         .route("/", get(browser::home_get))
         .route("/login", get(browser::login_get))

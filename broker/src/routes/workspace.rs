@@ -96,6 +96,12 @@ pub async fn external_auth_get(
         .is_some()
         .then(|| state.store.subscribe_links());
     let deadline = tokio::time::Instant::now() + state.settings.listen_timeout;
+    let not_linked = || {
+        Json(ExternalAuthResponse::not_linked(
+            &provider.provider_type,
+            provider.link_url(&state.settings.access_url).to_string(),
+        ))
+    };
     loop {
         if let Lookup::Linked(fresh) = links::lookup(&state, user_id, provider).await? {
             return Ok(Json(ExternalAuthResponse::linked(
@@ -105,31 +111,36 @@ pub async fn external_auth_get(
                 fresh.expires_at,
             )));
         }
-        let not_linked = || {
-            Ok(Json(ExternalAuthResponse::not_linked(
-                &provider.provider_type,
-                provider.link_url(&state.settings.access_url).to_string(),
-            )))
-        };
         let Some(events) = events.as_mut() else {
-            return not_linked();
+            return Ok(not_linked());
         };
-        // Wait for this user's link to this provider to change, or give up at the deadline
-        // with the URL again so the client can ask anew.
+        // The token that was just judged unusable: never looked at again while listening, so a
+        // bad token costs the provider one validation, not one per wake-up.
+        let bad = state
+            .store
+            .link(user_id, provider.id.as_str())
+            .await?
+            .map(|l| l.access_token);
+        // Wait for this user's link to this provider to change to something new, or give up at
+        // the deadline with the URL again so the client can ask anew.
         loop {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_elapsed) => return not_linked(),
-                Ok(Ok(event))
-                    if event.user_id == user_id && event.provider_id == provider.id.as_str() =>
-                {
-                    break;
+            let woke = match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_elapsed) => return Ok(not_linked()),
+                Ok(Ok(event)) => {
+                    event.user_id == user_id && event.provider_id == provider.id.as_str()
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(RecvError::Lagged(_))) => break,
+                Ok(Err(RecvError::Lagged(_))) => true,
                 Ok(Err(RecvError::Closed)) => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    break;
+                    true
                 }
+            };
+            if !woke {
+                continue;
+            }
+            let current = state.store.link(user_id, provider.id.as_str()).await?;
+            if current.is_some() && current.map(|l| l.access_token) != bad {
+                break;
             }
         }
     }

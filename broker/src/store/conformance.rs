@@ -319,6 +319,76 @@ pub async fn link_notifications(store: &dyn Store) {
     assert_eq!(event.provider_id, "github");
 }
 
+fn pending(id: &str, user_id: &str, next_attempt_at: i64) -> PendingRevocation {
+    PendingRevocation {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        provider_id: "github".to_owned(),
+        access_token: sealed("k1", "a"),
+        refresh_token: Some(sealed("k4", "r")),
+        attempts: 1,
+        next_attempt_at,
+        last_error: "provider answered HTTP 503".to_owned(),
+        created_at: next_attempt_at - 100,
+    }
+}
+
+pub async fn pending_revocations(store: &dyn Store) {
+    store
+        .put_pending_revocation(&pending("p1", "u1", 100))
+        .await
+        .unwrap();
+    store
+        .put_pending_revocation(&pending("p2", "u1", 300))
+        .await
+        .unwrap();
+    store
+        .put_pending_revocation(&pending("p3", "u2", 200))
+        .await
+        .unwrap();
+    let ids = |v: Vec<PendingRevocation>| v.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.pending_revocations_due(99).await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(store.pending_revocations_due(250).await.unwrap()),
+        ["p1", "p3"]
+    );
+    assert_eq!(
+        ids(store.pending_revocations_of_user("u1").await.unwrap()),
+        ["p1", "p2"]
+    );
+
+    // A failed attempt reschedules it.
+    let retried = PendingRevocation {
+        attempts: 2,
+        next_attempt_at: 1_000,
+        ..pending("p1", "u1", 100)
+    };
+    store.put_pending_revocation(&retried).await.unwrap();
+    assert_eq!(
+        ids(store.pending_revocations_due(250).await.unwrap()),
+        ["p3"]
+    );
+    assert_eq!(
+        store.pending_revocations_of_user("u1").await.unwrap()[0],
+        retried
+    );
+
+    assert!(store.delete_pending_revocation("p3").await.unwrap());
+    assert!(!store.delete_pending_revocation("p3").await.unwrap());
+    assert!(
+        store
+            .pending_revocations_of_user("u2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Their keys count as in use.
+    assert!(store.encryption_key_ids().await.unwrap().contains("k4"));
+}
+
 pub async fn key_ids(store: &dyn Store) {
     assert!(store.encryption_key_ids().await.unwrap().is_empty());
     store.put_link(&link("u1", "github", None)).await.unwrap();
@@ -344,7 +414,7 @@ pub async fn key_ids(store: &dyn Store) {
 macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@tests $factory;
-            users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, key_ids);
+            users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

@@ -117,6 +117,30 @@ pub struct LinkRecord {
     pub updated_at: i64,
 }
 
+/// Tokens of an unlinked provider whose revocation failed: retried in the background until the
+/// provider confirms or refuses for good. The sealed values are the link's, unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRevocation {
+    /// Random id.
+    pub id: String,
+    /// Whose tokens.
+    pub user_id: String,
+    /// At which provider.
+    pub provider_id: String,
+    /// The access token, sealed as it was in the link.
+    pub access_token: Sealed,
+    /// The refresh token, sealed as it was in the link.
+    pub refresh_token: Option<Sealed>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt_at: i64,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// A change of a link, sent to `listen` waiters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkChanged {
@@ -199,6 +223,18 @@ pub trait Store: Send + Sync + 'static {
         user_id: &str,
         provider_id: &str,
     ) -> StoreResult<Option<LinkRecord>>;
+
+    /// Creates or replaces a pending revocation.
+    async fn put_pending_revocation(&self, pending: &PendingRevocation) -> StoreResult<()>;
+    /// Pending revocations whose next attempt is due at `now`, oldest first.
+    async fn pending_revocations_due(&self, now: i64) -> StoreResult<Vec<PendingRevocation>>;
+    /// A user's pending revocations.
+    async fn pending_revocations_of_user(
+        &self,
+        user_id: &str,
+    ) -> StoreResult<Vec<PendingRevocation>>;
+    /// Deletes a pending revocation; whether it existed.
+    async fn delete_pending_revocation(&self, id: &str) -> StoreResult<bool>;
 
     /// Ids of every encryption key that sealed something still stored.
     async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>>;

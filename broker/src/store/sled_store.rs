@@ -12,7 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    LinkChanged, LinkRecord, Session, Store, StoreError, StoreResult, TokenKind, TokenRecord, User,
+    LinkChanged, LinkRecord, PendingRevocation, Session, Store, StoreError, StoreResult, TokenKind,
+    TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -25,6 +26,7 @@ pub struct SledStore {
     sessions: sled::Tree,
     tokens: sled::Tree,
     links: sled::Tree,
+    revocations: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -66,6 +68,7 @@ impl SledStore {
             sessions: db.open_tree("sessions")?,
             tokens: db.open_tree("tokens")?,
             links: db.open_tree("links")?,
+            revocations: db.open_tree("revocations")?,
             db,
             events,
         })
@@ -303,6 +306,45 @@ impl Store for SledStore {
         Ok(removed)
     }
 
+    async fn put_pending_revocation(&self, pending: &PendingRevocation) -> StoreResult<()> {
+        self.revocations
+            .insert(pending.id.as_bytes(), encode(pending)?)?;
+        self.flush().await
+    }
+
+    async fn pending_revocations_due(&self, now: i64) -> StoreResult<Vec<PendingRevocation>> {
+        let mut due: Vec<PendingRevocation> = Vec::new();
+        for entry in self.revocations.iter() {
+            let pending: PendingRevocation = decode(&entry?.1)?;
+            if pending.next_attempt_at <= now {
+                due.push(pending);
+            }
+        }
+        due.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(due)
+    }
+
+    async fn pending_revocations_of_user(
+        &self,
+        user_id: &str,
+    ) -> StoreResult<Vec<PendingRevocation>> {
+        let mut found: Vec<PendingRevocation> = Vec::new();
+        for entry in self.revocations.iter() {
+            let pending: PendingRevocation = decode(&entry?.1)?;
+            if pending.user_id == user_id {
+                found.push(pending);
+            }
+        }
+        found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(found)
+    }
+
+    async fn delete_pending_revocation(&self, id: &str) -> StoreResult<bool> {
+        let existed = self.revocations.remove(id.as_bytes())?.is_some();
+        self.flush().await?;
+        Ok(existed)
+    }
+
     async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>> {
         let mut ids = BTreeSet::new();
         for entry in self.links.iter() {
@@ -310,6 +352,11 @@ impl Store for SledStore {
             ids.insert(link.access_token.key_id);
             ids.extend(link.refresh_token.map(|s| s.key_id));
             ids.extend(link.extra.map(|s| s.key_id));
+        }
+        for entry in self.revocations.iter() {
+            let pending: PendingRevocation = decode(&entry?.1)?;
+            ids.insert(pending.access_token.key_id);
+            ids.extend(pending.refresh_token.map(|s| s.key_id));
         }
         Ok(ids)
     }
