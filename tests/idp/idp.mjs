@@ -9,6 +9,14 @@ import Provider from 'oidc-provider';
 
 const config = JSON.parse(process.env.IDP_CONFIG || '{}');
 const defaultAccount = config.account || 'alice';
+let accessTokenTtl = config.accessTokenTtl || 3600;
+
+// The fault layer in front of the provider, driven by the tests through /test/faults:
+// path -> { mode: 'status' | 'oauth' | 'slow' | 'hang' | 'reset', status, error, headers,
+//           body, delayMs, count (requests left; -1 = until cleared) }.
+const faults = new Map();
+// What reached the provider (after faults) per path, and grants it served per grant type.
+const counters = { requests: {}, grants: {} };
 
 const server = http.createServer();
 server.listen(0, '127.0.0.1', () => {
@@ -39,7 +47,7 @@ server.listen(0, '127.0.0.1', () => {
     // A forge's grants outlive the browser session that created them.
     expiresWithSession: async () => false,
     ttl: {
-      AccessToken: config.accessTokenTtl || 3600,
+      AccessToken: () => accessTokenTtl,
       AuthorizationCode: 60,
       DeviceCode: 600,
       Grant: 3600,
@@ -51,16 +59,23 @@ server.listen(0, '127.0.0.1', () => {
     cookies: { keys: ['extauth-test-cookie-key'] },
   });
   provider.on('server_error', (ctx, err) => console.error('idp server_error', err));
+  provider.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params.grant_type;
+    counters.grants[type] = (counters.grants[type] || 0) + 1;
+  });
   // Why a grant was refused, on the test's stderr (the answer itself only says invalid_grant).
   provider.on('grant.error', (ctx, err) => console.error(`idp grant.error: ${err.message} (${err.error_detail || ''})`));
 
   const callback = provider.callback();
   server.on('request', async (req, res) => {
     try {
-      if (req.method === 'POST' && req.url === '/test/access-token/destroy') {
-        await destroyAccessToken(provider, req, res);
+      if (req.url.startsWith('/test/')) {
+        await control(provider, req, res);
         return;
       }
+      const path = req.url.split('?')[0];
+      if (await applyFault(path, req, res)) return;
+      counters.requests[path] = (counters.requests[path] || 0) + 1;
       const match = req.url.match(/^\/interaction\/([^/?]+)/);
       if (match && req.method === 'GET') {
         await completeInteraction(provider, req, res);
@@ -76,12 +91,73 @@ server.listen(0, '127.0.0.1', () => {
   process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 });
 
+async function readBody(req) {
+  let body = '';
+  for await (const chunk of req) body += chunk;
+  return body;
+}
+
+function json(res, status, value) {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(value));
+}
+
+async function control(provider, req, res) {
+  const path = req.url.split('?')[0];
+  if (path === '/test/access-token/destroy' && req.method === 'POST') {
+    await destroyAccessToken(provider, req, res);
+  } else if (path === '/test/faults' && req.method === 'POST') {
+    const fault = JSON.parse(await readBody(req));
+    faults.set(fault.path, { count: -1, ...fault });
+    json(res, 200, { ok: true });
+  } else if (path === '/test/faults' && req.method === 'DELETE') {
+    faults.clear();
+    json(res, 200, { ok: true });
+  } else if (path === '/test/counters') {
+    json(res, 200, counters);
+  } else if (path === '/test/config' && req.method === 'POST') {
+    const update = JSON.parse(await readBody(req));
+    if (update.accessTokenTtl) accessTokenTtl = update.accessTokenTtl;
+    json(res, 200, { accessTokenTtl });
+  } else {
+    json(res, 404, { error: 'unknown test control' });
+  }
+}
+
+// Applies the fault for `path`, if any; true when the request was answered (or dropped) here.
+async function applyFault(path, req, res) {
+  const fault = faults.get(path);
+  if (!fault || fault.count === 0) return false;
+  if (fault.count > 0) fault.count -= 1;
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+  switch (fault.mode) {
+    case 'slow':
+      // Late, then served for real: the provider does the work the client may have given up on.
+      await sleep(fault.delayMs || 1000);
+      return false;
+    case 'hang':
+      // Never answered: the connection is dropped after the delay, nothing was processed.
+      await sleep(fault.delayMs || 5000);
+      req.socket.destroy();
+      return true;
+    case 'reset':
+      req.socket.destroy();
+      return true;
+    case 'oauth':
+      json(res, fault.status || 400, { error: fault.error || 'invalid_grant', error_description: 'injected by the test' });
+      return true;
+    default:
+      res.writeHead(fault.status || 500, { 'content-type': 'application/json', ...(fault.headers || {}) });
+      res.end(fault.body || '{"message":"injected by the test"}');
+      return true;
+  }
+}
+
 // Test control: the forge stops accepting one access token while its grant and refresh token
 // live on (as when a provider invalidates a leaked token). Revocation (RFC 7009) would also end
 // the refresh token.
 async function destroyAccessToken(provider, req, res) {
-  let body = '';
-  for await (const chunk of req) body += chunk;
+  const body = await readBody(req);
   const token = new URLSearchParams(body).get('token');
   const found = token && await provider.AccessToken.find(token);
   if (found) await found.destroy();

@@ -168,6 +168,63 @@ impl Idp {
         }
     }
 
+    /// Installs a fault in front of `path` (see `idp.mjs`): e.g.
+    /// `{"path": "/token", "mode": "status", "status": 500}`.
+    pub async fn fault(&self, fault: Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/test/faults", self.issuer))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// Removes every fault.
+    pub async fn clear_faults(&self) {
+        reqwest::Client::new()
+            .delete(format!("{}/test/faults", self.issuer))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// `{"requests": {path: n}, "grants": {grant_type: n}}` counted at the IdP.
+    pub async fn counters(&self) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/test/counters", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Refresh grants the IdP has served.
+    pub async fn refreshes(&self) -> u64 {
+        self.counters().await["grants"]["refresh_token"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Requests that reached `path` (after faults).
+    pub async fn requests(&self, path: &str) -> u64 {
+        self.counters().await["requests"][path]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Lifetime of access tokens issued from now on.
+    pub async fn set_access_token_ttl(&self, seconds: u64) {
+        reqwest::Client::new()
+            .post(format!("{}/test/config", self.issuer))
+            .json(&json!({ "accessTokenTtl": seconds }))
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// RFC 7662 introspection of `token` with the given client's credentials.
     pub async fn introspect(&self, client_id: &str, client_secret: &str, token: &str) -> Value {
         reqwest::Client::new()
@@ -312,6 +369,67 @@ impl Broker {
                 .unwrap(),
         );
         (client, csrf)
+    }
+}
+
+impl Broker {
+    /// Walks the whole browser flow with a signed-in `client`: broker page → IdP login and
+    /// consent → callback → the broker's "Connected" page.
+    pub async fn link(&self, client: &reqwest::Client, id: &str) {
+        let response = client
+            .get(format!("{}/external-auth/{id}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::OK,
+            "final URL {}",
+            response.url()
+        );
+        assert_eq!(
+            response.url().as_str(),
+            format!("{}/external-auth/{id}?redirected=true", self.url)
+        );
+        let page = response.text().await.unwrap();
+        assert!(page.contains("Connected."), "{page}");
+    }
+
+    /// Creates a workspace token for `user` through the API.
+    pub async fn workspace_token(
+        &self,
+        client: &reqwest::Client,
+        csrf: &str,
+        user: &str,
+        body: Value,
+    ) -> String {
+        let response = client
+            .post(format!("{}/api/v2/users/{user}/workspace-tokens", self.url))
+            .header("X-CSRF-Token", csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        response.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The workspace endpoint with `query`, as a workspace holding `token` calls it.
+    pub async fn lookup(&self, token: &str, query: &str) -> (reqwest::StatusCode, Value) {
+        let response = reqwest::Client::new()
+            .get(format!(
+                "{}/api/v2/workspaceagents/me/external-auth?{query}",
+                self.url
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
     }
 }
 

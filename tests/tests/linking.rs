@@ -99,26 +99,8 @@ fn world() -> World {
     }
 }
 
-/// Walks the whole browser flow: broker page → IdP login and consent → callback → page.
-async fn link(client: &reqwest::Client, broker: &Broker, id: &str) -> String {
-    let response = client
-        .get(format!("{}/external-auth/{id}", broker.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "final URL {}",
-        response.url()
-    );
-    assert_eq!(
-        response.url().as_str(),
-        format!("{}/external-auth/{id}?redirected=true", broker.url)
-    );
-    let page = response.text().await.unwrap();
-    assert!(page.contains("Connected."), "{page}");
-    page
+async fn link(client: &reqwest::Client, broker: &Broker, id: &str) {
+    broker.link(client, id).await;
 }
 
 async fn workspace_token(
@@ -128,35 +110,11 @@ async fn workspace_token(
     user: &str,
     body: Value,
 ) -> String {
-    let response = client
-        .post(format!(
-            "{}/api/v2/users/{user}/workspace-tokens",
-            broker.url
-        ))
-        .header("X-CSRF-Token", csrf)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    response.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    broker.workspace_token(client, csrf, user, body).await
 }
 
 async fn lookup(broker: &Broker, token: &str, query: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v2/workspaceagents/me/external-auth?{query}",
-            broker.url
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
+    broker.lookup(token, query).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,455 @@
+//! The token lifecycle under concurrency and faults, against `oidc-provider` with refresh-token
+//! rotation (a rotated refresh token used twice kills the grant, as with GitHub Apps) and a
+//! fault layer in front of its endpoints. Refresh grants are counted at the IdP.
+
+use std::time::{Duration, Instant};
+
+use extauth_tests::{Broker, Idp, client, free_port};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct World {
+    idp: Idp,
+    broker: Broker,
+    admin: reqwest::Client,
+    csrf: String,
+    token: String,
+    _data: tempfile::TempDir,
+}
+
+/// One provider `forge` on the IdP; `settings` are extra broker variables.
+async fn world(settings: &[(&str, &str)]) -> World {
+    let port = free_port();
+    let idp = Idp::start(json!({
+        "clients": [client("broker", "broker-secret", &[format!("http://127.0.0.1:{port}/external-auth/forge/callback")], false)]
+    }));
+    let iss = &idp.issuer;
+    let mut env: Vec<(String, String)> = [
+        ("CODER_EXTERNAL_AUTH_0_ID", "forge".to_owned()),
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "forge".to_owned()),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "broker".to_owned()),
+        (
+            "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET",
+            "broker-secret".to_owned(),
+        ),
+        ("CODER_EXTERNAL_AUTH_0_AUTH_URL", format!("{iss}/auth")),
+        ("CODER_EXTERNAL_AUTH_0_TOKEN_URL", format!("{iss}/token")),
+        ("CODER_EXTERNAL_AUTH_0_VALIDATE_URL", format!("{iss}/me")),
+        (
+            "CODER_EXTERNAL_AUTH_0_REVOKE_URL",
+            format!("{iss}/token/revocation"),
+        ),
+        (
+            "CODER_EXTERNAL_AUTH_0_REGEX",
+            r"^(https?://)?git\.forge\.test(/.*)?$".to_owned(),
+        ),
+        ("CODER_EXTERNAL_AUTH_0_SCOPES", "openid".to_owned()),
+        // Tokens here live a second or an hour: refresh only once expired, so each test decides
+        // exactly when a refresh is due.
+        ("EXTAUTH_REFRESH_MARGIN", "0s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(
+        settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, data.path(), &env);
+    let (admin, csrf) = broker.admin().await;
+    let token = broker
+        .workspace_token(&admin, &csrf, "me", json!({"name": "ws"}))
+        .await;
+    World {
+        idp,
+        broker,
+        admin,
+        csrf,
+        token,
+        _data: data,
+    }
+}
+
+impl World {
+    /// Links with access tokens that live `ttl` seconds, then issues long-lived ones.
+    async fn link_expiring(&self, ttl: u64) -> String {
+        self.idp.set_access_token_ttl(ttl).await;
+        self.broker.link(&self.admin, "forge").await;
+        let (_, reply) = self.broker.lookup(&self.token, "id=forge").await;
+        self.idp.set_access_token_ttl(3600).await;
+        reply["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn lookup(&self) -> (StatusCode, Value) {
+        self.broker.lookup(&self.token, "id=forge").await
+    }
+
+    async fn link_state(&self) -> Value {
+        let list: Value = self
+            .admin
+            .get(format!("{}/api/v2/external-auth", self.broker.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list
+    }
+
+    async fn reject(&self) {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/api/v2/workspaceagents/me/external-auth/rejected",
+                self.broker.url
+            ))
+            .bearer_auth(&self.token)
+            .json(&json!({"id": "forge"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+}
+
+fn access(reply: &Value) -> String {
+    reply["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_concurrent_lookups_of_an_expired_token_refresh_once() {
+    let w = world(&[]).await;
+    let old = w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(w.idp.refreshes().await, 0);
+
+    let url = format!(
+        "{}/api/v2/workspaceagents/me/external-auth?match=https://git.forge.test/o/r.git",
+        w.broker.url
+    );
+    let client = reqwest::Client::new();
+    let lookups = (0..500).map(|_| {
+        let (client, url, token) = (client.clone(), url.clone(), w.token.clone());
+        tokio::spawn(async move {
+            let response = client.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            access(&response.json().await.unwrap())
+        })
+    });
+    let tokens: Vec<String> = futures_join(lookups.collect()).await;
+    assert_eq!(tokens.len(), 500);
+    let new = &tokens[0];
+    assert!(!new.is_empty() && *new != old);
+    assert!(
+        tokens.iter().all(|t| t == new),
+        "every reply carries the one new token"
+    );
+    assert_eq!(
+        w.idp.refreshes().await,
+        1,
+        "exactly one refresh grant served by the IdP"
+    );
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", new).await["active"],
+        true
+    );
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<String>>) -> Vec<String> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_refresh_failures_keep_the_tokens() {
+    let w = world(&[
+        ("EXTAUTH_REFRESH_RETRY_TIMEOUT", "1s"),
+        ("EXTAUTH_UPSTREAM_TIMEOUT", "1s"),
+    ])
+    .await;
+    w.link_expiring(1).await;
+    let faults = [
+        json!({"path": "/token", "mode": "status", "status": 500}),
+        json!({"path": "/token", "mode": "status", "status": 429, "headers": {"retry-after": "30"}}),
+        json!({"path": "/token", "mode": "hang", "delayMs": 3000}),
+        json!({"path": "/token", "mode": "reset"}),
+    ];
+    for (n, fault) in faults.into_iter().enumerate() {
+        // The token issued last lives 1 s: let it expire.
+        w.idp.set_access_token_ttl(1).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        w.idp.fault(fault.clone()).await;
+        let started = Instant::now();
+        let (status, failed) = w.lookup().await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{fault}: {failed}");
+        assert_eq!(
+            failed["message"],
+            "The token expired and the provider could not refresh it; try again shortly."
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "retries are bounded"
+        );
+        // Nothing was destroyed.
+        let state = w.link_state().await;
+        assert_eq!(state["links"][0]["has_refresh_token"], true, "{fault}");
+        assert_eq!(state["links"][0]["validate_error"], "", "{fault}");
+        assert_eq!(
+            w.idp.refreshes().await,
+            n as u64,
+            "{fault}: no refresh reached the IdP"
+        );
+
+        w.idp.clear_faults().await;
+        let (status, recovered) = w.lookup().await;
+        assert_eq!(status, StatusCode::OK, "{fault}: {recovered}");
+        assert!(!access(&recovered).is_empty());
+        assert_eq!(
+            w.idp.refreshes().await,
+            n as u64 + 1,
+            "{fault}: the kept refresh token works"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_grant_clears_the_refresh_token_and_stops_asking() {
+    let w = world(&[]).await;
+    w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    w.idp
+        .fault(json!({"path": "/token", "mode": "oauth", "error": "invalid_grant", "count": 1}))
+        .await;
+
+    let (status, reply) = w.lookup().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        reply["url"],
+        format!("{}/external-auth/forge", w.broker.url)
+    );
+    let state = w.link_state().await;
+    assert_eq!(state["links"][0]["has_refresh_token"], false);
+    assert_eq!(state["links"][0]["authenticated"], false);
+    let reason = state["links"][0]["validate_error"].as_str().unwrap();
+    assert!(reason.contains("invalid_grant"), "{reason}");
+
+    let before = w.idp.counters().await;
+    for _ in 0..3 {
+        let (_, again) = w.lookup().await;
+        assert_eq!(
+            again["url"],
+            format!("{}/external-auth/forge", w.broker.url)
+        );
+    }
+    assert_eq!(
+        w.idp.counters().await,
+        before,
+        "no call reaches the IdP any more"
+    );
+
+    // Linking again clears the cached reason.
+    w.broker.link(&w.admin, "forge").await;
+    let state = w.link_state().await;
+    assert_eq!(state["links"][0]["authenticated"], true);
+    assert_eq!(state["links"][0]["validate_error"], "");
+    assert_eq!(state["links"][0]["has_refresh_token"], true);
+    let (_, linked) = w.lookup().await;
+    assert!(!access(&linked).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_pair_is_kept_when_validation_fails() {
+    let w = world(&[]).await;
+    let old = w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    w.idp
+        .fault(json!({"path": "/me", "mode": "status", "status": 503}))
+        .await;
+
+    let (status, first) = w.lookup().await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let new = access(&first);
+    assert!(!new.is_empty() && new != old);
+    assert_eq!(w.idp.refreshes().await, 1);
+
+    let (_, second) = w.lookup().await;
+    assert_eq!(
+        access(&second),
+        new,
+        "the stored new pair is used next time"
+    );
+    assert_eq!(w.idp.refreshes().await, 1, "without another refresh");
+    w.idp.clear_faults().await;
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", &new).await["active"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validation_reads_rate_limits_right() {
+    let w = world(&[]).await;
+    let linked = w.link_expiring(3600).await;
+
+    for (fault, still_valid) in [
+        (
+            json!({"path": "/me", "mode": "status", "status": 403, "count": 1, "headers": {"x-ratelimit-remaining": "0"}}),
+            true,
+        ),
+        (
+            json!({"path": "/me", "mode": "status", "status": 429, "count": 1}),
+            true,
+        ),
+        (
+            json!({"path": "/me", "mode": "status", "status": 403, "count": 1, "headers": {"x-ratelimit-remaining": "4999"}}),
+            false,
+        ),
+    ] {
+        let (_, before) = w.lookup().await;
+        w.reject().await;
+        w.idp.fault(fault.clone()).await;
+        let refreshes = w.idp.refreshes().await;
+        let (status, after) = w.lookup().await;
+        assert_eq!(status, StatusCode::OK, "{fault}");
+        if still_valid {
+            assert_eq!(access(&after), access(&before), "{fault}: kept as valid");
+            assert_eq!(w.idp.refreshes().await, refreshes);
+        } else {
+            assert_ne!(
+                access(&after),
+                access(&before),
+                "{fault}: judged invalid, refreshed"
+            );
+            assert_eq!(w.idp.refreshes().await, refreshes + 1);
+        }
+    }
+    assert!(!linked.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_hanging_up_does_not_abort_the_refresh() {
+    let w = world(&[]).await;
+    let old = w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    w.idp
+        .fault(json!({"path": "/token", "mode": "slow", "delayMs": 1500, "count": 1}))
+        .await;
+
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .get(format!(
+            "{}/api/v2/workspaceagents/me/external-auth?id=forge",
+            w.broker.url
+        ))
+        .bearer_auth(&w.token)
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out mid-refresh");
+
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        w.idp.refreshes().await,
+        1,
+        "the refresh completed without its caller"
+    );
+    let (status, reply) = w.lookup().await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let new = access(&reply);
+    assert!(!new.is_empty() && new != old);
+    assert_eq!(
+        w.idp.refreshes().await,
+        1,
+        "its result was stored and is used"
+    );
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", &new).await["active"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_revocation_is_retried_until_it_succeeds() {
+    let w = world(&[]).await;
+    let token = w.link_expiring(3600).await;
+    w.idp
+        .fault(json!({"path": "/token/revocation", "mode": "status", "status": 503}))
+        .await;
+
+    let unlinked: Value = w
+        .admin
+        .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+        .header("X-CSRF-Token", &w.csrf)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unlinked["token_revoked"], false);
+    assert_eq!(unlinked["revocation_pending"], true);
+    assert!(
+        unlinked["token_revocation_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{unlinked}"
+    );
+    let state = w.link_state().await;
+    assert_eq!(state["links"], json!([]));
+    assert_eq!(state["pending_revocations"][0]["provider_id"], "forge");
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", &token).await["active"],
+        true
+    );
+
+    w.idp.clear_faults().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = w.link_state().await;
+        if state["pending_revocations"] == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still pending: {state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        w.idp.introspect("broker", "broker-secret", &token).await["active"],
+        false
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_upstream_requests_and_refreshes() {
+    let w = world(&[]).await;
+    w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _) = w.lookup().await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = reqwest::get(format!("{}/metrics", w.broker.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"extauth_upstream_requests_total{provider="forge",kind="exchange",status="200"} 1"#,
+        r#"extauth_upstream_requests_total{provider="forge",kind="refresh",status="200"} 1"#,
+        r#"extauth_refreshes_total{provider="forge",outcome="success"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+}
