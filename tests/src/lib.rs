@@ -17,8 +17,13 @@ use serde_json::{Value, json};
 /// The cargo target profile directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test binary>
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+    // Tests live in target/<profile>/deps/, binaries (like the perf tools) in target/<profile>/.
+    let dir = exe.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with the fix when it is missing.

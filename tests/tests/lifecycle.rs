@@ -453,3 +453,71 @@ async fn metrics_count_upstream_requests_and_refreshes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_refresh_providers_ask_for_a_new_link_without_calling_the_provider() {
+    let w = world(&[("CODER_EXTERNAL_AUTH_0_NO_REFRESH", "true")]).await;
+    w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = w.idp.counters().await;
+    let (status, reply) = w.lookup().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        reply["url"],
+        format!("{}/external-auth/forge", w.broker.url)
+    );
+    assert_eq!(
+        w.idp.counters().await,
+        before,
+        "an expired NO_REFRESH token costs no provider call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_validates_a_bad_token_once() {
+    let w = world(&[
+        ("CODER_EXTERNAL_AUTH_0_NO_REFRESH", "true"),
+        ("EXTAUTH_LISTEN_TIMEOUT", "2s"),
+    ])
+    .await;
+    let token = w.link_expiring(3600).await;
+    let destroyed = reqwest::Client::new()
+        .post(format!("{}/test/access-token/destroy", w.idp.issuer))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(destroyed.status(), StatusCode::NO_CONTENT);
+    w.reject().await;
+
+    let validations = w.idp.requests("/me").await;
+    let listen = tokio::spawn({
+        let (url, token) = (w.broker.url.clone(), w.token.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!(
+                    "{url}/api/v2/workspaceagents/me/external-auth?id=forge&listen"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    // Meanwhile the workspace reports the rejection again, as git retries would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.reject().await;
+    let reply = listen.await.unwrap();
+    assert_eq!(
+        reply["url"],
+        format!("{}/external-auth/forge", w.broker.url)
+    );
+    assert_eq!(
+        w.idp.requests("/me").await,
+        validations + 1,
+        "one validation of the bad token, not one per wake-up"
+    );
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Refresh storm: concurrent lookups of one expired token; exactly one upstream refresh expected
+# at every size. Usage: tests/perf/refresh-storm.sh [sizes…]   (default: 500 2000)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
+cargo build --release -q -p extauth-broker -p extauth-tests --bins
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+exec target/release/refresh-storm "$@"
