@@ -1,4 +1,13 @@
+//! `git-credential-extauth`: see `extauth_git_askpass::helper`.
+
 fn main() -> std::process::ExitCode {
-    eprintln!("git-credential-extauth: not available in this build yet");
-    std::process::ExitCode::from(2)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    extauth_git_askpass::helper::run(
+        &args,
+        &extauth_git_askpass::helper::ProcessEnvironment,
+        stdin,
+        &mut stdout,
+    )
 }

@@ -1,0 +1,476 @@
+//! The workspace's view of the broker: where it is, the token to present, and a small blocking
+//! client of its workspace API (also used by the `extauth` CLI).
+
+use std::time::Duration;
+
+use extauth_providers::wire::{ErrorBody, ExternalAuthResponse};
+
+/// Where the broker is and how to authenticate to it.
+#[derive(Clone)]
+pub struct Settings {
+    /// Broker base URL, without trailing slash.
+    pub url: String,
+    /// Workspace (or API) token.
+    token: String,
+    /// Which variable the URL came from, for messages.
+    pub url_variable: &'static str,
+    /// How long to wait for the user to link a provider.
+    pub login_timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.url)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A missing or wrong workspace setting. Each message names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither EXTAUTH_URL nor CODER_AGENT_URL.
+    #[error(
+        "EXTAUTH_URL is not set: set EXTAUTH_URL and EXTAUTH_TOKEN to the two lines shown on the broker's Workspace tokens page (in a Coder workspace, CODER_AGENT_URL and CODER_AGENT_TOKEN are used)"
+    )]
+    MissingUrl,
+    /// The URL is not http(s).
+    #[error(
+        "{variable}: {value:?} is not an http:// or https:// URL; set it to the broker's address, e.g. https://extauth.example.com"
+    )]
+    BadUrl {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// No token.
+    #[error(
+        "{variable} is not set: set it to a workspace token (create one at {url}/workspace-tokens)"
+    )]
+    MissingToken {
+        /// The variable.
+        variable: &'static str,
+        /// The broker URL.
+        url: String,
+    },
+    /// The token file cannot be read.
+    #[error("{variable} {path}: {error}")]
+    TokenFile {
+        /// The variable.
+        variable: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// A bad duration.
+    #[error("EXTAUTH_LOGIN_TIMEOUT: {0:?} is not a duration; write e.g. 30s, 5m or 1h")]
+    BadTimeout(String),
+}
+
+impl Settings {
+    /// Reads `EXTAUTH_URL` + `EXTAUTH_TOKEN` (or `EXTAUTH_TOKEN_FILE`), falling back to Coder's
+    /// `CODER_AGENT_URL` + `CODER_AGENT_TOKEN` (or `CODER_AGENT_TOKEN_FILE`).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let (url_variable, token_variable, file_variable) = if get("EXTAUTH_URL").is_some() {
+            ("EXTAUTH_URL", "EXTAUTH_TOKEN", "EXTAUTH_TOKEN_FILE")
+        } else if get("CODER_AGENT_URL").is_some() {
+            (
+                "CODER_AGENT_URL",
+                "CODER_AGENT_TOKEN",
+                "CODER_AGENT_TOKEN_FILE",
+            )
+        } else {
+            return Err(ConfigError::MissingUrl);
+        };
+        let value = get(url_variable).unwrap_or_default();
+        if !(value.starts_with("http://") || value.starts_with("https://"))
+            || url::Url::parse(&value).is_err()
+        {
+            return Err(ConfigError::BadUrl {
+                variable: url_variable,
+                value,
+            });
+        }
+        let url = value.trim_end_matches('/').to_owned();
+        let token = match (get(token_variable), get(file_variable)) {
+            (Some(token), _) => token,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| ConfigError::TokenFile {
+                    variable: file_variable,
+                    path,
+                    error: e.to_string(),
+                })?,
+            (None, None) => {
+                return Err(ConfigError::MissingToken {
+                    variable: token_variable,
+                    url,
+                });
+            }
+        };
+        let login_timeout = match get("EXTAUTH_LOGIN_TIMEOUT") {
+            None => Duration::from_secs(300),
+            Some(text) => parse_duration(&text).ok_or(ConfigError::BadTimeout(text))?,
+        };
+        Ok(Self {
+            url,
+            token,
+            url_variable,
+            login_timeout,
+        })
+    }
+
+    /// Settings for an explicit broker URL and token (the CLI's login).
+    pub fn new(url: &str, token: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            url_variable: "EXTAUTH_URL",
+            login_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `250ms`, `30s`, `5m`, `1h` or plain seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
+}
+
+/// How to pick the provider.
+#[derive(Debug, Clone, Copy)]
+pub enum By<'a> {
+    /// A repository URL.
+    Match(&'a str),
+    /// A provider ID.
+    Id(&'a str),
+}
+
+/// What the broker answered.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The token.
+    Token(ExternalAuthResponse),
+    /// Not linked: the page to open.
+    NotLinked(String),
+    /// No provider serves this URL (or no such ID).
+    NoMatch {
+        /// The broker's message.
+        message: String,
+        /// Its detail.
+        detail: String,
+    },
+}
+
+/// Talking to the broker failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// No answer.
+    #[error("cannot reach the broker at {url}: {error}")]
+    Unreachable {
+        /// Broker URL.
+        url: String,
+        /// Why.
+        error: String,
+    },
+    /// The token was refused.
+    #[error(
+        "the broker refused the token ({message}); check EXTAUTH_TOKEN, or create a new workspace token"
+    )]
+    Unauthorized {
+        /// The broker's message.
+        message: String,
+    },
+    /// Any other error answer.
+    #[error("the broker answered {status}: {message}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Message.
+        message: String,
+        /// Detail.
+        detail: String,
+    },
+}
+
+/// The blocking broker client.
+pub struct Client {
+    settings: Settings,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client; nothing is connected or set up before the first request.
+    pub fn new(settings: Settings) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .user_agent(concat!("extauth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self { settings, agent }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
+        let mut url = format!("{}{path}", self.settings.url);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(
+                &url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(query)
+                    .finish(),
+            );
+        }
+        url
+    }
+
+    /// Sends a request and returns the status and body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<(u16, String), ClientError> {
+        let url = self.url(path, query);
+        let auth = format!("Bearer {}", self.settings.token);
+        let unreachable = |e: ureq::Error| ClientError::Unreachable {
+            url: self.settings.url.clone(),
+            error: e.to_string(),
+        };
+        let response = match (method, body) {
+            ("GET", _) => {
+                let request = self.agent.get(&url).header("Authorization", &auth);
+                match timeout {
+                    Some(t) => request.config().timeout_global(Some(t)).build().call(),
+                    None => request.call(),
+                }
+            }
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            (_, body) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(body.map(ToString::to_string).unwrap_or_default().as_bytes()),
+        };
+        let mut response = response.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().map_err(unreachable)?;
+        if status == 401 {
+            return Err(ClientError::Unauthorized {
+                message: error_body(&text).message,
+            });
+        }
+        Ok((status, text))
+    }
+
+    /// `GET /api/v2/workspaceagents/me/external-auth`; with `listen`, the broker waits (up to
+    /// its own limit, or `listen` here) for the provider to be linked.
+    pub fn external_auth(
+        &self,
+        by: By<'_>,
+        listen: Option<Duration>,
+    ) -> Result<Lookup, ClientError> {
+        let mut query = match by {
+            By::Match(url) => vec![("match", url)],
+            By::Id(id) => vec![("id", id)],
+        };
+        if listen.is_some() {
+            query.push(("listen", "true"));
+        }
+        let timeout = listen.map(|l| l + Duration::from_secs(5));
+        let (status, body) = self.send(
+            "GET",
+            "/api/v2/workspaceagents/me/external-auth",
+            &query,
+            None,
+            timeout,
+        )?;
+        match status {
+            200 => {
+                let reply: ExternalAuthResponse =
+                    serde_json::from_str(&body).map_err(|e| ClientError::Api {
+                        status,
+                        message: format!("unreadable answer: {e}"),
+                        detail: String::new(),
+                    })?;
+                Ok(if reply.is_linked() {
+                    Lookup::Token(reply)
+                } else {
+                    Lookup::NotLinked(reply.url)
+                })
+            }
+            404 => {
+                let e = error_body(&body);
+                Ok(Lookup::NoMatch {
+                    message: e.message,
+                    detail: e.detail,
+                })
+            }
+            _ => Err(api_error(status, &body)),
+        }
+    }
+
+    /// Reports that git was refused with the current token.
+    pub fn rejected(&self, by: By<'_>) -> Result<(), ClientError> {
+        let body = match by {
+            By::Match(url) => serde_json::json!({ "match": url }),
+            By::Id(id) => serde_json::json!({ "id": id }),
+        };
+        let (status, text) = self.send(
+            "POST",
+            "/api/v2/workspaceagents/me/external-auth/rejected",
+            &[],
+            Some(&body),
+            None,
+        )?;
+        match status {
+            200..=299 | 404 => Ok(()),
+            _ => Err(api_error(status, &text)),
+        }
+    }
+}
+
+/// The `{message, detail}` of an error answer (or the raw text when it is not JSON).
+pub fn error_body(text: &str) -> ErrorBody {
+    serde_json::from_str(text).unwrap_or_else(|_| ErrorBody {
+        message: text.trim().chars().take(200).collect(),
+        ..ErrorBody::default()
+    })
+}
+
+/// An error answer as a [`ClientError`].
+pub fn api_error(status: u16, text: &str) -> ClientError {
+    let e = error_body(text);
+    ClientError::Api {
+        status,
+        message: e.message,
+        detail: e.detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_env(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn extauth_variables_first_then_coder_agent() {
+        let s = settings(&[
+            ("EXTAUTH_URL", "http://b:3000/"),
+            ("EXTAUTH_TOKEN", "t"),
+            ("CODER_AGENT_URL", "http://c"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.url_variable),
+            ("http://b:3000", "EXTAUTH_URL")
+        );
+        let s = settings(&[
+            ("CODER_AGENT_URL", "https://coder.example.com"),
+            ("CODER_AGENT_TOKEN", "agent"),
+        ])
+        .unwrap();
+        assert_eq!(s.url_variable, "CODER_AGENT_URL");
+        assert_eq!(s.token, "agent");
+        assert_eq!(s.login_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn token_file() {
+        let dir = std::env::temp_dir().join(format!("extauth-token-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").unwrap();
+        let s = settings(&[
+            ("EXTAUTH_URL", "http://b"),
+            ("EXTAUTH_TOKEN_FILE", dir.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(s.token, "from-file");
+        std::fs::remove_file(&dir).unwrap();
+        assert!(matches!(
+            settings(&[
+                ("EXTAUTH_URL", "http://b"),
+                ("EXTAUTH_TOKEN_FILE", "/nonexistent/x")
+            ]),
+            Err(ConfigError::TokenFile {
+                variable: "EXTAUTH_TOKEN_FILE",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn mistakes_name_the_variable() {
+        assert_eq!(settings(&[]).unwrap_err(), ConfigError::MissingUrl);
+        assert!(
+            settings(&[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("EXTAUTH_URL is not set")
+        );
+        assert_eq!(
+            settings(&[("EXTAUTH_URL", "broker:3000"), ("EXTAUTH_TOKEN", "t")])
+                .unwrap_err()
+                .to_string(),
+            "EXTAUTH_URL: \"broker:3000\" is not an http:// or https:// URL; set it to the broker's address, e.g. https://extauth.example.com"
+        );
+        assert_eq!(
+            settings(&[("EXTAUTH_URL", "http://b")])
+                .unwrap_err()
+                .to_string(),
+            "EXTAUTH_TOKEN is not set: set it to a workspace token (create one at http://b/workspace-tokens)"
+        );
+        assert_eq!(
+            settings(&[
+                ("EXTAUTH_URL", "http://b"),
+                ("EXTAUTH_TOKEN", "t"),
+                ("EXTAUTH_LOGIN_TIMEOUT", "soon")
+            ])
+            .unwrap_err(),
+            ConfigError::BadTimeout("soon".into())
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let s = Settings::new("http://b", "secret-token");
+        assert!(!format!("{s:?}").contains("secret-token"));
+    }
+}
