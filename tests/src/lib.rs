@@ -14,6 +14,26 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod git_server;
+
+/// Runs `git` in `dir` with a clean configuration; panics with its output when it fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The cargo target profile directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
