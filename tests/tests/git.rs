@@ -330,7 +330,7 @@ async fn not_linked_waits_in_a_terminal_until_linked() {
                 .get_args()
                 .map(|a| shell_quote(&a.to_string_lossy())),
         );
-        words.extend(["clone", "--quiet", &w.repo_url("gh"), "repo"].map(|a| shell_quote(a)));
+        words.extend(["clone", "--quiet", &w.repo_url("gh"), "repo"].map(shell_quote));
         words.join(" ")
     };
     command = Command::new("script");
