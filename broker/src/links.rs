@@ -317,7 +317,7 @@ pub async fn unlink(
             ),
             revocation_pending: false,
         },
-        Err(e) if refresh::classify(&e) == refresh::Failure::Transient => {
+        Err(e) if refresh::classify_revocation(&e) == refresh::Failure::Transient => {
             crate::revocations::keep(state, &link, &e).await?;
             Unlinked {
                 token_revoked: false,

@@ -102,6 +102,16 @@ pub struct TokensPage {
 }
 
 #[derive(Template)]
+#[template(path = "cli_auth.html")]
+pub struct CliAuthPage {
+    pub base: String,
+    pub user: Option<String>,
+    pub csrf: String,
+    pub nav: &'static str,
+    pub token: Option<String>,
+}
+
+#[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage {
     pub base: String,

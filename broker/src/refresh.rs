@@ -73,6 +73,18 @@ pub fn classify(error: &UpstreamError) -> Failure {
     }
 }
 
+/// Whether a failed revocation is worth retrying. As [`classify`], except that a 404 is final:
+/// nothing is there to revoke (GitHub answers 404 for a grant that is already gone), and a
+/// wrong URL will not start working by retrying.
+pub fn classify_revocation(error: &UpstreamError) -> Failure {
+    match error {
+        UpstreamError::Status { status: 404, .. } | UpstreamError::OAuth { status: 404, .. } => {
+            Failure::Permanent
+        }
+        other => classify(other),
+    }
+}
+
 /// (user id, provider id).
 type LinkKey = (String, String);
 
@@ -435,6 +447,16 @@ mod tests {
         );
         check(UpstreamError::Malformed("html".into()), Failure::Transient);
     }
+    #[test]
+    fn a_revocation_answered_404_is_not_retried() {
+        assert_eq!(classify_revocation(&status(404, false)), Failure::Permanent);
+        assert_eq!(classify_revocation(&status(503, false)), Failure::Transient);
+        assert_eq!(
+            classify_revocation(&oauth(400, "unsupported_token_type")),
+            Failure::Permanent
+        );
+    }
+
     #[test]
     fn unexpected_statuses_are_transient() {
         check(status(404, false), Failure::Transient);

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::identity::now;
 use crate::links::open_tokens;
 use crate::random;
-use crate::refresh::{Failure, classify};
+use crate::refresh::{Failure, classify_revocation};
 use crate::state::AppState;
 use crate::store::{LinkRecord, PendingRevocation};
 use crate::upstream::{Revocation, UpstreamError};
@@ -81,7 +81,7 @@ pub async fn retry_due(state: &AppState) -> Result<(), ApiError> {
                 );
                 state.store.delete_pending_revocation(&pending.id).await?;
             }
-            Err(e) if classify(&e) == Failure::Permanent => {
+            Err(e) if classify_revocation(&e) == Failure::Permanent => {
                 tracing::warn!(
                     user = pending.user_id,
                     provider = pending.provider_id,

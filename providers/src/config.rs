@@ -115,6 +115,50 @@ impl ProviderConfig {
     pub fn git_username(&self) -> GitUsername {
         self.provider_type.git_username()
     }
+
+    /// The host (with `:port`) the regex is written for, read from its literal start, e.g.
+    /// `github.com` for `^(https?://)?github\.com(/.*)?$`. `None` when the regex does not begin
+    /// with a literal host. Used to configure git per host.
+    pub fn git_host(&self) -> Option<String> {
+        let source = self.regex.as_ref()?.as_str();
+        let rest = source.strip_prefix('^').unwrap_or(source);
+        let rest = [
+            "(https?://)?",
+            "(https?:\\/\\/)?",
+            "https?://",
+            "https://",
+            "http://",
+        ]
+        .iter()
+        .find_map(|p| rest.strip_prefix(p))
+        .unwrap_or(rest);
+        let mut host = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(escaped @ ('.' | '-' | ':')) => host.push(escaped),
+                    _ => return None,
+                },
+                c if c.is_ascii_alphanumeric() || matches!(c, '-' | ':') => host.push(c),
+                '/' | '(' | '$' => break,
+                _ => return None,
+            }
+        }
+        (!host.is_empty()).then_some(host)
+    }
+
+    /// Whether git must send the repository path for this provider to be chosen
+    /// (`credential.useHttpPath`): its regex does not match the bare host.
+    pub fn needs_http_path(&self) -> bool {
+        match (self.git_host(), &self.regex) {
+            (Some(host), Some(regex)) => {
+                !regex.is_match(&format!("https://{host}"))
+                    && !regex.is_match(&format!("http://{host}"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// All configured providers, in configuration order (which decides ties when matching URLs).

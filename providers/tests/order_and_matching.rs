@@ -172,3 +172,34 @@ fn non_http_urls_are_refused() {
         Err(MatchError::NotAUrl(_))
     ));
 }
+
+#[test]
+fn git_hosts_are_read_from_regexes() {
+    let p = mixed();
+    let host = |id: &str| p.get(id).unwrap().git_host();
+    assert_eq!(host("github").as_deref(), Some("github.com"));
+    assert_eq!(host("github-org").as_deref(), Some("github.com"));
+    assert_eq!(host("corp-gitlab").as_deref(), Some("gitlab.corp.example"));
+    assert_eq!(host("azure-devops").as_deref(), Some("dev.azure.com"));
+    assert_eq!(host("slack"), None);
+    assert!(p.get("github-org").unwrap().needs_http_path());
+    assert!(!p.get("github").unwrap().needs_http_path());
+    let odd = Providers::from_vars([
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+        ("CODER_EXTERNAL_AUTH_0_REGEX", r".*github.*"),
+        ("CODER_EXTERNAL_AUTH_1_TYPE", "gitea"),
+        ("CODER_EXTERNAL_AUTH_1_CLIENT_ID", "c"),
+        (
+            "CODER_EXTERNAL_AUTH_1_REGEX",
+            r"^https?://127\.0\.0\.1:8080/gl/.*$",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(odd.get("github").unwrap().git_host(), None);
+    assert_eq!(
+        odd.get("gitea").unwrap().git_host().as_deref(),
+        Some("127.0.0.1:8080")
+    );
+    assert!(odd.get("gitea").unwrap().needs_http_path());
+}

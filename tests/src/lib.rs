@@ -250,6 +250,50 @@ impl Idp {
             .unwrap();
     }
 
+    /// Approves a device code as a person would at the IdP: code page, confirm, login, consent.
+    pub async fn approve_device(&self, user_code: &str) {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::limited(20))
+            .build()
+            .unwrap();
+        let xsrf = |html: &str| {
+            regex::Regex::new(r#"name="xsrf" value="([^"]+)""#)
+                .unwrap()
+                .captures(html)
+                .unwrap()[1]
+                .to_owned()
+        };
+        let page = client
+            .get(format!("{}/device", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let confirm = client
+            .post(format!("{}/device", self.issuer))
+            .form(&[("xsrf", xsrf(&page).as_str()), ("user_code", user_code)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let done = client
+            .post(format!("{}/device", self.issuer))
+            .form(&[
+                ("xsrf", xsrf(&confirm).as_str()),
+                ("user_code", user_code),
+                ("confirm", "yes"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), reqwest::StatusCode::OK);
+    }
+
     /// RFC 7662 introspection of `token` with the given client's credentials.
     pub async fn introspect(&self, client_id: &str, client_secret: &str, token: &str) -> Value {
         reqwest::Client::new()

@@ -339,50 +339,6 @@ async fn redirects_off_site_are_ignored() {
     assert_eq!(response.url().path(), "/workspace-tokens");
 }
 
-/// Approves a device code at the IdP as a person would: code page, confirm, login, consent.
-async fn approve_device(idp: &Idp, user_code: &str) {
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::limited(20))
-        .build()
-        .unwrap();
-    let xsrf = |html: &str| {
-        regex::Regex::new(r#"name="xsrf" value="([^"]+)""#)
-            .unwrap()
-            .captures(html)
-            .unwrap()[1]
-            .to_owned()
-    };
-    let page = client
-        .get(format!("{}/device", idp.issuer))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let confirm = client
-        .post(format!("{}/device", idp.issuer))
-        .form(&[("xsrf", xsrf(&page).as_str()), ("user_code", user_code)])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let done = client
-        .post(format!("{}/device", idp.issuer))
-        .form(&[
-            ("xsrf", xsrf(&confirm).as_str()),
-            ("user_code", user_code),
-            ("confirm", "yes"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), StatusCode::OK);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn device_flow_links() {
     let w = world();
@@ -422,7 +378,7 @@ async fn device_flow_links() {
     let (_, body) = poll().await;
     assert_eq!(body["detail"], "slow_down");
 
-    approve_device(&w.idp, &user_code).await;
+    w.idp.approve_device(&user_code).await;
     // After slow_down the interval grew by 5 s.
     tokio::time::sleep(Duration::from_secs(interval + 5) + Duration::from_millis(300)).await;
     let (status, body) = poll().await;

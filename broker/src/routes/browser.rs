@@ -503,6 +503,55 @@ pub async fn token_revoke_post(
     ))
 }
 
+/// `GET /cli-auth`: where `extauth login` sends the user to get an API token for the CLI.
+pub async fn cli_auth_get(
+    State(state): State<AppState>,
+    user: BrowserUser,
+) -> Result<Response, PageError> {
+    cli_auth_page(&state, &user, None)
+}
+
+/// `POST /cli-auth`: creates the CLI's API token (30 days) and shows it once.
+pub async fn cli_auth_post(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    user.check_csrf(&form.csrf)?;
+    let minted = api::create_token(
+        &state,
+        TokenKind::Api,
+        &user.user.id,
+        "extauth CLI",
+        None,
+        Some("30d"),
+    )
+    .await?;
+    cli_auth_page(&state, &user, Some(minted.token))
+}
+
+fn cli_auth_page(
+    state: &AppState,
+    user: &BrowserUser,
+    token: Option<String>,
+) -> Result<Response, PageError> {
+    let c = chrome(state, user, "");
+    Ok(pages::render(
+        if token.is_some() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &pages::CliAuthPage {
+            base: c.base,
+            user: c.user,
+            csrf: c.csrf,
+            nav: c.nav,
+            token,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,14 @@ pub fn router(state: AppState) -> Router {
             "/api/v2/workspaceagents/me/external-auth/rejected",
             post(workspace::rejected_post),
         )
+        .route(
+            "/api/v2/workspaceagents/me/git-config",
+            get(workspace::git_config_get),
+        )
+        .route(
+            "/cli-auth",
+            get(browser::cli_auth_get).post(browser::cli_auth_post),
+        )
         .with_state(state.clone());
     let base = state.settings.base_path().trim_end_matches('/');
     if base.is_empty() {

@@ -174,3 +174,32 @@ pub async fn rejected_post(
     links::mark_rejected(&state, &caller.user.id, provider.id.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/v2/workspaceagents/me/git-config`: what `extauth setup-git` needs to configure git
+/// per host — each provider's host and whether the repository path must be sent to choose it.
+pub async fn git_config_get(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Json<serde_json::Value> {
+    let providers: Vec<_> = state
+        .providers
+        .iter()
+        .filter(|p| p.regex.is_some())
+        .collect();
+    let hosts: Vec<Option<String>> = providers.iter().map(|p| p.git_host()).collect();
+    let entries: Vec<serde_json::Value> = providers
+        .iter()
+        .zip(&hosts)
+        .map(|(p, host)| {
+            // Two providers on one host can only be told apart by path.
+            let shared = host.is_some() && hosts.iter().filter(|h| *h == host).count() > 1;
+            serde_json::json!({
+                "id": p.id.as_str(),
+                "type": p.provider_type.as_str(),
+                "host": host,
+                "use_http_path": shared || p.needs_http_path(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "providers": entries }))
+}

@@ -1,0 +1,636 @@
+//! The `extauth` command line: tokens for scripts, linking providers from a terminal, workspace
+//! tokens, and wiring git to `git-credential-extauth`. The broker client is
+//! `extauth-git-askpass`'s; this crate only parses the command line and prints.
+//!
+//! Exit codes: 0 success; 1 the operation failed (not linked, refused, broker error);
+//! 2 usage error; 3 not configured (no workspace variables and not logged in).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod credentials;
+mod setup_git;
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use extauth_git_askpass::workspace::{By, Client, ClientError, Lookup, Settings, api_error};
+use serde_json::{Value, json};
+
+const EXAMPLES: &str = "Examples:
+  extauth access-token github                 print the GitHub token (scripts: exit 1 = not linked, URL printed)
+  extauth external-auth access-token slack --extra authed_user.id
+  extauth setup-git --global                  make git use your tokens for every configured provider
+  extauth login https://extauth.example.com   sign the CLI in (for list, link, unlink, workspace-token)
+  extauth external-auth link gitlab           link a provider from the terminal
+  extauth workspace-token create my-workspace --provider github
+
+Exit codes: 0 success, 1 failure (e.g. not linked), 2 usage error, 3 not configured.";
+
+/// extauth: your OAuth tokens for git and scripts, from the extauth broker.
+#[derive(Debug, Parser)]
+#[command(name = "extauth", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the access token of a provider (same as `external-auth access-token`).
+    AccessToken(AccessTokenArgs),
+    /// Linked providers and their tokens.
+    #[command(subcommand)]
+    ExternalAuth(ExternalAuth),
+    /// Sign the CLI in to a broker (opens its page for a CLI token, or takes --token).
+    Login {
+        /// The broker's URL, e.g. https://extauth.example.com.
+        url: String,
+        /// Use this API token instead of asking for one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Forget the CLI's credential.
+    Logout,
+    /// Show who the CLI acts as.
+    Whoami {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Tokens that let a workspace fetch your provider tokens.
+    #[command(subcommand)]
+    WorkspaceToken(WorkspaceToken),
+    /// Configure git to get credentials from extauth for every provider (idempotent).
+    SetupGit {
+        /// Write to ~/.gitconfig instead of the current repository's config.
+        #[arg(long)]
+        global: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AccessTokenArgs {
+    /// Provider ID (as configured on the broker).
+    id: String,
+    /// Print a field of the token's extra data instead, e.g. `authed_user.id`.
+    #[arg(long, value_name = "PATH")]
+    extra: Option<String>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExternalAuth {
+    /// Print the access token of a provider.
+    AccessToken(AccessTokenArgs),
+    /// List providers and whether you have linked them.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Link a provider: shows a device code or opens the browser, and waits until linked.
+    Link {
+        /// Provider ID.
+        id: String,
+    },
+    /// Unlink a provider and revoke its token at the provider.
+    Unlink {
+        /// Provider ID.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceToken {
+    /// Create one; prints the EXTAUTH_URL/EXTAUTH_TOKEN lines for the workspace.
+    Create {
+        /// A name to recognise it by.
+        name: String,
+        /// Narrow it to these provider IDs (repeatable).
+        #[arg(long = "provider", value_name = "ID")]
+        providers: Vec<String>,
+        /// Expiry, e.g. 30d or 12h (default: never).
+        #[arg(long)]
+        lifetime: Option<String>,
+        /// Create it for another user (admins).
+        #[arg(long, default_value = "me")]
+        user: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List yours.
+    List {
+        #[arg(long, default_value = "me")]
+        user: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Revoke one by ID.
+    Revoke {
+        /// Its ID (from `list`).
+        id: String,
+        #[arg(long, default_value = "me")]
+        user: String,
+    },
+}
+
+/// Output format of commands that print data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// A failed command: its message (stderr) and exit code.
+struct Failure(String, u8);
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Runs the process's command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    match run(cli.command, &mut stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            if !message.is_empty() {
+                eprintln!("extauth: {message}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(command: Command, out: &mut dyn Write) -> Outcome {
+    match command {
+        Command::AccessToken(args) | Command::ExternalAuth(ExternalAuth::AccessToken(args)) => {
+            access_token(args, out)
+        }
+        Command::ExternalAuth(ExternalAuth::List { output }) => list(output, out),
+        Command::ExternalAuth(ExternalAuth::Link { id }) => link(&id, out),
+        Command::ExternalAuth(ExternalAuth::Unlink { id }) => unlink(&id, out),
+        Command::Login { url, token } => login(&url, token, out),
+        Command::Logout => {
+            let existed = credentials::delete().map_err(|e| Failure(e.to_string(), 1))?;
+            let _ = writeln!(
+                out,
+                "{}",
+                if existed {
+                    "Logged out."
+                } else {
+                    "Not logged in."
+                }
+            );
+            Ok(())
+        }
+        Command::Whoami { output } => whoami(output, out),
+        Command::WorkspaceToken(command) => workspace_token(command, out),
+        Command::SetupGit { global } => setup_git::run(&workspace_client()?, global, out),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "extauth", out);
+            Ok(())
+        }
+    }
+}
+
+fn env_settings() -> Option<Result<Settings, Failure>> {
+    let present = ["EXTAUTH_URL", "CODER_AGENT_URL"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    present.then(|| {
+        Settings::from_env(|k| std::env::var(k).ok()).map_err(|e| Failure(e.to_string(), 3))
+    })
+}
+
+/// The workspace's credentials (EXTAUTH_URL/EXTAUTH_TOKEN or Coder's), else the login.
+fn workspace_client() -> Result<Client, Failure> {
+    if let Some(settings) = env_settings() {
+        return Ok(Client::new(settings?));
+    }
+    user_client()
+}
+
+/// The login's credential, else the workspace's variables (an API token there works too).
+fn user_client() -> Result<Client, Failure> {
+    if let Some(c) = credentials::load() {
+        return Ok(Client::new(Settings::new(&c.url, &c.token)));
+    }
+    match env_settings() {
+        Some(settings) => Ok(Client::new(settings?)),
+        None => Err(Failure(
+            "not configured: run `extauth login <broker-url>`, or set EXTAUTH_URL and EXTAUTH_TOKEN".to_owned(),
+            3,
+        )),
+    }
+}
+
+fn print_json(out: &mut dyn Write, value: &Value) {
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Coder's contract: the token without a newline, exit 0; not linked: the URL, exit 1.
+fn access_token(args: AccessTokenArgs, out: &mut dyn Write) -> Outcome {
+    let client = workspace_client()?;
+    match client.external_auth(By::Id(&args.id), None)? {
+        Lookup::NoMatch { message, detail } => {
+            Err(Failure(format!("{message} {detail}").trim().to_owned(), 1))
+        }
+        Lookup::NotLinked(url) => {
+            if args.output == Output::Json {
+                print_json(out, &json!({ "url": url }));
+            } else {
+                let _ = write!(out, "{url}");
+            }
+            Err(Failure(String::new(), 1))
+        }
+        Lookup::Token(reply) => {
+            if let Some(path) = &args.extra {
+                let mut value = Value::Object(reply.token_extra.clone());
+                for part in path.split('.') {
+                    value = match value {
+                        Value::Object(mut map) => map.remove(part).unwrap_or(Value::Null),
+                        Value::Array(mut items) => part
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|i| *i < items.len())
+                            .map(|i| items.swap_remove(i))
+                            .unwrap_or(Value::Null),
+                        _ => Value::Null,
+                    };
+                }
+                return match value {
+                    Value::Null => Err(Failure(
+                        format!("no extra property {path:?} found for the token"),
+                        1,
+                    )),
+                    Value::String(s) => {
+                        let _ = write!(out, "{s}");
+                        Ok(())
+                    }
+                    other => {
+                        let _ = write!(out, "{other}");
+                        Ok(())
+                    }
+                };
+            }
+            if args.output == Output::Json {
+                print_json(out, &serde_json::to_value(&reply).unwrap_or_default());
+            } else {
+                let _ = write!(out, "{}", reply.access_token.secret());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn get_json(client: &Client, path: &str) -> Result<Value, Failure> {
+    let (status, body) = client.send("GET", path, &[], None, None)?;
+    if !(200..300).contains(&status) {
+        return Err(api_error(status, &body).into());
+    }
+    serde_json::from_str(&body).map_err(|e| Failure(format!("unreadable answer: {e}"), 1))
+}
+
+fn list(output: Output, out: &mut dyn Write) -> Outcome {
+    let client = user_client()?;
+    let list = get_json(&client, "/api/v2/external-auth")?;
+    if output == Output::Json {
+        print_json(out, &list);
+        return Ok(());
+    }
+    let empty = Vec::new();
+    let links = list["links"].as_array().unwrap_or(&empty);
+    let providers = list["providers"].as_array().unwrap_or(&empty);
+    if providers.is_empty() {
+        let _ = writeln!(
+            out,
+            "No providers are configured on {}.",
+            client.settings().url
+        );
+        return Ok(());
+    }
+    let _ = writeln!(out, "{:<20} {:<18} STATUS", "ID", "TYPE");
+    for p in providers {
+        let id = p["id"].as_str().unwrap_or_default();
+        let link = links.iter().find(|l| l["provider_id"] == id);
+        let status = match link {
+            None => "not linked".to_owned(),
+            Some(l) if l["authenticated"] == true => match l["expires"].as_str() {
+                Some(at) => format!("linked (token until {at})"),
+                None => "linked".to_owned(),
+            },
+            Some(l) => format!(
+                "link again: {}",
+                l["validate_error"].as_str().unwrap_or_default()
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{id:<20} {:<18} {status}",
+            p["type"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn link(id: &str, out: &mut dyn Write) -> Outcome {
+    let client = user_client()?;
+    let info = get_json(&client, &format!("/api/v2/external-auth/{id}"))?;
+    if info["authenticated"] == true {
+        let _ = writeln!(out, "{id} is already linked.");
+        return Ok(());
+    }
+    if info["device"] == true {
+        return link_with_device_code(&client, id, out);
+    }
+    let url = format!("{}/external-auth/{id}", client.settings().url);
+    eprintln!("Open this page to link {id}:\n  {url}");
+    open_browser(&url);
+    let deadline = std::time::Instant::now() + client.settings().login_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Failure(format!("gave up waiting for {id} to be linked"), 1));
+        }
+        if let Lookup::Token(_) = client.external_auth(By::Id(id), Some(left))? {
+            let _ = writeln!(out, "Linked {id}.");
+            return Ok(());
+        }
+    }
+}
+
+fn link_with_device_code(client: &Client, id: &str, out: &mut dyn Write) -> Outcome {
+    let path = format!("/api/v2/external-auth/{id}/device");
+    let flow = get_json(client, &path)?;
+    let code = flow["device_code"].as_str().unwrap_or_default().to_owned();
+    let verify = flow["verification_uri_complete"]
+        .as_str()
+        .or(flow["verification_uri"].as_str())
+        .unwrap_or_default();
+    eprintln!(
+        "Enter the code {} at:\n  {verify}",
+        flow["user_code"].as_str().unwrap_or_default()
+    );
+    open_browser(verify);
+    let mut interval = std::time::Duration::from_secs(flow["interval"].as_u64().unwrap_or(5));
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(flow["expires_in"].as_u64().unwrap_or(900));
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(interval);
+        let (status, body) = client.send(
+            "POST",
+            &path,
+            &[],
+            Some(&json!({ "device_code": code })),
+            None,
+        )?;
+        if status == 204 {
+            let _ = writeln!(out, "Linked {id}.");
+            return Ok(());
+        }
+        let error = extauth_git_askpass::workspace::error_body(&body);
+        match error.detail.as_str() {
+            "authorization_pending" => {}
+            "slow_down" => interval += std::time::Duration::from_secs(5),
+            "expired_token" => {
+                return Err(Failure(
+                    "the code expired; run the command again".to_owned(),
+                    1,
+                ));
+            }
+            "access_denied" => {
+                return Err(Failure("access was denied at the provider".to_owned(), 1));
+            }
+            _ => return Err(api_error(status, &body).into()),
+        }
+    }
+    Err(Failure(
+        "the code expired; run the command again".to_owned(),
+        1,
+    ))
+}
+
+fn open_browser(url: &str) {
+    let program = match std::env::var("BROWSER").ok().filter(|b| !b.is_empty()) {
+        Some(b) => b,
+        None if cfg!(target_os = "macos") => "open".to_owned(),
+        None if std::env::var_os("DISPLAY").is_some()
+            || std::env::var_os("WAYLAND_DISPLAY").is_some() =>
+        {
+            "xdg-open".to_owned()
+        }
+        None => return,
+    };
+    let _ = std::process::Command::new(program)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+fn unlink(id: &str, out: &mut dyn Write) -> Outcome {
+    let client = user_client()?;
+    let (status, body) = client.send(
+        "DELETE",
+        &format!("/api/v2/external-auth/{id}"),
+        &[],
+        None,
+        None,
+    )?;
+    if status != 200 {
+        return Err(api_error(status, &body).into());
+    }
+    let result: Value = serde_json::from_str(&body).unwrap_or_default();
+    if result["token_revoked"] == true {
+        let _ = writeln!(out, "Unlinked {id}; the token was revoked at the provider.");
+    } else {
+        let _ = writeln!(
+            out,
+            "Unlinked {id}; the token was not revoked at the provider: {}",
+            result["token_revocation_error"]
+                .as_str()
+                .unwrap_or("unknown reason")
+        );
+    }
+    Ok(())
+}
+
+fn login(url: &str, token: Option<String>, out: &mut dyn Write) -> Outcome {
+    let url = url.trim_end_matches('/');
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(Failure(format!("{url:?} is not an http(s) URL"), 2));
+    }
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let page = format!("{url}/cli-auth");
+            eprintln!("Open this page, sign in, and paste the token it shows:\n  {page}");
+            open_browser(&page);
+            eprint!("Token: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Failure(e.to_string(), 1))?;
+            line.trim().to_owned()
+        }
+    };
+    if token.is_empty() {
+        return Err(Failure("no token given".to_owned(), 2));
+    }
+    let client = Client::new(Settings::new(url, &token));
+    let me = get_json(&client, "/api/v2/users/me")?;
+    let stored = credentials::save(&credentials::Credential {
+        url: url.to_owned(),
+        token,
+    })
+    .map_err(|e| Failure(format!("cannot save the credential: {e}"), 1))?;
+    let place = match stored {
+        credentials::Stored::Keyring => "the OS keyring".to_owned(),
+        credentials::Stored::File(path) => format!(
+            "{} (mode 0600; no keyring service is running)",
+            path.display()
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "Logged in to {url} as {}; credential kept in {place}.",
+        me["username"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+fn whoami(output: Output, out: &mut dyn Write) -> Outcome {
+    let client = user_client()?;
+    let me = get_json(&client, "/api/v2/users/me")?;
+    if output == Output::Json {
+        print_json(out, &me);
+    } else {
+        let _ = writeln!(
+            out,
+            "{}{} on {}",
+            me["username"].as_str().unwrap_or("?"),
+            if me["is_admin"] == true {
+                " (admin)"
+            } else {
+                ""
+            },
+            client.settings().url
+        );
+    }
+    Ok(())
+}
+
+fn workspace_token(command: WorkspaceToken, out: &mut dyn Write) -> Outcome {
+    let client = user_client()?;
+    match command {
+        WorkspaceToken::Create {
+            name,
+            providers,
+            lifetime,
+            user,
+            output,
+        } => {
+            let body = json!({
+                "name": name,
+                "providers": (!providers.is_empty()).then_some(providers),
+                "lifetime": lifetime,
+            });
+            let (status, text) = client.send(
+                "POST",
+                &format!("/api/v2/users/{user}/workspace-tokens"),
+                &[],
+                Some(&body),
+                None,
+            )?;
+            if status != 201 {
+                return Err(api_error(status, &text).into());
+            }
+            let created: Value = serde_json::from_str(&text).unwrap_or_default();
+            if output == Output::Json {
+                print_json(out, &created);
+            } else {
+                let _ = writeln!(out, "export EXTAUTH_URL={}", client.settings().url);
+                let _ = writeln!(
+                    out,
+                    "export EXTAUTH_TOKEN={}",
+                    created["token"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        WorkspaceToken::List { user, output } => {
+            let tokens = get_json(&client, &format!("/api/v2/users/{user}/workspace-tokens"))?;
+            if output == Output::Json {
+                print_json(out, &tokens);
+                return Ok(());
+            }
+            let empty = Vec::new();
+            let tokens = tokens.as_array().unwrap_or(&empty);
+            if tokens.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "No workspace tokens; create one with `extauth workspace-token create <name>`."
+                );
+                return Ok(());
+            }
+            let _ = writeln!(
+                out,
+                "{:<18} {:<24} {:<20} EXPIRES",
+                "ID", "NAME", "PROVIDERS"
+            );
+            for t in tokens {
+                let providers = t["providers"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_else(|| "all".to_owned());
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:<24} {:<20} {}",
+                    t["id"].as_str().unwrap_or_default(),
+                    t["name"].as_str().unwrap_or_default(),
+                    providers,
+                    t["expires_at"].as_str().unwrap_or("never")
+                );
+            }
+            Ok(())
+        }
+        WorkspaceToken::Revoke { id, user } => {
+            let (status, text) = client.send(
+                "DELETE",
+                &format!("/api/v2/users/{user}/workspace-tokens/{id}"),
+                &[],
+                None,
+                None,
+            )?;
+            if status != 204 {
+                return Err(api_error(status, &text).into());
+            }
+            let _ = writeln!(out, "Revoked {id}.");
+            Ok(())
+        }
+    }
+}
