@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `git credential fill` latency: extauth (broker on loopback) vs git credential-store vs
+# git-credential-oauth (cache warm) vs gh, in one hyperfine run. Usage: [runs] (default 300).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+missing=()
+for tool in hyperfine git-credential-oauth gh; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq "${missing[@]}" >/dev/null; else echo "install: ${missing[*]}" >&2; exit 1; fi
+fi
+[ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
+cargo build --release -q -p extauth-broker -p extauth-git-askpass -p extauth-tests --bins
+exec target/release/credential-bench "$@"
