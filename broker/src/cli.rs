@@ -36,6 +36,16 @@ enum Command {
     /// Inspect the configuration read from the environment.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// OIDC sign-in.
+    #[command(subcommand)]
+    Oidc(OidcCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OidcCommand {
+    /// Check CODER_OIDC_* against the IdP: discovery, issuer, keys, scopes, and print the
+    /// redirect URI to register. Exit status 1 when something is wrong.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +70,7 @@ pub fn main() -> ExitCode {
             eprint!("{}", outcome.stderr);
             ExitCode::from(outcome.status)
         }
+        Some(Command::Oidc(OidcCommand::Check)) => oidc_check(&cli.access_url),
         None => serve(&cli.access_url, &cli.serve),
     }
 }
@@ -83,6 +94,20 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mut oidc_warnings = Vec::new();
+    let oidc = match crate::oidc::OidcSettings::from_vars(&process_env(), &mut oidc_warnings) {
+        Ok(oidc) => oidc,
+        Err(errors) => {
+            eprintln!("extauth-broker: cannot start:");
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    for w in oidc_warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +118,7 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(crate::server::serve(settings, providers)) {
+    match runtime.block_on(crate::server::serve(settings, providers, oidc)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -101,6 +126,97 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn oidc_check(access_url: &str) -> ExitCode {
+    let mut warnings = Vec::new();
+    let settings = match crate::oidc::OidcSettings::from_vars(&process_env(), &mut warnings) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => {
+            eprintln!(
+                "OIDC is not configured: set CODER_OIDC_ISSUER_URL, CODER_OIDC_CLIENT_ID and CODER_OIDC_CLIENT_SECRET"
+            );
+            return ExitCode::from(1);
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let Ok(access) = extauth_providers::AccessUrl::parse(access_url) else {
+        eprintln!("error: CODER_ACCESS_URL {access_url:?} is not a usable URL");
+        return ExitCode::from(1);
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::from(1);
+    };
+    runtime.block_on(async {
+        let issuer = settings.issuer.clone();
+        let scopes = settings.scopes.clone();
+        let Ok(oidc) = crate::oidc::Oidc::new(settings, std::time::Duration::from_secs(10)) else {
+            return ExitCode::from(1);
+        };
+        match oidc.discovery().await {
+            Ok(d) => {
+                println!(
+                    "issuer             {} (matches CODER_OIDC_ISSUER_URL)",
+                    d.issuer
+                );
+                println!("authorization      {}", d.authorization_endpoint);
+                println!("token              {}", d.token_endpoint);
+                println!(
+                    "userinfo           {}",
+                    d.userinfo_endpoint.as_deref().unwrap_or("(none)")
+                );
+                println!("jwks               {}", d.jwks_uri);
+                println!(
+                    "end session        {}",
+                    d.end_session_endpoint
+                        .as_deref()
+                        .unwrap_or("(none: no RP-initiated logout)")
+                );
+                println!(
+                    "back-channel       {}",
+                    if d.backchannel_logout_supported {
+                        "supported"
+                    } else {
+                        "not advertised"
+                    }
+                );
+                println!("scopes requested   {}", scopes.join(" "));
+                let unsupported: Vec<&String> = scopes
+                    .iter()
+                    .filter(|s| !d.scopes_supported.is_empty() && !d.scopes_supported.contains(s))
+                    .collect();
+                if !unsupported.is_empty() {
+                    println!("warning: the IdP does not list these scopes: {unsupported:?}");
+                }
+                println!(
+                    "redirect URI       {}  (register this at the IdP)",
+                    access.join("api/v2/users/oidc/callback")
+                );
+                println!(
+                    "back-channel URI   {}",
+                    access.join("api/v2/users/oidc/backchannel-logout")
+                );
+                println!("post-logout URI    {}", access.join("login"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {} {}", e.message, e.detail);
+                eprintln!("(CODER_OIDC_ISSUER_URL is {issuer:?})");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 /// Logs to stderr, text or JSON; `RUST_LOG` (or `EXTAUTH_LOG`) sets the filter, `info` by default.

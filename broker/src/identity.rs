@@ -300,6 +300,15 @@ impl OptionalFromRequestParts<AppState> for BrowserUser {
 
 /// Starts a session for `user`; returns the `Set-Cookie` value.
 pub async fn start_session(state: &AppState, user: &User) -> Result<String, ApiError> {
+    start_session_with(state, user, None).await
+}
+
+/// Starts a session, keeping what an OIDC sign-in needs for logout.
+pub async fn start_session_with(
+    state: &AppState,
+    user: &User,
+    oidc: Option<crate::store::OidcSession>,
+) -> Result<String, ApiError> {
     let value = random::hex_token::<32>();
     let lifetime = i64::try_from(state.settings.session_duration.as_secs()).unwrap_or(i64::MAX);
     let session = Session {
@@ -308,6 +317,7 @@ pub async fn start_session(state: &AppState, user: &User) -> Result<String, ApiE
         csrf: random::hex_token::<16>(),
         created_at: now(),
         expires_at: now().saturating_add(lifetime),
+        oidc,
     };
     state.store.put_session(&session).await?;
     Ok(cookie_header(state, SESSION_COOKIE, &value, Some(lifetime)))

@@ -16,6 +16,7 @@ pub mod device;
 pub mod error;
 pub mod identity;
 pub mod links;
+pub mod oidc;
 pub mod pages;
 pub mod random;
 pub mod refresh;

@@ -119,6 +119,10 @@ pub struct LoginPage {
     pub csrf: String,
     pub nav: &'static str,
     pub dev: bool,
+    /// Where the OIDC button goes, when OIDC is configured.
+    pub oidc_start: Option<String>,
+    pub oidc_text: String,
+    pub oidc_icon: Option<String>,
 }
 
 #[derive(Template)]

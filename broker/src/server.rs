@@ -53,6 +53,7 @@ pub enum StartError {
 pub async fn build_state(
     settings: Settings,
     providers: Providers,
+    oidc: Option<crate::oidc::OidcSettings>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<AppState, StartError> {
     let dir = &settings.data_dir;
@@ -95,6 +96,10 @@ pub async fn build_state(
     }
     let upstream =
         Upstream::new(settings.upstream_timeout).map_err(|e| StartError::Http(e.to_string()))?;
+    let oidc = oidc
+        .map(|o| crate::oidc::Oidc::new(o, settings.upstream_timeout))
+        .transpose()
+        .map_err(|e| StartError::Http(e.to_string()))?;
     Ok(AppState::new(Inner {
         settings,
         providers,
@@ -104,13 +109,18 @@ pub async fn build_state(
         refresh_locks: RefreshLocks::default(),
         devices: DeviceFlows::default(),
         dev_login: Mutex::new(None),
+        oidc,
         metrics,
         warned: Mutex::new(Default::default()),
     }))
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
-pub async fn serve(settings: Settings, providers: Providers) -> Result<(), StartError> {
+pub async fn serve(
+    settings: Settings,
+    providers: Providers,
+    oidc: Option<crate::oidc::OidcSettings>,
+) -> Result<(), StartError> {
     for warning in providers.warnings() {
         tracing::warn!(variable = warning.variable, "{}", warning.message);
     }
@@ -118,7 +128,18 @@ pub async fn serve(settings: Settings, providers: Providers) -> Result<(), Start
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| StartError::Http(format!("metrics recorder: {e}")))?;
-    let state = build_state(settings, providers, Some(metrics)).await?;
+    let state = build_state(settings, providers, oidc, Some(metrics)).await?;
+    if let Some(oidc) = &state.oidc {
+        // A self-test at start: a mistake here is better seen now than at the first sign-in.
+        match oidc.discovery().await {
+            Ok(d) => tracing::info!(
+                issuer = d.issuer,
+                redirect_uri = crate::routes::oidc_redirect_uri(&state),
+                "OIDC sign-in ready"
+            ),
+            Err(e) => tracing::warn!(error = %e, "OIDC discovery failed; sign-in will retry it"),
+        }
+    }
     crate::revocations::spawn_worker(state.clone());
     let listener = TcpListener::bind(address)
         .await

@@ -35,6 +35,8 @@ pub struct Inner {
     pub devices: DeviceFlows,
     /// The pending one-time sign-in link of `--dev`.
     pub dev_login: Mutex<Option<DevLogin>>,
+    /// OIDC sign-in, when configured.
+    pub oidc: Option<crate::oidc::Oidc>,
     /// Renders `/metrics`; `None` when no recorder is installed (library use, tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Per-provider timestamps for throttled warnings.

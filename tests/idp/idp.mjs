@@ -4,12 +4,44 @@
 // Listens on 127.0.0.1 (a free port) and prints one JSON line {"issuer": "..."} when ready.
 // Interactions (login, consent) complete by themselves for the account `account` (default
 // "alice"), so an HTTP client walking the redirects links without any UI.
+import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(process.env.IDP_CONFIG || '{}');
 const defaultAccount = config.account || 'alice';
 let accessTokenTtl = config.accessTokenTtl || 3600;
+// Who logs in at the next interaction (tests switch it through /test/config).
+let account = defaultAccount;
+
+// The signing key, ours so the test controls can sign tokens the way the IdP does.
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', alg: 'RS256', use: 'sig' };
+
+const b64url = (value) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+
+// A JWT signed with the IdP's key (RS256), or with `hs256Secret` (HS256).
+function signJwt(payload, hs256Secret) {
+  const header = hs256Secret ? { alg: 'HS256', typ: 'JWT' } : { alg: 'RS256', typ: 'JWT', kid: signingJwk.kid };
+  const input = `${b64url(header)}.${b64url(payload)}`;
+  const signature = hs256Secret
+    ? crypto.createHmac('sha256', hs256Secret).update(input).digest('base64url')
+    : crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url');
+  return `${input}.${signature}`;
+}
+
+// Claims by account name: `unverified…` accounts have an unverified email, `ops…` accounts are
+// in the ops group.
+function claimsOf(id) {
+  return {
+    sub: id,
+    email: `${id}@${config.emailDomain || 'example.com'}`,
+    email_verified: !id.startsWith('unverified'),
+    name: `${id[0].toUpperCase()}${id.slice(1)} Tester`,
+    preferred_username: id,
+    groups: id.startsWith('ops') ? ['ops', 'devs'] : ['devs'],
+  };
+}
 
 // The fault layer in front of the provider, driven by the tests through /test/faults:
 // path -> { mode: 'status' | 'oauth' | 'slow' | 'hang' | 'reset', status, error, headers,
@@ -28,17 +60,25 @@ server.listen(0, '127.0.0.1', () => {
       return {
         accountId: id,
         async claims() {
-          return { sub: id, email: `${id}@example.com`, email_verified: true, name: id };
+          return claimsOf(id);
         },
       };
     },
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'preferred_username', 'groups'],
+    },
     scopes: ['openid', 'offline_access', 'email', 'profile'],
+    jwks: { keys: [signingJwk] },
+    enabledJWA: { idTokenSigningAlgValues: ['RS256', 'HS256'] },
     features: {
       devInteractions: { enabled: false },
       introspection: { enabled: true },
       revocation: { enabled: true },
       deviceFlow: { enabled: true },
+      backchannelLogout: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
     },
     // Like a forge: every client allowed to refresh gets a refresh token, rotated on each use
     // (a rotated one presented again fails with invalid_grant and revokes the grant).
@@ -118,7 +158,18 @@ async function control(provider, req, res) {
   } else if (path === '/test/config' && req.method === 'POST') {
     const update = JSON.parse(await readBody(req));
     if (update.accessTokenTtl) accessTokenTtl = update.accessTokenTtl;
-    json(res, 200, { accessTokenTtl });
+    if (update.account) account = update.account;
+    json(res, 200, { accessTokenTtl, account });
+  } else if (path === '/test/logout-token' && req.method === 'POST') {
+    // A back-channel logout token as the IdP would send it (OpenID Back-Channel Logout 1.0 §2.4).
+    const { aud, sub, sid, hs256Secret } = JSON.parse(await readBody(req));
+    const now = Math.floor(Date.now() / 1000);
+    const payload = {
+      iss: provider.issuer, aud, iat: now, exp: now + 120, jti: crypto.randomUUID(),
+      events: { 'http://schemas.openid.net/event/backchannel-logout': {} },
+      ...(sub ? { sub } : {}), ...(sid ? { sid } : {}),
+    };
+    json(res, 200, { logout_token: signJwt(payload, hs256Secret) });
   } else {
     json(res, 404, { error: 'unknown test control' });
   }
@@ -143,6 +194,11 @@ async function applyFault(path, req, res) {
     case 'reset':
       req.socket.destroy();
       return true;
+    case 'id_token':
+      // The token answer is served for real, then its ID token is rewritten with `claims` and
+      // signed again (with the IdP's key, or HS256 with `hs256Secret`).
+      rewriteIdToken(res, fault.claims || {}, fault.hs256Secret);
+      return false;
     case 'oauth':
       json(res, fault.status || 400, { error: fault.error || 'invalid_grant', error_description: 'injected by the test' });
       return true;
@@ -151,6 +207,24 @@ async function applyFault(path, req, res) {
       res.end(fault.body || '{"message":"injected by the test"}');
       return true;
   }
+}
+
+function rewriteIdToken(res, overrides, hs256Secret) {
+  const setHeader = res.setHeader.bind(res);
+  res.setHeader = (name, value) => (name.toLowerCase() === 'content-length' ? res : setHeader(name, value));
+  const end = res.end.bind(res);
+  res.end = (body, ...rest) => {
+    try {
+      const answer = JSON.parse(body.toString());
+      if (answer.id_token) {
+        const payload = JSON.parse(Buffer.from(answer.id_token.split('.')[1], 'base64url').toString());
+        answer.id_token = signJwt({ ...payload, ...overrides }, hs256Secret);
+      }
+      return end(JSON.stringify(answer), ...rest);
+    } catch {
+      return end(body, ...rest);
+    }
+  };
 }
 
 // Test control: the forge stops accepting one access token while its grant and refresh token
@@ -169,7 +243,7 @@ async function completeInteraction(provider, req, res) {
   const details = await provider.interactionDetails(req, res);
   const { prompt, params, session } = details;
   if (prompt.name === 'login') {
-    await provider.interactionFinished(req, res, { login: { accountId: defaultAccount } }, {
+    await provider.interactionFinished(req, res, { login: { accountId: account } }, {
       mergeWithLastSubmission: false,
     });
     return;

@@ -240,6 +240,30 @@ impl Idp {
             .unwrap_or(0)
     }
 
+    /// Which account the next login at the IdP signs in as.
+    pub async fn set_account(&self, account: &str) {
+        reqwest::Client::new()
+            .post(format!("{}/test/config", self.issuer))
+            .json(&json!({ "account": account }))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// A back-channel logout token signed by the IdP.
+    pub async fn logout_token(&self, claims: Value) -> String {
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{}/test/logout-token", self.issuer))
+            .json(&claims)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["logout_token"].as_str().unwrap().to_owned()
+    }
+
     /// Lifetime of access tokens issued from now on.
     pub async fn set_access_token_ttl(&self, seconds: u64) {
         reqwest::Client::new()

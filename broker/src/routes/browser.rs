@@ -107,22 +107,38 @@ pub async fn login_get(
     user: Option<BrowserUser>,
     Query(q): Query<RedirectQuery>,
 ) -> Response {
+    let redirect = q.redirect.as_deref().and_then(safe_redirect);
     if user.is_some() {
-        let to = q
-            .redirect
-            .as_deref()
-            .and_then(safe_redirect)
-            .unwrap_or_else(|| state.settings.base_path().to_owned());
+        let to = redirect.unwrap_or_else(|| state.settings.base_path().to_owned());
         return Redirect::to(&to).into_response();
     }
+    let base = state.settings.base_path().to_owned();
+    let oidc_start = state.oidc.as_ref().map(|_| {
+        let mut start = format!("{base}api/v2/users/oidc/callback");
+        if let Some(r) = &redirect {
+            start.push_str("?redirect=");
+            start.push_str(&url::form_urlencoded::byte_serialize(r.as_bytes()).collect::<String>());
+        }
+        start
+    });
     pages::render(
         StatusCode::OK,
         &pages::LoginPage {
-            base: state.settings.base_path().to_owned(),
+            base,
             user: None,
             csrf: String::new(),
             nav: "",
             dev: state.settings.dev,
+            oidc_start,
+            oidc_text: state
+                .oidc
+                .as_ref()
+                .map(|o| o.settings.sign_in_text.clone())
+                .unwrap_or_default(),
+            oidc_icon: state
+                .oidc
+                .as_ref()
+                .and_then(|o| o.settings.icon_url.clone()),
         },
     )
 }
@@ -163,9 +179,16 @@ pub async fn logout_post(
     if let Some(value) = cookie(&headers, SESSION_COOKIE) {
         state.store.delete_session(&identity::hash(value)).await?;
     }
-    let login = format!("{}login", state.settings.base_path());
+    // Signed in with OIDC: end the IdP session too (RP-initiated logout), which comes back to
+    // the sign-in page.
+    let session = user.session.oidc.as_ref();
+    let to = match crate::routes::oidc::end_session_url(&state, &user.user.id, session).await {
+        Some(end_session) => end_session,
+        None => format!("{}login", state.settings.base_path()),
+    };
+    tracing::info!(user = user.user.id, "signed out");
     Ok(see_other(
-        &login,
+        &to,
         vec![cookie_header(&state, SESSION_COOKIE, "", Some(0))],
     ))
 }

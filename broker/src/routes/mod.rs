@@ -1,13 +1,19 @@
 //! The HTTP surface: one router, built outside `main` so tests serve the very same thing.
 
 mod api;
-mod browser;
+pub(crate) mod browser;
+mod oidc;
 mod workspace;
 
 use axum::Router;
 use axum::routing::{get, post};
 
 use crate::state::AppState;
+
+/// The OIDC redirect URI to register at the IdP.
+pub fn oidc_redirect_uri(state: &AppState) -> String {
+    oidc::redirect_uri(state)
+}
 
 /// Every route, mounted under the access URL's path prefix.
 pub fn router(state: AppState) -> Router {
@@ -83,6 +89,12 @@ pub fn router(state: AppState) -> Router {
             "/api/v2/workspaceagents/me/git-config",
             get(workspace::git_config_get),
         )
+        .route("/api/v2/users/oidc/callback", get(oidc::callback_get))
+        .route(
+            "/api/v2/users/oidc/backchannel-logout",
+            post(oidc::backchannel_post),
+        )
+        .route("/api/v2/users/authmethods", get(oidc::authmethods_get))
         .route(
             "/cli-auth",
             get(browser::cli_auth_get).post(browser::cli_auth_post),

@@ -129,6 +129,7 @@ pub async fn sessions(store: &dyn Store) {
         csrf: format!("csrf-{id}"),
         created_at: 1,
         expires_at: 2,
+        oidc: None,
     };
     store.put_session(&session("s1", "u1")).await.unwrap();
     store.put_session(&session("s2", "u1")).await.unwrap();

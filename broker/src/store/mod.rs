@@ -59,6 +59,21 @@ pub struct Session {
     pub created_at: i64,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Set when the session came from an OIDC sign-in.
+    #[serde(default)]
+    pub oidc: Option<OidcSession>,
+}
+
+/// What a session keeps of the OIDC sign-in it came from: enough for RP-initiated logout
+/// (`id_token_hint`) and back-channel logout (`sid`), and the IdP's refresh token, sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcSession {
+    /// The IdP's session id (`sid` claim), if it sent one.
+    pub sid: Option<String>,
+    /// The ID token, sealed (for `id_token_hint`).
+    pub id_token: Option<Sealed>,
+    /// The IdP's refresh token, sealed.
+    pub refresh_token: Option<Sealed>,
 }
 
 /// What an API credential may be used for.
@@ -193,6 +208,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
     /// Deletes every session of a user; returns how many.
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
+    /// Deletes a user's sessions that came from the IdP session `sid`; returns how many.
+    async fn delete_sessions_by_sid(&self, user_id: &str, sid: &str) -> StoreResult<u64>;
 
     /// Creates a token; `Conflict` if its id is taken.
     async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;

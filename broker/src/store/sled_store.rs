@@ -205,6 +205,25 @@ impl Store for SledStore {
         Ok(deleted)
     }
 
+    async fn delete_sessions_by_sid(&self, user_id: &str, sid: &str) -> StoreResult<u64> {
+        let mut deleted = 0;
+        for entry in self.sessions.iter() {
+            let (key, value) = entry?;
+            let session: Session = decode(&value)?;
+            let same_sid = session
+                .oidc
+                .as_ref()
+                .and_then(|o| o.sid.as_deref())
+                .is_some_and(|s| s == sid);
+            if session.user_id == user_id && same_sid {
+                self.sessions.remove(key)?;
+                deleted += 1;
+            }
+        }
+        self.flush().await?;
+        Ok(deleted)
+    }
+
     async fn create_token(&self, token: &TokenRecord) -> StoreResult<()> {
         let swapped = self.tokens.compare_and_swap(
             token.id.as_bytes(),

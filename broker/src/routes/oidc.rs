@@ -1,0 +1,410 @@
+//! OIDC sign-in routes: `/api/v2/users/oidc/callback` (start and finish), the back-channel
+//! logout receiver, and the sign-in methods the login page shows.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use extauth_providers::constant_time_eq;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, PageError};
+use crate::identity::{self, cookie, cookie_header, now};
+use crate::oidc::{Identity, Oidc};
+use crate::random;
+use crate::routes::browser::safe_redirect;
+use crate::state::AppState;
+use crate::store::{OidcIdentity, OidcSession, StoreError, User};
+
+const STATE: &str = "oidc_state";
+const NONCE: &str = "oidc_nonce";
+const VERIFIER: &str = "oidc_pkce_verifier";
+const REDIRECT: &str = "oidc_redirect";
+
+fn configured(state: &AppState) -> Result<&Oidc, ApiError> {
+    state.oidc.as_ref().ok_or_else(|| {
+        ApiError::not_found(
+            "OIDC sign-in is not configured.",
+            "set CODER_OIDC_ISSUER_URL, CODER_OIDC_CLIENT_ID and CODER_OIDC_CLIENT_SECRET",
+        )
+    })
+}
+
+/// The redirect URI to register at the IdP.
+pub fn redirect_uri(state: &AppState) -> String {
+    state
+        .settings
+        .access_url
+        .join("api/v2/users/oidc/callback")
+        .to_string()
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    redirect: Option<String>,
+}
+
+fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
+    for c in cookies {
+        if let Ok(v) = c.parse() {
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// `GET /api/v2/users/oidc/callback`: without `code`, sends the browser to the IdP; with it,
+/// finishes the sign-in.
+pub async fn callback_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, PageError> {
+    let oidc = configured(&state)?;
+    if let Some(error) = q.error {
+        return Err(ApiError::bad_request(
+            format!("The identity provider refused the sign-in: {error}"),
+            q.error_description.unwrap_or_default(),
+        )
+        .into());
+    }
+    let discovery = oidc.discovery().await?;
+    let age = Some(600);
+    let Some(code) = q.code else {
+        let oauth_state = random::hex_token::<16>();
+        let nonce = random::hex_token::<16>();
+        let verifier = URL_SAFE_NO_PAD.encode(random::bytes::<32>());
+        let pkce = discovery.code_challenge_methods_supported.is_empty()
+            || discovery
+                .code_challenge_methods_supported
+                .iter()
+                .any(|m| m == "S256");
+        let mut url = url::Url::parse(&discovery.authorization_endpoint).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "The IdP's authorization endpoint is not a URL.",
+                e.to_string(),
+            )
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &oidc.settings.client_id)
+                .append_pair("redirect_uri", &redirect_uri(&state))
+                .append_pair("scope", &oidc.settings.scopes.join(" "))
+                .append_pair("state", &oauth_state)
+                .append_pair("nonce", &nonce);
+            if pkce {
+                let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+                query
+                    .append_pair("code_challenge", &challenge)
+                    .append_pair("code_challenge_method", "S256");
+            }
+            for (k, v) in &oidc.settings.auth_url_params {
+                query.append_pair(k, v);
+            }
+        }
+        let redirect = q
+            .redirect
+            .as_deref()
+            .and_then(safe_redirect)
+            .unwrap_or_default();
+        let mut cookies = vec![
+            cookie_header(&state, STATE, &oauth_state, age),
+            cookie_header(&state, NONCE, &nonce, age),
+            cookie_header(
+                &state,
+                REDIRECT,
+                &url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
+                age,
+            ),
+        ];
+        if pkce {
+            cookies.push(cookie_header(&state, VERIFIER, &verifier, age));
+        }
+        return Ok(with_cookies(
+            Redirect::to(url.as_str()).into_response(),
+            cookies,
+        ));
+    };
+
+    let expected = cookie(&headers, STATE).filter(|s| !s.is_empty());
+    let returned = q.state.unwrap_or_default();
+    match expected {
+        None => {
+            return Err(ApiError::unauthorized(
+                "Cookie \"oidc_state\" must be provided: start signing in again.",
+            )
+            .into());
+        }
+        Some(expected) if !constant_time_eq(expected.as_bytes(), returned.as_bytes()) => {
+            return Err(ApiError::unauthorized("State mismatched.").into());
+        }
+        Some(_) => {}
+    }
+    let tokens = oidc
+        .exchange(
+            &discovery,
+            &code,
+            &redirect_uri(&state),
+            cookie(&headers, VERIFIER).filter(|v| !v.is_empty()),
+        )
+        .await?;
+    let id_token = tokens
+        .get("id_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "The identity provider sent no ID token.",
+                "is the openid scope requested?",
+            )
+        })?;
+    let claims = oidc.verify(id_token, true).await?;
+    let nonce = cookie(&headers, NONCE).unwrap_or_default();
+    let token_nonce = claims
+        .get("nonce")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if nonce.is_empty() || !constant_time_eq(nonce.as_bytes(), token_nonce.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "The ID token's nonce does not match this sign-in.",
+            "start signing in again",
+        )
+        .into());
+    }
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let access_token = tokens
+        .get("access_token")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let userinfo = if access_token.is_empty() {
+        serde_json::Map::new()
+    } else {
+        oidc.userinfo(&discovery, access_token, &sub).await?
+    };
+    let who = crate::oidc::identity(&oidc.settings, &claims, &userinfo)?;
+    let user = provision(&state, oidc, &who).await?;
+    let seal = |field: &str, value: &str| {
+        state
+            .keys
+            .seal(&format!("oidc:{}:{field}", user.id), value.as_bytes())
+    };
+    let session = OidcSession {
+        sid: who.sid.clone(),
+        id_token: Some(seal("id_token", id_token)),
+        refresh_token: tokens
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .map(|r| seal("refresh_token", r)),
+    };
+    let session_cookie = identity::start_session_with(&state, &user, Some(session)).await?;
+    tracing::info!(
+        user = user.id,
+        username = user.username,
+        "signed in with OIDC"
+    );
+    let to = cookie(&headers, REDIRECT)
+        .map(|r| {
+            url::form_urlencoded::parse(format!("r={r}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .collect::<String>()
+        })
+        .as_deref()
+        .and_then(safe_redirect)
+        .unwrap_or_else(|| state.settings.base_path().to_owned());
+    let clear = |name: &str| cookie_header(&state, name, "", Some(0));
+    Ok(with_cookies(
+        Redirect::to(&to).into_response(),
+        vec![
+            session_cookie,
+            clear(STATE),
+            clear(NONCE),
+            clear(VERIFIER),
+            clear(REDIRECT),
+        ],
+    ))
+}
+
+/// The user of an identity: found by `iss`+`sub` (profile refreshed), or created when sign-ups
+/// are open or nobody exists yet (the first user is an admin).
+async fn provision(state: &AppState, oidc: &Oidc, who: &Identity) -> Result<User, ApiError> {
+    if let Some(user) = state.store.user_by_oidc(&who.issuer, &who.subject).await? {
+        let updated = User {
+            email: who.email.clone(),
+            name: who.name.clone(),
+            ..user
+        };
+        state.store.update_user(&updated).await?;
+        return Ok(updated);
+    }
+    let first = state.store.count_users().await? == 0
+        || (state.settings.dev
+            && state.store.count_users().await? == 1
+            && state.store.user_by_username("admin").await?.is_some());
+    if !oidc.settings.allow_signups && !first {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            oidc.settings
+                .signups_disabled_text
+                .clone()
+                .unwrap_or_else(|| {
+                    "Sign-ups are disabled: ask an administrator to create your account.".to_owned()
+                }),
+            "",
+        ));
+    }
+    for attempt in 0..20 {
+        let username = if attempt == 0 {
+            who.username.clone()
+        } else {
+            format!("{}-{}", who.username, attempt + 1)
+        };
+        let user = User {
+            id: random::hex_token::<16>(),
+            username,
+            email: who.email.clone(),
+            name: who.name.clone(),
+            is_admin: first,
+            oidc: Some(OidcIdentity {
+                issuer: who.issuer.clone(),
+                subject: who.subject.clone(),
+            }),
+            created_at: now(),
+        };
+        match state.store.create_user(&user).await {
+            Ok(()) => {
+                tracing::info!(
+                    user = user.id,
+                    username = user.username,
+                    admin = user.is_admin,
+                    "user created from OIDC sign-in"
+                );
+                return Ok(user);
+            }
+            Err(StoreError::Conflict("username")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "No free username for this account.",
+        who.username.clone(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct BackchannelForm {
+    logout_token: String,
+}
+
+const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// `POST /api/v2/users/oidc/backchannel-logout` (OpenID Back-Channel Logout 1.0): validates the
+/// `logout_token` and ends the sessions it names (`sid`, else every session of `sub`).
+pub async fn backchannel_post(
+    State(state): State<AppState>,
+    axum::Form(form): axum::Form<BackchannelForm>,
+) -> Response {
+    let invalid = |detail: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_request", "error_description": detail})),
+        )
+            .into_response()
+    };
+    let Some(oidc) = state.oidc.as_ref() else {
+        return invalid("OIDC is not configured");
+    };
+    let claims = match oidc.verify(&form.logout_token, false).await {
+        Ok(c) => c,
+        Err(e) => return invalid(&format!("{} {}", e.message, e.detail)),
+    };
+    let has_event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .is_some_and(|e| e.contains_key(LOGOUT_EVENT));
+    if !has_event || claims.contains_key("nonce") || claims.get("iat").is_none() {
+        return invalid("not a logout token (events, iat required; nonce forbidden)");
+    }
+    let issuer = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let sid = claims.get("sid").and_then(Value::as_str);
+    let Some(sub) = claims.get("sub").and_then(Value::as_str) else {
+        return invalid("logout tokens without sub are not supported");
+    };
+    let user = match state.store.user_by_oidc(issuer, sub).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return StatusCode::OK.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let ended = match sid {
+        Some(sid) => state.store.delete_sessions_by_sid(&user.id, sid).await,
+        None => state.store.delete_user_sessions(&user.id).await,
+    };
+    match ended {
+        Ok(n) => {
+            tracing::info!(user = user.id, sessions = n, "back-channel logout");
+            (
+                StatusCode::OK,
+                [(axum::http::header::CACHE_CONTROL, "no-store")],
+            )
+                .into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `GET /api/v2/users/authmethods`: how the sign-in page offers to sign in.
+pub async fn authmethods_get(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "dev": state.settings.dev,
+        "oidc": state.oidc.as_ref().map_or(json!({"enabled": false}), |o| json!({
+            "enabled": true,
+            "signInText": o.settings.sign_in_text,
+            "iconUrl": o.settings.icon_url.clone().unwrap_or_default(),
+        })),
+    }))
+}
+
+/// Where RP-initiated logout sends the browser: the IdP's end-session endpoint with
+/// `id_token_hint` and `post_logout_redirect_uri`, when both are known.
+pub async fn end_session_url(
+    state: &AppState,
+    user_id: &str,
+    session: Option<&OidcSession>,
+) -> Option<String> {
+    let oidc = state.oidc.as_ref()?;
+    let sealed = session?.id_token.as_ref()?;
+    let id_token = state
+        .keys
+        .open_string(&format!("oidc:{user_id}:id_token"), sealed)
+        .ok()?;
+    let endpoint = oidc.discovery().await.ok()?.end_session_endpoint?;
+    let mut url = url::Url::parse(&endpoint).ok()?;
+    url.query_pairs_mut()
+        .append_pair("id_token_hint", &id_token)
+        .append_pair(
+            "post_logout_redirect_uri",
+            state.settings.access_url.join("login").as_str(),
+        )
+        .append_pair("client_id", &oidc.settings.client_id);
+    Some(url.to_string())
+}

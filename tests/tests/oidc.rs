@@ -1,0 +1,353 @@
+//! Signing in with OIDC against `oidc-provider` as the IdP: the flow, every refusal with its
+//! message, back-channel and RP-initiated logout.
+
+use extauth_tests::{Broker, Idp, free_port};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct World {
+    idp: Idp,
+    broker: Broker,
+    _data: tempfile::TempDir,
+}
+
+fn login_client(id: &str, secret: &str, port: u16, hs256: bool) -> Value {
+    let mut client = json!({
+        "client_id": id, "client_secret": secret,
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "redirect_uris": [format!("http://127.0.0.1:{port}/api/v2/users/oidc/callback")],
+        "post_logout_redirect_uris": [format!("http://127.0.0.1:{port}/login")],
+        "token_endpoint_auth_method": "client_secret_basic",
+    });
+    if hs256 {
+        client["id_token_signed_response_alg"] = json!("HS256");
+    }
+    client
+}
+
+/// An IdP and a broker signing in with client `extauth` (or the HS256 one); `settings` are extra
+/// broker variables; `issuer_suffix` is appended to the configured issuer (to get it wrong).
+async fn world_with(settings: &[(&str, &str)], hs256: bool, issuer_suffix: &str) -> World {
+    let port = free_port();
+    let idp = Idp::start(json!({
+        "clients": [
+            login_client("extauth", "extauth-secret", port, false),
+            login_client("extauth-hs", "a-long-shared-secret-for-hs256-tokens", port, true),
+        ]
+    }));
+    let (id, secret) = if hs256 {
+        ("extauth-hs", "a-long-shared-secret-for-hs256-tokens")
+    } else {
+        ("extauth", "extauth-secret")
+    };
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "CODER_OIDC_ISSUER_URL".into(),
+            format!("{}{issuer_suffix}", idp.issuer),
+        ),
+        ("CODER_OIDC_CLIENT_ID".into(), id.into()),
+        ("CODER_OIDC_CLIENT_SECRET".into(), secret.into()),
+        ("CODER_OIDC_SIGN_IN_TEXT".into(), "Company SSO".into()),
+    ];
+    env.extend(
+        settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, data.path(), &env);
+    World {
+        idp,
+        broker,
+        _data: data,
+    }
+}
+
+async fn world(settings: &[(&str, &str)]) -> World {
+    world_with(settings, false, "").await
+}
+
+/// Signs in through the IdP as a browser would; the final response and the browser.
+async fn sign_in(w: &World) -> (reqwest::Client, StatusCode, String, String) {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::limited(20))
+        .build()
+        .unwrap();
+    let login = browser
+        .get(format!("{}/login", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(login.contains("Sign in with Company SSO"), "{login}");
+    let response = browser
+        .get(format!("{}/api/v2/users/oidc/callback", w.broker.url))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let url = response.url().to_string();
+    (
+        browser,
+        status,
+        url,
+        unescape(&response.text().await.unwrap()),
+    )
+}
+
+/// The page's text as a person reads it (HTML character references resolved).
+fn unescape(html: &str) -> String {
+    html.replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+async fn me(browser: &reqwest::Client, w: &World) -> (StatusCode, Value) {
+    let response = browser
+        .get(format!("{}/api/v2/users/me", w.broker.url))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_in_creates_the_user_linked_by_issuer_and_subject() {
+    let w = world(&[]).await;
+    let (browser, status, url, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(url, format!("{}/", w.broker.url));
+    assert!(
+        page.contains("External authentication") && page.contains("alice"),
+        "{page}"
+    );
+    let (_, alice) = me(&browser, &w).await;
+    assert_eq!(alice["username"], "alice");
+    assert_eq!(alice["email"], "alice@example.com");
+    assert_eq!(alice["name"], "Alice Tester");
+    assert_eq!(alice["is_admin"], true, "the first user is an admin");
+
+    // Signing in again finds the same user; another account becomes another user.
+    let (again, ..) = sign_in(&w).await;
+    assert_eq!(me(&again, &w).await.1["id"], alice["id"]);
+    w.idp.set_account("bob").await;
+    let (bob, ..) = sign_in(&w).await;
+    let (_, bob) = me(&bob, &w).await;
+    assert_eq!(bob["username"], "bob");
+    assert_eq!(bob["is_admin"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_or_stale_id_tokens_are_refused() {
+    let w = world(&[]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (claims, hs256_secret, message) in [
+        (
+            json!({"nonce": "not-the-nonce"}),
+            None,
+            "The ID token's nonce does not match this sign-in.",
+        ),
+        (
+            json!({"aud": "someone-else"}),
+            None,
+            "The ID token was issued for another client.",
+        ),
+        (
+            json!({"exp": now - 3600, "iat": now - 7200}),
+            None,
+            "The ID token has expired.",
+        ),
+        (
+            json!({"iss": "https://evil.example"}),
+            None,
+            "The ID token comes from another issuer.",
+        ),
+        (
+            json!({}),
+            Some("not-the-client-secret"),
+            "The ID token's HS256 signature does not match CODER_OIDC_CLIENT_SECRET.",
+        ),
+    ] {
+        let mut fault = json!({"path": "/token", "mode": "id_token", "claims": claims, "count": 1});
+        if let Some(secret) = hs256_secret {
+            fault["hs256Secret"] = json!(secret);
+        }
+        w.idp.fault(fault).await;
+        let (browser, status, _, page) = sign_in(&w).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{claims}: {page}");
+        assert!(
+            page.contains(message),
+            "{claims}: expected {message:?} in {page}"
+        );
+        assert_eq!(
+            me(&browser, &w).await.0,
+            StatusCode::UNAUTHORIZED,
+            "no session after a refusal"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_mismatch_shows_both_values() {
+    let w = world_with(&[], false, "/").await;
+    let (_, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(page.contains("Issuer mismatch."), "{page}");
+    assert!(
+        page.contains(&format!(
+            "CODER_OIDC_ISSUER_URL is \"{}/\" but the IdP says its issuer is \"{}\"",
+            w.idp.issuer, w.idp.issuer
+        )),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_rules_refuse_with_clear_messages() {
+    let w = world(&[("CODER_OIDC_EMAIL_DOMAIN", "corp.example")]).await;
+    let (_, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        page.contains("Your email address \"alice@example.com\" is not in an allowed domain."),
+        "{page}"
+    );
+
+    let w = world(&[]).await;
+    w.idp.set_account("unverified-dan").await;
+    let (_, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("Your email address unverified-dan@example.com is not verified by the identity provider."), "{page}");
+    let lenient = world(&[("CODER_OIDC_IGNORE_EMAIL_VERIFIED", "true")]).await;
+    lenient.idp.set_account("unverified-dan").await;
+    assert_eq!(sign_in(&lenient).await.1, StatusCode::OK);
+
+    let w = world(&[("CODER_OIDC_ALLOWED_GROUPS", "ops")]).await;
+    let (_, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        page.contains("You are not in a group allowed to sign in."),
+        "{page}"
+    );
+    w.idp.set_account("ops-olga").await;
+    assert_eq!(sign_in(&w).await.1, StatusCode::OK);
+
+    let w = world(&[
+        ("CODER_OIDC_ALLOW_SIGNUPS", "false"),
+        ("CODER_OIDC_SIGNUPS_DISABLED_TEXT", "Ask IT for an account."),
+    ])
+    .await;
+    assert_eq!(
+        sign_in(&w).await.1,
+        StatusCode::OK,
+        "the first user may always sign up"
+    );
+    w.idp.set_account("bob").await;
+    let (_, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("Ask IT for an account."), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hs256_id_tokens_verify_with_the_client_secret() {
+    let w = world_with(&[], true, "").await;
+    let (browser, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(me(&browser, &w).await.1["username"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn back_channel_logout_ends_the_session() {
+    let w = world(&[]).await;
+    let (browser, ..) = sign_in(&w).await;
+    assert_eq!(me(&browser, &w).await.0, StatusCode::OK);
+    let post = |token: String| {
+        let url = format!("{}/api/v2/users/oidc/backchannel-logout", w.broker.url);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", token)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // For another client: refused, the session lives on.
+    let foreign = w
+        .idp
+        .logout_token(json!({"aud": "someone-else", "sub": "alice"}))
+        .await;
+    assert_eq!(post(foreign).await.status(), StatusCode::BAD_REQUEST);
+    // Signed with a wrong secret: refused.
+    let forged = w
+        .idp
+        .logout_token(json!({"aud": "extauth", "sub": "alice", "hs256Secret": "guess"}))
+        .await;
+    assert_eq!(post(forged).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(me(&browser, &w).await.0, StatusCode::OK);
+
+    let real = w
+        .idp
+        .logout_token(json!({"aud": "extauth", "sub": "alice"}))
+        .await;
+    assert_eq!(post(real).await.status(), StatusCode::OK);
+    assert_eq!(
+        me(&browser, &w).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the session ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_out_reaches_the_idps_end_session_endpoint() {
+    let w = world(&[]).await;
+    let (browser, ..) = sign_in(&w).await;
+    let home = browser
+        .get(format!("{}/", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = extauth_tests::csrf_of(&home);
+    let out = browser
+        .post(format!("{}/logout", w.broker.url))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let landed = out.url().clone();
+    assert!(
+        landed
+            .as_str()
+            .starts_with(&format!("{}/session/end", w.idp.issuer)),
+        "{landed}"
+    );
+    let query: Vec<(String, String)> = landed.query_pairs().into_owned().collect();
+    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert!(
+        param("id_token_hint").is_some_and(|t| t.split('.').count() == 3),
+        "{landed}"
+    );
+    assert_eq!(
+        param("post_logout_redirect_uri").as_deref(),
+        Some(format!("{}/login", w.broker.url).as_str())
+    );
+    assert_eq!(
+        out.status(),
+        StatusCode::OK,
+        "the IdP shows its sign-out confirmation"
+    );
+    assert_eq!(me(&browser, &w).await.0, StatusCode::UNAUTHORIZED);
+}
