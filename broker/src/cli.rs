@@ -176,7 +176,22 @@ fn oidc_check(access_url: &str) -> ExitCode {
                     "userinfo           {}",
                     d.userinfo_endpoint.as_deref().unwrap_or("(none)")
                 );
-                println!("jwks               {}", d.jwks_uri);
+                match oidc.key_summary().await {
+                    Ok(keys) if keys.is_empty() => println!(
+                        "jwks               {} (no keys: ID tokens must be HS256, verified with the client secret)",
+                        d.jwks_uri
+                    ),
+                    Ok(keys) => println!(
+                        "jwks               {} ({} key(s): {})",
+                        d.jwks_uri,
+                        keys.len(),
+                        keys.join(", ")
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {} {}", e.message, e.detail);
+                        return ExitCode::from(1);
+                    }
+                }
                 println!(
                     "end session        {}",
                     d.end_session_endpoint

@@ -391,6 +391,28 @@ impl Oidc {
         Ok(discovery)
     }
 
+    /// The published signing keys as `kid (alg)`, for `oidc check`; fetched with discovery.
+    pub async fn key_summary(&self) -> Result<Vec<String>, ApiError> {
+        self.discovery().await?;
+        let cache = self.cache.read().await;
+        Ok(cache
+            .as_ref()
+            .map(|c| {
+                c.jwks
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        let alg = k
+                            .common
+                            .key_algorithm
+                            .map_or_else(|| "alg unset".to_owned(), |a| format!("{a:?}"));
+                        format!("{} ({alg})", k.common.key_id.as_deref().unwrap_or("no kid"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, ApiError> {
         let find = |jwks: &JwkSet| -> Option<DecodingKey> {
             let jwk = match kid {

@@ -116,9 +116,16 @@ server.listen(0, '127.0.0.1', () => {
       const path = req.url.split('?')[0];
       if (await applyFault(path, req, res)) return;
       counters.requests[path] = (counters.requests[path] || 0) + 1;
-      const match = req.url.match(/^\/interaction\/([^/?]+)/);
+      const match = req.url.match(/^\/interaction\/([^/?]+)(\/login)?/);
+      if (match && req.method === 'POST' && match[2]) {
+        const form = new URLSearchParams(await readBody(req));
+        await provider.interactionFinished(req, res, { login: { accountId: form.get('username') || account } }, {
+          mergeWithLastSubmission: false,
+        });
+        return;
+      }
       if (match && req.method === 'GET') {
-        await completeInteraction(provider, req, res);
+        await completeInteraction(provider, req, res, match[1]);
         return;
       }
       callback(req, res);
@@ -239,9 +246,19 @@ async function destroyAccessToken(provider, req, res) {
   res.end();
 }
 
-async function completeInteraction(provider, req, res) {
+async function completeInteraction(provider, req, res, uid) {
   const details = await provider.interactionDetails(req, res);
   const { prompt, params, session } = details;
+  if (prompt.name === 'login' && config.interactiveLogin) {
+    // A login page a browser test fills in, as a person would at the IdP.
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Test IdP sign-in</title>
+<style>body{font:16px system-ui;margin:3rem auto;max-width:22rem}input,button{font:inherit;padding:.4rem;width:100%;margin:.3rem 0}</style></head>
+<body><h1>Test IdP</h1><p>Signing in to ${params.client_id}</p>
+<form method="post" action="/interaction/${uid}/login"><label for="username">Username</label>
+<input id="username" name="username" autofocus required><button type="submit">Sign in</button></form></body></html>`);
+    return;
+  }
   if (prompt.name === 'login') {
     await provider.interactionFinished(req, res, { login: { accountId: account } }, {
       mergeWithLastSubmission: false,

@@ -351,3 +351,80 @@ async fn signing_out_reaches_the_idps_end_session_endpoint() {
     );
     assert_eq!(me(&browser, &w).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// `extauth-broker oidc check` with `env` (and nothing else from the test's environment).
+fn oidc_check(env: &[(&str, String)]) -> (bool, String, String) {
+    let out = std::process::Command::new(extauth_tests::binary("extauth-broker"))
+        .args(["oidc", "check"])
+        .env_clear()
+        .env("CODER_ACCESS_URL", "https://extauth.example.com/sub/")
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn oidc_check_shows_discovery_keys_scopes_and_the_uris_to_register() {
+    let idp = Idp::start(json!({ "clients": [login_client("extauth", "s", free_port(), false)] }));
+    let base = [
+        ("CODER_OIDC_CLIENT_ID", "extauth".to_owned()),
+        ("CODER_OIDC_CLIENT_SECRET", "s".to_owned()),
+    ];
+    let with = |issuer: String, extra: &[(&'static str, &str)]| {
+        let mut env = base.to_vec();
+        env.push(("CODER_OIDC_ISSUER_URL", issuer));
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    };
+
+    let (ok, out, err) = oidc_check(&with(idp.issuer.clone(), &[]));
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("issuer             {} (matches", idp.issuer)),
+        "{out}"
+    );
+    assert!(out.contains("1 key(s): test-key (RS256)"), "{out}");
+    assert!(
+        out.contains(&format!("end session        {}/session/end", idp.issuer)),
+        "{out}"
+    );
+    assert!(
+        out.contains("scopes requested   openid profile email offline_access"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "redirect URI       https://extauth.example.com/sub/api/v2/users/oidc/callback"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("back-channel       supported"), "{out}");
+
+    // Without offline_access: a warning; with a scope the IdP does not list: a warning.
+    let (ok, out, err) = oidc_check(&with(
+        idp.issuer.clone(),
+        &[("CODER_OIDC_SCOPES", "openid,email,groups-nope")],
+    ));
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("offline_access is not requested"), "{err}");
+    assert!(out.contains("groups-nope"), "{out}");
+
+    // The usual mistake, a trailing slash: both values, and a non-zero exit.
+    let (ok, out, err) = oidc_check(&with(format!("{}/", idp.issuer), &[]));
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("{:?}", format!("{}/", idp.issuer)))
+            && err.contains(&format!("{:?}", idp.issuer)),
+        "{err}"
+    );
+
+    // Not configured at all.
+    let (ok, _, err) = oidc_check(&[]);
+    assert!(!ok);
+    assert!(err.contains("set CODER_OIDC_ISSUER_URL"), "{err}");
+}

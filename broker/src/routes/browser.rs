@@ -62,6 +62,7 @@ pub async fn icon_get(Path(file): Path<String>) -> Response {
 pub async fn home_get(
     State(state): State<AppState>,
     user: BrowserUser,
+    Query(q): Query<HomeQuery>,
 ) -> Result<Response, PageError> {
     let links = state.store.links_of_user(&user.user.id).await?;
     let base = state.settings.base_path().to_owned();
@@ -97,7 +98,7 @@ pub async fn home_get(
             csrf: c.csrf,
             nav: c.nav,
             providers,
-            notice: None,
+            notice: unlink_notice(&state, &q),
         },
     ))
 }
@@ -404,12 +405,49 @@ pub async fn unlink_post(
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
     let outcome = links::unlink(&state, &user.user.id, &id).await?;
-    if let Some(outcome) = &outcome {
-        if let Some(error) = &outcome.token_revocation_error {
-            tracing::warn!(provider = id, error, "revocation at the provider failed");
+    let revoked = match &outcome {
+        None => "none",
+        Some(o) if o.token_revoked => "yes",
+        Some(o) if o.revocation_pending => "pending",
+        Some(o) => {
+            if let Some(error) = &o.token_revocation_error {
+                tracing::warn!(provider = id, error, "revocation at the provider failed");
+            }
+            "no"
         }
-    }
-    Ok(see_other(state.settings.base_path(), vec![]))
+    };
+    // The outcome travels in the redirect so that a reload of the page does not unlink again.
+    let to = format!(
+        "{}?unlinked={}&revoked={revoked}",
+        state.settings.base_path(),
+        url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    );
+    Ok(see_other(&to, vec![]))
+}
+
+#[derive(Deserialize)]
+pub struct HomeQuery {
+    unlinked: Option<String>,
+    revoked: Option<String>,
+}
+
+/// What the home page says after an unlink: whether the provider still honours the old token.
+fn unlink_notice(state: &AppState, q: &HomeQuery) -> Option<String> {
+    let id = q.unlinked.as_deref()?;
+    let name = state
+        .providers
+        .get(id)
+        .map_or_else(|| id.to_owned(), |p| p.display_name.clone());
+    Some(match q.revoked.as_deref() {
+        Some("yes") => format!("{name} unlinked, and its token revoked at {name}."),
+        Some("pending") => format!(
+            "{name} unlinked. {name} did not answer the revocation; extauth keeps retrying it in the background."
+        ),
+        Some("none") => format!("{name} was not linked."),
+        _ => format!(
+            "{name} unlinked. Its token could not be revoked at {name}: revoke the grant in your {name} settings."
+        ),
+    })
 }
 
 async fn tokens_page(

@@ -1,0 +1,285 @@
+// The broker's web UI driven in headless Chromium, as a person would use it: sign in through the
+// IdP's own login page, connect a provider, create a workspace token and use it, see the device
+// code page, an error page, the pages on a phone and in dark mode, unlink, sign out.
+//
+// Run by tests/tests/browser.rs with BROKER_URL, IDP_URL, PROVIDER_ID, PROVIDER_NAME,
+// DEVICE_PROVIDER_ID, DEVICE_PROVIDER_NAME, SIGN_IN_TEXT and SCREENSHOT_DIR. Prints one JSON line (what it saw) and
+// exits 0, or prints the failed step and exits 1. Never prints a token.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const broker = env('BROKER_URL');
+const idp = env('IDP_URL');
+const providerId = env('PROVIDER_ID');
+const providerName = env('PROVIDER_NAME');
+const deviceId = env('DEVICE_PROVIDER_ID');
+const deviceName = env('DEVICE_PROVIDER_NAME');
+const signInText = env('SIGN_IN_TEXT');
+const shots = env('SCREENSHOT_DIR');
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+
+const seen = { screenshots: [], steps: [] };
+let step = 'start';
+const at = (name) => {
+  step = name;
+  seen.steps.push(name);
+};
+
+async function shot(page, name) {
+  const file = path.join(shots, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  seen.screenshots.push(file);
+}
+
+// What a screen reader and a keyboard user need from every page: a language, a title, one h1,
+// a label for every form field, alt text on every image, a name on every button and link.
+async function checkAccessible(page) {
+  const problems = await page.evaluate(() => {
+    const found = [];
+    if (!document.documentElement.lang) found.push('no lang on <html>');
+    if (!document.title.trim()) found.push('no <title>');
+    if (document.querySelectorAll('h1').length !== 1) found.push('not exactly one h1');
+    for (const img of document.querySelectorAll('img')) {
+      if (!img.hasAttribute('alt')) found.push(`img without alt: ${img.src}`);
+    }
+    for (const field of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+      const labelled = field.labels?.length || field.getAttribute('aria-label') || field.closest('label');
+      if (!labelled) found.push(`field without label: ${field.name}`);
+    }
+    for (const control of document.querySelectorAll('a[href], button')) {
+      if (control.hidden || control.closest('[hidden]')) continue;
+      const name = (control.getAttribute('aria-label') || control.textContent || '').trim();
+      const img = control.querySelector('img[alt]:not([alt=""])');
+      if (!name && !img) found.push(`control without a name: ${control.outerHTML.slice(0, 80)}`);
+    }
+    return found;
+  });
+  assert.deepEqual(problems, [], `accessibility problems on ${page.url()}`);
+}
+
+// Nothing leaves the machine (the IdP's stock pages ask for a web font).
+async function loopbackOnly(context) {
+  await context.route(
+    (url) => url.hostname !== '127.0.0.1',
+    (route) => route.abort('blockedbyclient'),
+  );
+}
+
+// The page fits the viewport: nothing to scroll sideways on a phone.
+async function checkNoSidewaysScroll(page) {
+  const { scroll, width } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+  }));
+  assert.ok(scroll <= width, `${page.url()} is ${scroll}px wide in a ${width}px viewport`);
+}
+
+async function main() {
+  fs.mkdirSync(shots, { recursive: true });
+  if (!fs.existsSync(executablePath)) {
+    throw new Error(`Chromium is not installed at ${executablePath}: apt-get install chromium (./tests/run does it as root)`);
+  }
+  const browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+    ],
+  });
+  try {
+    await run(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+async function run(browser) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 720 }, colorScheme: 'light' });
+  context.setDefaultTimeout(15000);
+  await loopbackOnly(context);
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error' && message.location().url.startsWith(broker)) consoleErrors.push(message.text());
+  });
+
+  at('sign-in page');
+  await page.goto(`${broker}/`);
+  assert.equal(new URL(page.url()).pathname, '/login', 'a signed-out visitor is sent to the sign-in page');
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await checkAccessible(page);
+  await shot(page, '01-sign-in');
+
+  at('keyboard: the first Tab reaches the skip link');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent?.trim()), 'Skip to content');
+
+  at('IdP login page');
+  await page.getByRole('link', { name: `Sign in with ${signInText}` }).click();
+  await page.getByLabel('Username').waitFor();
+  assert.ok(page.url().startsWith(idp), `the IdP's own page, not ${page.url()}`);
+  await shot(page, '02-idp-login');
+  await page.getByLabel('Username').fill('alice');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+
+  at('home after sign-in');
+  await page.waitForURL(`${broker}/`);
+  await page.getByRole('heading', { name: 'External authentication' }).waitFor();
+  assert.ok(await page.getByRole('navigation', { name: 'Main' }).getByText('alice').isVisible());
+  const row = page.locator('li', { hasText: providerName });
+  assert.equal((await row.locator('.state').textContent()).trim(), 'Not connected');
+  await checkAccessible(page);
+  await shot(page, '03-home');
+
+  at('connect the provider');
+  await page.getByRole('link', { name: `Connect ${providerName}` }).click();
+  await page.waitForURL(`${broker}/external-auth/${providerId}?redirected=true`);
+  await page.getByText('Connected.', { exact: true }).waitFor();
+  await checkAccessible(page);
+  await shot(page, '04-connected');
+
+  at('home shows the link');
+  await page.getByRole('link', { name: 'All providers' }).click();
+  await page.waitForURL(`${broker}/`);
+  assert.match((await row.locator('.state').textContent()).trim(), /^Connected/);
+  await shot(page, '05-home-connected');
+
+  at('workspace tokens, empty');
+  await page.getByRole('link', { name: 'Workspace tokens' }).click();
+  await page.getByRole('heading', { name: 'Workspace tokens', level: 1 }).waitFor();
+  await page.getByText('No workspace tokens yet.').waitFor();
+  await checkAccessible(page);
+
+  at('create a workspace token');
+  await page.getByLabel('Name').fill('browser-test');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  const exports = await page.locator('#exports').textContent();
+  const token = exports.match(/EXTAUTH_TOKEN=(\S+)/)?.[1];
+  assert.ok(token, 'the created token is shown');
+  assert.ok(exports.includes(`EXTAUTH_URL=${broker}`), 'the broker URL is shown with it');
+  assert.ok(await page.getByRole('row', { name: /browser-test/ }).isVisible(), 'the token is listed');
+  // The screenshot shows the shape, not the secret.
+  await page.locator('#exports').evaluate((el) => {
+    el.textContent = el.textContent.replace(/(EXTAUTH_TOKEN=extauth_ws_[^_]+_)\S+/, '$1…');
+  });
+  await shot(page, '06-workspace-token');
+
+  at('the workspace token fetches the linked token');
+  const lookup = await fetch(`${broker}/api/v2/workspaceagents/me/external-auth?id=${providerId}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(lookup.status, 200);
+  const answer = await lookup.json();
+  assert.ok(answer.access_token?.length > 10, 'an access token');
+  assert.equal(answer.password, '', 'generic type: the token is the username');
+  seen.access_token_length = answer.access_token.length;
+
+  at('device code page');
+  await page.goto(`${broker}/external-auth/${deviceId}`);
+  await page.locator('#user-code').filter({ hasText: /\S/ }).waitFor();
+  const userCode = (await page.locator('#user-code').textContent()).trim();
+  assert.match(userCode, /^[A-Z]{4}-?[A-Z]{4}$/, 'a user code is shown');
+  const verify = page.getByRole('link', { name: /paste the code/ });
+  assert.ok((await verify.getAttribute('href')).startsWith(idp), 'the link goes to the provider');
+  await checkAccessible(page);
+  await shot(page, '07-device-code');
+
+  at('device code completed at the provider in another tab');
+  const [idpTab] = await Promise.all([context.waitForEvent('page'), verify.click()]);
+  await idpTab.waitForLoadState();
+  await idpTab.getByRole('button', { name: 'Continue', exact: true }).click();
+  await idpTab.waitForLoadState();
+  await page.getByText('Connected.', { exact: true }).waitFor({ timeout: 30000 });
+  assert.equal(new URL(page.url()).pathname, `/external-auth/${deviceId}`, 'back on the provider page');
+  await page.goto(`${broker}/`);
+  assert.match(
+    (await page.locator('li', { hasText: deviceName }).locator('.state').textContent()).trim(),
+    /^Connected/,
+    'the device-flow provider is connected',
+  );
+  await idpTab.close();
+
+  at('error page');
+  // The two deliberate failures below are logged by the browser as failed loads.
+  const errorsBefore = consoleErrors.length;
+  const failed = await page.goto(`${broker}/external-auth/${providerId}/callback?error=access_denied&error_description=The+user+denied+access`);
+  assert.equal(failed.status(), 400);
+  assert.match(failed.headers()['content-type'], /^text\/html/, 'browser routes answer with pages, not JSON');
+  await page.getByText('The user denied access').waitFor();
+  await checkAccessible(page);
+  await shot(page, '08-error');
+  const missing = await page.goto(`${broker}/external-auth/no-such-provider`);
+  assert.equal(missing.status(), 404);
+  assert.match(missing.headers()['content-type'], /^text\/html/);
+  consoleErrors.splice(errorsBefore);
+
+  at('on a phone');
+  const state = await context.storageState();
+  const phone = await browser.newContext({
+    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, storageState: state,
+  });
+  await loopbackOnly(phone);
+  const phonePage = await phone.newPage();
+  for (const route of ['/', '/workspace-tokens']) {
+    await phonePage.goto(`${broker}${route}`);
+    await checkNoSidewaysScroll(phonePage);
+  }
+  await phonePage.goto(`${broker}/`);
+  await shot(phonePage, '09-home-phone');
+  await phone.close();
+
+  at('dark mode');
+  const dark = await browser.newContext({ viewport: { width: 1000, height: 720 }, colorScheme: 'dark', storageState: state });
+  await loopbackOnly(dark);
+  const darkPage = await dark.newPage();
+  await darkPage.goto(`${broker}/`);
+  const background = await darkPage.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const [r, g, b] = background.match(/\d+/g).map(Number);
+  assert.ok(r + g + b < 200, `a dark background in dark mode, not ${background}`);
+  await shot(darkPage, '10-home-dark');
+  await dark.close();
+
+  at('unlink');
+  await page.goto(`${broker}/`);
+  await page.getByRole('button', { name: `Unlink ${providerName}` }).click();
+  await page.waitForURL(new RegExp(`^${broker}/`));
+  await page.getByRole('status').filter({ hasText: `${providerName} unlinked` }).waitFor();
+  assert.equal((await row.locator('.state').textContent()).trim(), 'Not connected');
+  await shot(page, '11-unlinked');
+  const after = await fetch(`${broker}/api/v2/workspaceagents/me/external-auth?id=${providerId}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const afterAnswer = await after.json();
+  assert.ok(afterAnswer.url && !afterAnswer.access_token, 'after unlinking, workspaces get the link URL');
+
+  at('sign out through the IdP');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL((url) => url.href.startsWith(idp));
+  await shot(page, '12-idp-sign-out');
+  await page.getByRole('button', { name: /sign me out/i }).click();
+  await page.waitForURL(`${broker}/login`);
+  await page.goto(`${broker}/`);
+  assert.equal(new URL(page.url()).pathname, '/login', 'the session has ended');
+
+  assert.deepEqual(consoleErrors, [], 'no errors in the browser console');
+  await context.close();
+}
+
+main().then(
+  () => {
+    process.stdout.write(`${JSON.stringify(seen)}\n`);
+  },
+  (err) => {
+    process.stderr.write(`browser flow failed at step "${step}": ${err.stack || err}\n`);
+    process.stdout.write(`${JSON.stringify({ ...seen, failed: step })}\n`);
+    process.exitCode = 1;
+  },
+);
