@@ -406,7 +406,237 @@ pub async fn key_ids(store: &dyn Store) {
         .into_iter()
         .collect();
     assert_eq!(ids, ["k1", "k2", "k3"]);
+
+    // Sealed values of OIDC sessions count; plaintext (after `dbcrypt decrypt`) is no key.
+    let mut session = oidc_session("s1", "u1");
+    session.oidc.as_mut().unwrap().refresh_token = Some(sealed("k5", "r"));
+    store.put_session(&session).await.unwrap();
+    let plain = LinkRecord {
+        access_token: sealed("", "cGxhaW4="),
+        ..link("u3", "github", None)
+    };
+    store.put_link(&plain).await.unwrap();
+    assert_eq!(store.link("u3", "github").await.unwrap(), Some(plain));
+    let ids: Vec<String> = store
+        .encryption_key_ids()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ids, ["k1", "k2", "k3", "k4", "k5"]);
     store.ping().await.unwrap();
+}
+
+fn oidc_session(id: &str, user_id: &str) -> Session {
+    Session {
+        id_hash: id.to_owned(),
+        user_id: user_id.to_owned(),
+        csrf: format!("csrf-{id}"),
+        created_at: 1,
+        expires_at: 2,
+        oidc: Some(OidcSession {
+            sid: Some(format!("sid-{id}")),
+            id_token: Some(sealed("k4", "id-token")),
+            refresh_token: None,
+        }),
+    }
+}
+
+/// A store with one of everything (and both kinds of most things).
+async fn populate(store: &dyn Store) {
+    store.create_user(&user("u1", "alice")).await.unwrap();
+    store
+        .create_user(&User {
+            oidc: None,
+            is_admin: true,
+            ..user("u2", "admin")
+        })
+        .await
+        .unwrap();
+    store.put_session(&oidc_session("s1", "u1")).await.unwrap();
+    store
+        .put_session(&Session {
+            oidc: None,
+            ..oidc_session("s2", "u2")
+        })
+        .await
+        .unwrap();
+    store
+        .create_token(&token("t1", "u1", TokenKind::Api, 1))
+        .await
+        .unwrap();
+    store
+        .create_token(&TokenRecord {
+            providers: Some(vec!["github".into(), "gitlab".into()]),
+            expires_at: Some(99),
+            ..token("t2", "u1", TokenKind::Workspace, 2)
+        })
+        .await
+        .unwrap();
+    store
+        .put_link(&LinkRecord {
+            extra: Some(sealed("k1", "{}")),
+            refresh_failure: Some("invalid_grant".into()),
+            needs_validation: true,
+            expires_at: None,
+            ..link("u1", "github", Some("r1"))
+        })
+        .await
+        .unwrap();
+    store.put_link(&link("u2", "gitlab", None)).await.unwrap();
+    store
+        .put_pending_revocation(&pending("p1", "u1", 5))
+        .await
+        .unwrap();
+    store.revoke_key_ids(&["old".into()], 7).await.unwrap();
+}
+
+pub async fn snapshot_and_import(store: &dyn Store) {
+    assert_eq!(store.snapshot().await.unwrap(), Snapshot::default());
+    populate(store).await;
+    let before = store.snapshot().await.unwrap();
+    assert_eq!(
+        before.counts(),
+        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1"
+    );
+    assert_eq!(
+        before.links[0].refresh_failure.as_deref(),
+        Some("invalid_grant")
+    );
+    assert_eq!(
+        before.tokens[1].providers,
+        Some(vec!["github".to_owned(), "gitlab".to_owned()])
+    );
+
+    // Importing what is there changes nothing: a migration can be run again.
+    store.import(&before).await.unwrap();
+    assert_eq!(store.snapshot().await.unwrap(), before);
+
+    // Importing replaces records by key.
+    let mut changed = before.clone();
+    changed.links[1].access_token = sealed("k2", "rotated");
+    changed.users[0].email = "new@example.com".into();
+    store.import(&changed).await.unwrap();
+    assert_eq!(store.snapshot().await.unwrap(), changed);
+    assert_eq!(
+        store
+            .link("u2", "gitlab")
+            .await
+            .unwrap()
+            .unwrap()
+            .access_token,
+        sealed("k2", "rotated")
+    );
+
+    // A username that belongs to another user id is a conflict, not a silent merge.
+    let mut clash = Snapshot::default();
+    clash.users.push(User {
+        oidc: None,
+        ..user("u9", "alice")
+    });
+    assert!(matches!(
+        store.import(&clash).await,
+        Err(StoreError::Conflict("username"))
+    ));
+    assert_eq!(store.user("u9").await.unwrap(), None);
+}
+
+pub async fn revoked_keys(store: &dyn Store) {
+    assert!(store.revoked_key_ids().await.unwrap().is_empty());
+    store
+        .revoke_key_ids(&["a".into(), "b".into()], 1)
+        .await
+        .unwrap();
+    store.revoke_key_ids(&["a".into()], 2).await.unwrap();
+    let ids: Vec<String> = store.revoked_key_ids().await.unwrap().into_iter().collect();
+    assert_eq!(ids, ["a", "b"]);
+}
+
+pub async fn locks(store: &dyn Store) {
+    // Whatever the backend, a lock can be taken, released and taken again.
+    let held = store.lock("refresh:u1:github").await.unwrap();
+    held.release().await;
+    let again = store.try_lock("refresh:u1:github").await.unwrap();
+    assert!(again.is_some());
+    again.unwrap().release().await;
+    // A lock dropped without release does not stay held.
+    drop(store.lock("refresh:u1:github").await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(lock) = store.try_lock("refresh:u1:github").await.unwrap() {
+            lock.release().await;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped lock stays held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A database of its own for one test, on the local PostgreSQL (`EXTAUTH_TEST_PG_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards. Panics, never skips, when
+/// the server cannot be reached: these tests must run in CI.
+pub struct TestDatabase {
+    /// The URL of the new database.
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database.
+    pub async fn create() -> Self {
+        let admin = std::env::var("EXTAUTH_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("extauth_test_{}", crate::random::hex_token::<6>());
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {admin} is required by this test (set EXTAUTH_TEST_PG_URL): {e}"
+                )
+            });
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin).expect("EXTAUTH_TEST_PG_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        Self {
+            url: url.to_string(),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside a runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Generates one `#[tokio::test]` per conformance behaviour. `$factory` is an async expression
@@ -415,7 +645,8 @@ pub async fn key_ids(store: &dyn Store) {
 macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@tests $factory;
-            users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids);
+            users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
+            snapshot_and_import, revoked_keys, locks);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

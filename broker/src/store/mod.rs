@@ -1,11 +1,12 @@
 //! Storage: one [`Store`] trait, one conformance suite ([`conformance`]) that every backend must
-//! pass, and the backends (`sled` now; PostgreSQL has its own issue).
+//! pass, and the backends: sled (embedded, one process) and PostgreSQL (several replicas).
 //!
 //! Records hold secrets only as [`Sealed`] ciphertext and token secrets only as hashes: a
 //! backend never sees a plaintext credential. Every write returns only once it is durable
 //! (sled: flushed), so a request is never acknowledged for data a crash would lose.
 
 pub mod conformance;
+mod postgres;
 mod sled_store;
 
 use std::collections::BTreeSet;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
 use crate::crypto::Sealed;
@@ -165,6 +167,83 @@ pub struct LinkChanged {
     pub provider_id: String,
 }
 
+/// Everything a store holds, for `store migrate` and `dbcrypt`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Users.
+    pub users: Vec<User>,
+    /// Browser sessions.
+    pub sessions: Vec<Session>,
+    /// API and workspace tokens.
+    pub tokens: Vec<TokenRecord>,
+    /// Provider links.
+    pub links: Vec<LinkRecord>,
+    /// Revocations still to do.
+    pub pending_revocations: Vec<PendingRevocation>,
+    /// Encryption key ids revoked by `dbcrypt`.
+    pub revoked_keys: Vec<String>,
+}
+
+impl Snapshot {
+    /// `users 3, sessions 2, …`, for reports.
+    pub fn counts(&self) -> String {
+        format!(
+            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}",
+            self.users.len(),
+            self.sessions.len(),
+            self.tokens.len(),
+            self.links.len(),
+            self.pending_revocations.len(),
+            self.revoked_keys.len()
+        )
+    }
+
+    /// Sorted by key, so that two snapshots of the same data compare equal.
+    pub fn sorted(mut self) -> Self {
+        self.users.sort_by(|a, b| a.id.cmp(&b.id));
+        self.sessions.sort_by(|a, b| a.id_hash.cmp(&b.id_hash));
+        self.tokens.sort_by(|a, b| a.id.cmp(&b.id));
+        self.links
+            .sort_by(|a, b| (&a.user_id, &a.provider_id).cmp(&(&b.user_id, &b.provider_id)));
+        self.pending_revocations.sort_by(|a, b| a.id.cmp(&b.id));
+        self.revoked_keys.sort();
+        self
+    }
+}
+
+/// A lock every broker process sharing the store honours (PostgreSQL: a session advisory lock;
+/// embedded: nothing to do, one process owns the store and in-process locks suffice).
+///
+/// Release it with [`StoreLock::release`]. Dropped without that, a backend may have to close
+/// the connection that holds it, which also releases it: a crashed holder never blocks others.
+pub struct StoreLock(Option<Box<dyn HeldLock>>);
+
+/// What a backend keeps while a [`StoreLock`] is held.
+#[async_trait]
+pub trait HeldLock: Send {
+    /// Gives the lock up.
+    async fn release(self: Box<Self>);
+}
+
+impl StoreLock {
+    /// A lock that needs no work: the process is the store's only user.
+    pub fn in_process() -> Self {
+        Self(None)
+    }
+
+    /// A lock held by a backend.
+    pub fn held(held: Box<dyn HeldLock>) -> Self {
+        Self(Some(held))
+    }
+
+    /// Gives the lock up.
+    pub async fn release(mut self) {
+        if let Some(held) = self.0.take() {
+            held.release().await;
+        }
+    }
+}
+
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -260,4 +339,21 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged>;
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Waits for the lock `name`, shared by every process on this store (e.g. one refresh of a
+    /// link across replicas).
+    async fn lock(&self, name: &str) -> StoreResult<StoreLock>;
+    /// The lock `name` if nobody holds it (e.g. one replica retries pending revocations).
+    async fn try_lock(&self, name: &str) -> StoreResult<Option<StoreLock>>;
+
+    /// Everything stored.
+    async fn snapshot(&self) -> StoreResult<Snapshot>;
+    /// Inserts or replaces every record of `snapshot` (by key): running it twice is harmless.
+    /// `Conflict` when a username or OIDC identity belongs to another user id.
+    async fn import(&self, snapshot: &Snapshot) -> StoreResult<()>;
+
+    /// Encryption key ids `dbcrypt` revoked.
+    async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>>;
+    /// Records keys as revoked at `now`.
+    async fn revoke_key_ids(&self, ids: &[String], now: i64) -> StoreResult<()>;
 }

@@ -12,8 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    LinkChanged, LinkRecord, PendingRevocation, Session, Store, StoreError, StoreResult, TokenKind,
-    TokenRecord, User,
+    LinkChanged, LinkRecord, PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock,
+    StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -27,6 +27,7 @@ pub struct SledStore {
     tokens: sled::Tree,
     links: sled::Tree,
     revocations: sled::Tree,
+    revoked_keys: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -69,6 +70,7 @@ impl SledStore {
             tokens: db.open_tree("tokens")?,
             links: db.open_tree("links")?,
             revocations: db.open_tree("revocations")?,
+            revoked_keys: db.open_tree("revoked_keys")?,
             db,
             events,
         })
@@ -377,6 +379,15 @@ impl Store for SledStore {
             ids.insert(pending.access_token.key_id);
             ids.extend(pending.refresh_token.map(|s| s.key_id));
         }
+        for entry in self.sessions.iter() {
+            let session: Session = decode(&entry?.1)?;
+            if let Some(oidc) = session.oidc {
+                ids.extend(oidc.id_token.map(|s| s.key_id));
+                ids.extend(oidc.refresh_token.map(|s| s.key_id));
+            }
+        }
+        // Plaintext (after `dbcrypt decrypt`) is not a key.
+        ids.remove("");
         Ok(ids)
     }
 
@@ -387,5 +398,93 @@ impl Store for SledStore {
     async fn ping(&self) -> StoreResult<()> {
         self.db.was_recovered(); // Touching the handle is enough: sled is in-process.
         Ok(())
+    }
+
+    async fn lock(&self, _name: &str) -> StoreResult<StoreLock> {
+        // sled admits one process per directory: in-process locks are all there is to take.
+        Ok(StoreLock::in_process())
+    }
+
+    async fn try_lock(&self, _name: &str) -> StoreResult<Option<StoreLock>> {
+        Ok(Some(StoreLock::in_process()))
+    }
+
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        fn all<T: DeserializeOwned>(tree: &sled::Tree) -> StoreResult<Vec<T>> {
+            tree.iter().map(|entry| decode(&entry?.1)).collect()
+        }
+        Ok(Snapshot {
+            users: all(&self.users)?,
+            sessions: all(&self.sessions)?,
+            tokens: all(&self.tokens)?,
+            links: all(&self.links)?,
+            pending_revocations: all(&self.revocations)?,
+            revoked_keys: self
+                .revoked_keys
+                .iter()
+                .keys()
+                .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+                .collect::<StoreResult<_>>()?,
+        }
+        .sorted())
+    }
+
+    async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        for user in &snapshot.users {
+            let taken = |index: &sled::Tree, key: &[u8]| -> StoreResult<bool> {
+                Ok(index.get(key)?.is_some_and(|id| id != user.id.as_bytes()))
+            };
+            if taken(&self.usernames, user.username.as_bytes())? {
+                return Err(StoreError::Conflict("username"));
+            }
+            let identity = user
+                .oidc
+                .as_ref()
+                .map(|o| identity_key(&o.issuer, &o.subject));
+            if let Some(key) = &identity {
+                if taken(&self.identities, key)? {
+                    return Err(StoreError::Conflict("OIDC identity"));
+                }
+                self.identities.insert(key.as_slice(), user.id.as_bytes())?;
+            }
+            self.usernames
+                .insert(user.username.as_bytes(), user.id.as_bytes())?;
+            self.users.insert(user.id.as_bytes(), encode(user)?)?;
+        }
+        for session in &snapshot.sessions {
+            self.sessions
+                .insert(session.id_hash.as_bytes(), encode(session)?)?;
+        }
+        for token in &snapshot.tokens {
+            self.tokens.insert(token.id.as_bytes(), encode(token)?)?;
+        }
+        for link in &snapshot.links {
+            self.links
+                .insert(link_key(&link.user_id, &link.provider_id), encode(link)?)?;
+        }
+        for pending in &snapshot.pending_revocations {
+            self.revocations
+                .insert(pending.id.as_bytes(), encode(pending)?)?;
+        }
+        for id in &snapshot.revoked_keys {
+            self.revoked_keys.insert(id.as_bytes(), &[])?;
+        }
+        self.flush().await
+    }
+
+    async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>> {
+        self.revoked_keys
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    async fn revoke_key_ids(&self, ids: &[String], now: i64) -> StoreResult<()> {
+        for id in ids {
+            self.revoked_keys
+                .insert(id.as_bytes(), now.to_string().as_bytes())?;
+        }
+        self.flush().await
     }
 }

@@ -1,0 +1,1103 @@
+//! The PostgreSQL store, for several broker replicas on one database.
+//!
+//! - Versioned migrations run at start under an advisory lock, so replicas starting together
+//!   apply each migration once.
+//! - Every sealed value has its own column and a sibling `_key_id` column (NULL: plaintext,
+//!   after `dbcrypt decrypt`), like Coder's dbcrypt.
+//! - Link changes are announced with `NOTIFY extauth_links`; a dedicated connection per process
+//!   `LISTEN`s and wakes local `listen` waiters, whichever replica wrote.
+//! - [`Store::lock`] is a session advisory lock on a pooled connection: released explicitly, or
+//!   by closing that connection, so a replica that dies never leaves a lock behind.
+
+use std::collections::BTreeSet;
+use std::future::Future as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    HeldLock, LinkChanged, LinkRecord, OidcIdentity, OidcSession, PendingRevocation, Session,
+    Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
+};
+use crate::crypto::Sealed;
+
+/// The channel link changes are announced on.
+const CHANNEL: &str = "extauth_links";
+
+const LISTEN: &str = "LISTEN extauth_links";
+
+/// Schema versions, applied in order, each in its own transaction. Append; never edit.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r"
+CREATE TABLE users (
+    id text PRIMARY KEY,
+    username text NOT NULL UNIQUE,
+    email text NOT NULL,
+    name text NOT NULL,
+    is_admin boolean NOT NULL,
+    oidc_issuer text,
+    oidc_subject text,
+    created_at bigint NOT NULL,
+    UNIQUE (oidc_issuer, oidc_subject)
+);
+CREATE TABLE sessions (
+    id_hash text PRIMARY KEY,
+    user_id text NOT NULL,
+    csrf text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    oidc boolean NOT NULL,
+    oidc_sid text,
+    oidc_id_token text,
+    oidc_id_token_key_id text,
+    oidc_refresh_token text,
+    oidc_refresh_token_key_id text
+);
+CREATE INDEX sessions_user ON sessions (user_id);
+CREATE TABLE api_tokens (
+    id text PRIMARY KEY,
+    kind text NOT NULL,
+    user_id text NOT NULL,
+    name text NOT NULL,
+    secret_hash text NOT NULL,
+    providers text[],
+    created_at bigint NOT NULL,
+    expires_at bigint
+);
+CREATE INDEX api_tokens_user ON api_tokens (user_id, kind, created_at);
+CREATE TABLE external_auth_links (
+    user_id text NOT NULL,
+    provider_id text NOT NULL,
+    access_token text NOT NULL,
+    access_token_key_id text,
+    refresh_token text,
+    refresh_token_key_id text,
+    expires_at bigint,
+    extra text,
+    extra_key_id text,
+    refresh_failure text,
+    needs_validation boolean NOT NULL,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (user_id, provider_id)
+);
+CREATE TABLE pending_revocations (
+    id text PRIMARY KEY,
+    user_id text NOT NULL,
+    provider_id text NOT NULL,
+    access_token text NOT NULL,
+    access_token_key_id text,
+    refresh_token text,
+    refresh_token_key_id text,
+    attempts integer NOT NULL,
+    next_attempt_at bigint NOT NULL,
+    last_error text NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE INDEX pending_revocations_due ON pending_revocations (next_attempt_at);
+CREATE INDEX pending_revocations_user ON pending_revocations (user_id);
+CREATE TABLE dbcrypt_keys (
+    key_id text PRIMARY KEY,
+    revoked_at bigint NOT NULL
+);
+",
+)];
+
+/// PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    pool: Pool,
+    events: broadcast::Sender<LinkChanged>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    // A unique violation is a conflict the caller can act on; name what is taken.
+    if let Some(db) = e.as_db_error() {
+        if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+            let what = match db.constraint().unwrap_or_default() {
+                c if c.contains("username") => "username",
+                c if c.contains("oidc") => "OIDC identity",
+                c if c.starts_with("api_tokens") => "token id",
+                c if c.starts_with("users") => "user id",
+                _ => "record",
+            };
+            return StoreError::Conflict(what);
+        }
+        return StoreError::Backend(format!("{}: {}", db.code().code(), db.message()));
+    }
+    backend(e)
+}
+
+/// The advisory lock key of a name: 64 bits of its sha256.
+fn lock_key(name: &str) -> i64 {
+    let digest = Sha256::digest(format!("extauth:{name}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// A sealed value as its two columns (`None` key id: plaintext).
+fn columns(sealed: Option<&Sealed>) -> (Option<&str>, Option<&str>) {
+    match sealed {
+        None => (None, None),
+        Some(s) => (
+            Some(s.data.as_str()),
+            (!s.key_id.is_empty()).then_some(s.key_id.as_str()),
+        ),
+    }
+}
+
+fn sealed_at(row: &Row, data: &str, key: &str) -> StoreResult<Option<Sealed>> {
+    let data: Option<String> = row.try_get(data).map_err(pg)?;
+    let key_id: Option<String> = row.try_get(key).map_err(pg)?;
+    Ok(data.map(|data| Sealed {
+        key_id: key_id.unwrap_or_default(),
+        data,
+    }))
+}
+
+fn user_of(row: &Row) -> StoreResult<User> {
+    let issuer: Option<String> = row.try_get("oidc_issuer").map_err(pg)?;
+    let subject: Option<String> = row.try_get("oidc_subject").map_err(pg)?;
+    Ok(User {
+        id: row.try_get("id").map_err(pg)?,
+        username: row.try_get("username").map_err(pg)?,
+        email: row.try_get("email").map_err(pg)?,
+        name: row.try_get("name").map_err(pg)?,
+        is_admin: row.try_get("is_admin").map_err(pg)?,
+        oidc: issuer
+            .zip(subject)
+            .map(|(issuer, subject)| OidcIdentity { issuer, subject }),
+        created_at: row.try_get("created_at").map_err(pg)?,
+    })
+}
+
+fn session_of(row: &Row) -> StoreResult<Session> {
+    let oidc: bool = row.try_get("oidc").map_err(pg)?;
+    Ok(Session {
+        id_hash: row.try_get("id_hash").map_err(pg)?,
+        user_id: row.try_get("user_id").map_err(pg)?,
+        csrf: row.try_get("csrf").map_err(pg)?,
+        created_at: row.try_get("created_at").map_err(pg)?,
+        expires_at: row.try_get("expires_at").map_err(pg)?,
+        oidc: if oidc {
+            Some(OidcSession {
+                sid: row.try_get("oidc_sid").map_err(pg)?,
+                id_token: sealed_at(row, "oidc_id_token", "oidc_id_token_key_id")?,
+                refresh_token: sealed_at(row, "oidc_refresh_token", "oidc_refresh_token_key_id")?,
+            })
+        } else {
+            None
+        },
+    })
+}
+
+fn kind_name(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Api => "api",
+        TokenKind::Workspace => "workspace",
+    }
+}
+
+fn token_of(row: &Row) -> StoreResult<TokenRecord> {
+    let kind: String = row.try_get("kind").map_err(pg)?;
+    Ok(TokenRecord {
+        id: row.try_get("id").map_err(pg)?,
+        kind: match kind.as_str() {
+            "api" => TokenKind::Api,
+            "workspace" => TokenKind::Workspace,
+            other => return Err(StoreError::Corrupt(format!("token kind {other:?}"))),
+        },
+        user_id: row.try_get("user_id").map_err(pg)?,
+        name: row.try_get("name").map_err(pg)?,
+        secret_hash: row.try_get("secret_hash").map_err(pg)?,
+        providers: row.try_get("providers").map_err(pg)?,
+        created_at: row.try_get("created_at").map_err(pg)?,
+        expires_at: row.try_get("expires_at").map_err(pg)?,
+    })
+}
+
+fn link_of(row: &Row) -> StoreResult<LinkRecord> {
+    Ok(LinkRecord {
+        user_id: row.try_get("user_id").map_err(pg)?,
+        provider_id: row.try_get("provider_id").map_err(pg)?,
+        access_token: sealed_at(row, "access_token", "access_token_key_id")?
+            .ok_or_else(|| StoreError::Corrupt("link without access token".into()))?,
+        refresh_token: sealed_at(row, "refresh_token", "refresh_token_key_id")?,
+        expires_at: row.try_get("expires_at").map_err(pg)?,
+        extra: sealed_at(row, "extra", "extra_key_id")?,
+        refresh_failure: row.try_get("refresh_failure").map_err(pg)?,
+        needs_validation: row.try_get("needs_validation").map_err(pg)?,
+        created_at: row.try_get("created_at").map_err(pg)?,
+        updated_at: row.try_get("updated_at").map_err(pg)?,
+    })
+}
+
+fn pending_of(row: &Row) -> StoreResult<PendingRevocation> {
+    let attempts: i32 = row.try_get("attempts").map_err(pg)?;
+    Ok(PendingRevocation {
+        id: row.try_get("id").map_err(pg)?,
+        user_id: row.try_get("user_id").map_err(pg)?,
+        provider_id: row.try_get("provider_id").map_err(pg)?,
+        access_token: sealed_at(row, "access_token", "access_token_key_id")?
+            .ok_or_else(|| StoreError::Corrupt("revocation without access token".into()))?,
+        refresh_token: sealed_at(row, "refresh_token", "refresh_token_key_id")?,
+        attempts: u32::try_from(attempts).unwrap_or_default(),
+        next_attempt_at: row.try_get("next_attempt_at").map_err(pg)?,
+        last_error: row.try_get("last_error").map_err(pg)?,
+        created_at: row.try_get("created_at").map_err(pg)?,
+    })
+}
+
+const UPSERT_USER: &str =
+    "INSERT INTO users (id, username, email, name, is_admin, oidc_issuer, oidc_subject, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const UPSERT_SESSION: &str =
+    "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at, oidc, oidc_sid,
+         oidc_id_token, oidc_id_token_key_id, oidc_refresh_token, oidc_refresh_token_key_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     ON CONFLICT (id_hash) DO UPDATE SET user_id = $2, csrf = $3, created_at = $4, expires_at = $5,
+         oidc = $6, oidc_sid = $7, oidc_id_token = $8, oidc_id_token_key_id = $9,
+         oidc_refresh_token = $10, oidc_refresh_token_key_id = $11";
+const INSERT_TOKEN: &str = "INSERT INTO api_tokens (id, kind, user_id, name, secret_hash, providers, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const UPSERT_LINK: &str =
+    "INSERT INTO external_auth_links (user_id, provider_id, access_token, access_token_key_id,
+         refresh_token, refresh_token_key_id, expires_at, extra, extra_key_id, refresh_failure,
+         needs_validation, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+     ON CONFLICT (user_id, provider_id) DO UPDATE SET access_token = $3, access_token_key_id = $4,
+         refresh_token = $5, refresh_token_key_id = $6, expires_at = $7, extra = $8,
+         extra_key_id = $9, refresh_failure = $10, needs_validation = $11, created_at = $12,
+         updated_at = $13";
+const UPSERT_PENDING: &str =
+    "INSERT INTO pending_revocations (id, user_id, provider_id, access_token, access_token_key_id,
+         refresh_token, refresh_token_key_id, attempts, next_attempt_at, last_error, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     ON CONFLICT (id) DO UPDATE SET user_id = $2, provider_id = $3, access_token = $4,
+         access_token_key_id = $5, refresh_token = $6, refresh_token_key_id = $7, attempts = $8,
+         next_attempt_at = $9, last_error = $10, created_at = $11";
+
+impl PgStore {
+    /// Connects to `url` (`CODER_PG_CONNECTION_URL`), applies pending migrations and starts
+    /// listening for link changes. Fails when the database cannot be reached; the caller
+    /// decides whether to retry.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Backend(format!(
+                "CODER_PG_CONNECTION_URL is not a PostgreSQL URL ({e}); write postgres://user:password@host:5432/database"
+            ))
+        })?;
+        let mut config_for_pool = config.clone();
+        config_for_pool.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            config_for_pool,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(32)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(backend)?;
+        let (events, _) = broadcast::channel(1024);
+        let store = Self { pool, events };
+        store.migrate().await?;
+        tokio::spawn(listen(config, store.events.clone()));
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL unreachable: {e}")))
+    }
+
+    /// Applies the migrations this database has not seen, one replica at a time.
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let key = lock_key("migrations");
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&key])
+            .await
+            .map_err(pg)?;
+        let result = async {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS extauth_schema_migrations (
+                        version integer PRIMARY KEY,
+                        applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(pg)?;
+            let current: i32 = client
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM extauth_schema_migrations",
+                    &[],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            let known = MIGRATIONS.last().map_or(0, |m| m.0);
+            if current > known {
+                return Err(StoreError::Backend(format!(
+                    "the database schema is at version {current}, newer than this extauth-broker knows ({known}); run the newer broker, or restore a matching database"
+                )));
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+                let tx = client.transaction().await.map_err(pg)?;
+                tx.batch_execute(sql).await.map_err(pg)?;
+                tx.execute(
+                    "INSERT INTO extauth_schema_migrations (version) VALUES ($1)",
+                    &[version],
+                )
+                .await
+                .map_err(pg)?;
+                tx.commit().await.map_err(pg)?;
+                tracing::info!(version, "database migration applied");
+            }
+            Ok(())
+        }
+        .await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&key])
+            .await;
+        if unlocked.is_err() {
+            // Closing the connection releases the lock.
+            drop(Object::take(client));
+        }
+        result
+    }
+
+    fn notify_local(&self, user_id: &str, provider_id: &str) {
+        let _ = self.events.send(LinkChanged {
+            user_id: user_id.to_owned(),
+            provider_id: provider_id.to_owned(),
+        });
+    }
+
+    async fn write_link(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        link: &LinkRecord,
+    ) -> StoreResult<()> {
+        let (access, access_key) = columns(Some(&link.access_token));
+        let (refresh, refresh_key) = columns(link.refresh_token.as_ref());
+        let (extra, extra_key) = columns(link.extra.as_ref());
+        client
+            .execute(
+                UPSERT_LINK,
+                &[
+                    &link.user_id,
+                    &link.provider_id,
+                    &access,
+                    &access_key,
+                    &refresh,
+                    &refresh_key,
+                    &link.expires_at,
+                    &extra,
+                    &extra_key,
+                    &link.refresh_failure,
+                    &link.needs_validation,
+                    &link.created_at,
+                    &link.updated_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn write_session(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        session: &Session,
+    ) -> StoreResult<()> {
+        let oidc = session.oidc.as_ref();
+        let (id_token, id_token_key) = columns(oidc.and_then(|o| o.id_token.as_ref()));
+        let (refresh, refresh_key) = columns(oidc.and_then(|o| o.refresh_token.as_ref()));
+        client
+            .execute(
+                UPSERT_SESSION,
+                &[
+                    &session.id_hash,
+                    &session.user_id,
+                    &session.csrf,
+                    &session.created_at,
+                    &session.expires_at,
+                    &oidc.is_some(),
+                    &oidc.and_then(|o| o.sid.as_deref()),
+                    &id_token,
+                    &id_token_key,
+                    &refresh,
+                    &refresh_key,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn write_pending(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        p: &PendingRevocation,
+    ) -> StoreResult<()> {
+        let (access, access_key) = columns(Some(&p.access_token));
+        let (refresh, refresh_key) = columns(p.refresh_token.as_ref());
+        let attempts = i32::try_from(p.attempts).unwrap_or(i32::MAX);
+        client
+            .execute(
+                UPSERT_PENDING,
+                &[
+                    &p.id,
+                    &p.user_id,
+                    &p.provider_id,
+                    &access,
+                    &access_key,
+                    &refresh,
+                    &refresh_key,
+                    &attempts,
+                    &p.next_attempt_at,
+                    &p.last_error,
+                    &p.created_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+}
+
+/// Keeps a connection `LISTEN`ing for link changes and forwards them to local waiters;
+/// reconnects after a failure.
+async fn listen(config: tokio_postgres::Config, events: broadcast::Sender<LinkChanged>) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let listening = client.batch_execute(LISTEN);
+                // The connection must be polled for the LISTEN to complete.
+                let mut pending_listen = Box::pin(listening);
+                let mut listened = false;
+                loop {
+                    let message = std::future::poll_fn(|cx| {
+                        if !listened {
+                            if let std::task::Poll::Ready(result) = pending_listen.as_mut().poll(cx)
+                            {
+                                listened = true;
+                                if let Err(e) = result {
+                                    return std::task::Poll::Ready(Some(Err(e)));
+                                }
+                                delay = Duration::from_millis(250);
+                            }
+                        }
+                        connection.poll_message(cx)
+                    })
+                    .await;
+                    match message {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                            if let Some((user_id, provider_id)) = n.payload().split_once('\n') {
+                                let _ = events.send(LinkChanged {
+                                    user_id: user_id.to_owned(),
+                                    provider_id: provider_id.to_owned(),
+                                });
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "PostgreSQL LISTEN connection failed; reconnecting");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                drop(pending_listen);
+                drop(client);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "PostgreSQL LISTEN connection unavailable");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A session advisory lock on a connection taken out of the pool's rotation until released.
+struct PgLock {
+    client: Option<Object>,
+    key: i64,
+}
+
+#[async_trait]
+impl HeldLock for PgLock {
+    async fn release(mut self: Box<Self>) {
+        if let Some(client) = self.client.take() {
+            if client
+                .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+                .await
+                .is_err()
+            {
+                drop(Object::take(client));
+            }
+        }
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        // Not released (a panic, a cancelled task): close the connection, which releases the
+        // lock, rather than return a connection that still holds it to the pool.
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let client = self.client().await?;
+        let oidc = user.oidc.as_ref();
+        client
+            .execute(
+                UPSERT_USER,
+                &[
+                    &user.id,
+                    &user.username,
+                    &user.email,
+                    &user.name,
+                    &user.is_admin,
+                    &oidc.map(|o| o.issuer.as_str()),
+                    &oidc.map(|o| o.subject.as_str()),
+                    &user.created_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE users SET email = $2, name = $3, is_admin = $4 WHERE id = $1",
+                &[&user.id, &user.email, &user.name, &user.is_admin],
+            )
+            .await
+            .map_err(pg)?;
+        if updated == 0 {
+            return Err(StoreError::Backend(format!("no user {}", user.id)));
+        }
+        Ok(())
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM users WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM users WHERE username = $1", &[&username])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn user_by_oidc(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT * FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2",
+                &[&issuer, &subject],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM users", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn put_session(&self, session: &Session) -> StoreResult<()> {
+        let client = self.client().await?;
+        self.write_session(&client, session).await
+    }
+
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<Session>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM sessions WHERE id_hash = $1", &[&id_hash])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(session_of).transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
+            .await
+            .map_err(pg)
+    }
+
+    async fn delete_sessions_by_sid(&self, user_id: &str, sid: &str) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM sessions WHERE user_id = $1 AND oidc_sid = $2",
+                &[&user_id, &sid],
+            )
+            .await
+            .map_err(pg)
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                INSERT_TOKEN,
+                &[
+                    &token.id,
+                    &kind_name(token.kind),
+                    &token.user_id,
+                    &token.name,
+                    &token.secret_hash,
+                    &token.providers,
+                    &token.created_at,
+                    &token.expires_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM api_tokens WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(token_of).transpose()
+    }
+
+    async fn tokens_of_user(
+        &self,
+        user_id: &str,
+        kind: TokenKind,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT * FROM api_tokens WHERE user_id = $1 AND kind = $2 ORDER BY created_at, id",
+                &[&user_id, &kind_name(kind)],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(token_of)
+            .collect()
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute("DELETE FROM api_tokens WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+
+    async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        self.write_link(&tx, link).await?;
+        notify(&tx, &link.user_id, &link.provider_id).await?;
+        tx.commit().await.map_err(pg)?;
+        self.notify_local(&link.user_id, &link.provider_id);
+        Ok(())
+    }
+
+    async fn replace_link_if(
+        &self,
+        link: &LinkRecord,
+        expected_refresh: Option<&Sealed>,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "SELECT refresh_token, refresh_token_key_id FROM external_auth_links
+                 WHERE user_id = $1 AND provider_id = $2 FOR UPDATE",
+                &[&link.user_id, &link.provider_id],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        if sealed_at(&row, "refresh_token", "refresh_token_key_id")?.as_ref() != expected_refresh {
+            return Ok(false);
+        }
+        self.write_link(&tx, link).await?;
+        notify(&tx, &link.user_id, &link.provider_id).await?;
+        tx.commit().await.map_err(pg)?;
+        self.notify_local(&link.user_id, &link.provider_id);
+        Ok(true)
+    }
+
+    async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2",
+                &[&user_id, &provider_id],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(link_of).transpose()
+    }
+
+    async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT * FROM external_auth_links WHERE user_id = $1 ORDER BY provider_id",
+                &[&user_id],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(link_of)
+            .collect()
+    }
+
+    async fn delete_link(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<Option<LinkRecord>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "DELETE FROM external_auth_links WHERE user_id = $1 AND provider_id = $2 RETURNING *",
+                &[&user_id, &provider_id],
+            )
+            .await
+            .map_err(pg)?;
+        let removed = row.as_ref().map(link_of).transpose()?;
+        if removed.is_some() {
+            notify(&tx, user_id, provider_id).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        if removed.is_some() {
+            self.notify_local(user_id, provider_id);
+        }
+        Ok(removed)
+    }
+
+    async fn put_pending_revocation(&self, pending: &PendingRevocation) -> StoreResult<()> {
+        let client = self.client().await?;
+        self.write_pending(&client, pending).await
+    }
+
+    async fn pending_revocations_due(&self, now: i64) -> StoreResult<Vec<PendingRevocation>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT * FROM pending_revocations WHERE next_attempt_at <= $1 ORDER BY created_at, id",
+                &[&now],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(pending_of)
+            .collect()
+    }
+
+    async fn pending_revocations_of_user(
+        &self,
+        user_id: &str,
+    ) -> StoreResult<Vec<PendingRevocation>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT * FROM pending_revocations WHERE user_id = $1 ORDER BY created_at, id",
+                &[&user_id],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(pending_of)
+            .collect()
+    }
+
+    async fn delete_pending_revocation(&self, id: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute("DELETE FROM pending_revocations WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+
+    async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT access_token_key_id FROM external_auth_links
+                 UNION SELECT refresh_token_key_id FROM external_auth_links
+                 UNION SELECT extra_key_id FROM external_auth_links
+                 UNION SELECT access_token_key_id FROM pending_revocations
+                 UNION SELECT refresh_token_key_id FROM pending_revocations
+                 UNION SELECT oidc_id_token_key_id FROM sessions
+                 UNION SELECT oidc_refresh_token_key_id FROM sessions",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(0))
+            .collect())
+    }
+
+    fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged> {
+        self.events.subscribe()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.execute("SELECT 1", &[]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn lock(&self, name: &str) -> StoreResult<StoreLock> {
+        let client = self.client().await?;
+        let key = lock_key(name);
+        let lock = PgLock {
+            client: Some(client),
+            key,
+        };
+        if let Some(client) = &lock.client {
+            // On failure the lock is dropped, which closes the connection.
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(StoreLock::held(Box::new(lock)))
+    }
+
+    async fn try_lock(&self, name: &str) -> StoreResult<Option<StoreLock>> {
+        let client = self.client().await?;
+        let key = lock_key(name);
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(got.then(|| {
+            StoreLock::held(Box::new(PgLock {
+                client: Some(client),
+                key,
+            }))
+        }))
+    }
+
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        let mut client = self.client().await?;
+        // One consistent view of every table.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg)?;
+        let all = |sql: &'static str| {
+            let tx = &tx;
+            async move { tx.query(sql, &[]).await.map_err(pg) }
+        };
+        let snapshot = Snapshot {
+            users: all("SELECT * FROM users")
+                .await?
+                .iter()
+                .map(user_of)
+                .collect::<StoreResult<_>>()?,
+            sessions: all("SELECT * FROM sessions")
+                .await?
+                .iter()
+                .map(session_of)
+                .collect::<StoreResult<_>>()?,
+            tokens: all("SELECT * FROM api_tokens")
+                .await?
+                .iter()
+                .map(token_of)
+                .collect::<StoreResult<_>>()?,
+            links: all("SELECT * FROM external_auth_links")
+                .await?
+                .iter()
+                .map(link_of)
+                .collect::<StoreResult<_>>()?,
+            pending_revocations: all("SELECT * FROM pending_revocations")
+                .await?
+                .iter()
+                .map(pending_of)
+                .collect::<StoreResult<_>>()?,
+            revoked_keys: all("SELECT key_id FROM dbcrypt_keys")
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        };
+        tx.commit().await.map_err(pg)?;
+        Ok(snapshot.sorted())
+    }
+
+    async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        // All or nothing: a failed import leaves the database as it was.
+        let tx = client.transaction().await.map_err(pg)?;
+        for user in &snapshot.users {
+            let oidc = user.oidc.as_ref();
+            tx.execute(
+                &format!(
+                    "{UPSERT_USER} ON CONFLICT (id) DO UPDATE SET username = $2, email = $3, name = $4,
+                     is_admin = $5, oidc_issuer = $6, oidc_subject = $7, created_at = $8"
+                ),
+                &[
+                    &user.id,
+                    &user.username,
+                    &user.email,
+                    &user.name,
+                    &user.is_admin,
+                    &oidc.map(|o| o.issuer.as_str()),
+                    &oidc.map(|o| o.subject.as_str()),
+                    &user.created_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        for session in &snapshot.sessions {
+            self.write_session(&tx, session).await?;
+        }
+        for token in &snapshot.tokens {
+            tx.execute(
+                &format!(
+                    "{INSERT_TOKEN} ON CONFLICT (id) DO UPDATE SET kind = $2, user_id = $3, name = $4,
+                     secret_hash = $5, providers = $6, created_at = $7, expires_at = $8"
+                ),
+                &[
+                    &token.id,
+                    &kind_name(token.kind),
+                    &token.user_id,
+                    &token.name,
+                    &token.secret_hash,
+                    &token.providers,
+                    &token.created_at,
+                    &token.expires_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        for link in &snapshot.links {
+            self.write_link(&tx, link).await?;
+        }
+        for pending in &snapshot.pending_revocations {
+            self.write_pending(&tx, pending).await?;
+        }
+        for id in &snapshot.revoked_keys {
+            tx.execute(
+                "INSERT INTO dbcrypt_keys (key_id, revoked_at) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                &[id],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>> {
+        let client = self.client().await?;
+        Ok(client
+            .query("SELECT key_id FROM dbcrypt_keys", &[])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn revoke_key_ids(&self, ids: &[String], now: i64) -> StoreResult<()> {
+        let client = self.client().await?;
+        for id in ids {
+            client
+                .execute(
+                    "INSERT INTO dbcrypt_keys (key_id, revoked_at) VALUES ($1, $2)
+                     ON CONFLICT (key_id) DO UPDATE SET revoked_at = $2",
+                    &[id, &now],
+                )
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
+    }
+}
+
+/// Announces a link change to every replica when the transaction commits.
+async fn notify(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user_id: &str,
+    provider_id: &str,
+) -> StoreResult<()> {
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &format!("{user_id}\n{provider_id}")],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
