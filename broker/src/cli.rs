@@ -39,6 +39,56 @@ enum Command {
     /// OIDC sign-in.
     #[command(subcommand)]
     Oidc(OidcCommand),
+    /// Re-encrypt, decrypt or delete the stored tokens (stop every broker first).
+    ///
+    /// Works on the store the broker would use: CODER_PG_CONNECTION_URL, or EXTAUTH_DATA_DIR.
+    #[command(subcommand)]
+    Dbcrypt(DbcryptCommand),
+    /// Move data between stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DbcryptCommand {
+    /// Encrypt every token with the first key of CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS, then
+    /// revoke the other keys (the broker refuses them from then on).
+    ///
+    /// Example: CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS=<new>,<old> extauth-broker dbcrypt rotate
+    Rotate,
+    /// Store every token unencrypted and revoke every key. Keys come from
+    /// CODER_EXTERNAL_TOKEN_ENCRYPTION_DECRYPT_KEYS (deliberately not the serving variable).
+    Decrypt {
+        /// The keys to decrypt with.
+        #[arg(
+            long,
+            env = "CODER_EXTERNAL_TOKEN_ENCRYPTION_DECRYPT_KEYS",
+            hide_env_values = true
+        )]
+        keys: Option<String>,
+    },
+    /// Delete every encrypted token (links, pending revocations, OIDC sessions) and revoke
+    /// the keys. Users link their providers again.
+    Delete {
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy everything from an embedded store to PostgreSQL, then verify it. Safe to run again.
+    ///
+    /// Example: extauth-broker store migrate --from ./extauth-data --to postgres://extauth@db/extauth
+    Migrate {
+        /// The embedded store's data directory (EXTAUTH_DATA_DIR of the broker that used it).
+        #[arg(long, value_name = "DIR")]
+        from: std::path::PathBuf,
+        /// The PostgreSQL URL.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +121,14 @@ pub fn main() -> ExitCode {
             ExitCode::from(outcome.status)
         }
         Some(Command::Oidc(OidcCommand::Check)) => oidc_check(&cli.access_url),
+        Some(Command::Dbcrypt(command)) => {
+            init_logging(false);
+            block_on(dbcrypt(&cli.serve, command))
+        }
+        Some(Command::Store(StoreCommand::Migrate { from, to })) => {
+            init_logging(false);
+            block_on(store_migrate(&from, &to))
+        }
         None => serve(&cli.access_url, &cli.serve),
     }
 }
@@ -126,6 +184,162 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn block_on(work: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("extauth-broker: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("extauth-broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The store the broker would serve from, for maintenance.
+async fn open_store(args: &ServeArgs) -> Result<std::sync::Arc<dyn crate::store::Store>, String> {
+    match args
+        .postgres_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    {
+        Some(url) => Ok(std::sync::Arc::new(
+            crate::store::PgStore::connect(url)
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        None => crate::store::SledStore::open(&args.data_dir.join("store"))
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::store::Store>)
+            .map_err(|e| format!("{e}; stop the broker using EXTAUTH_DATA_DIR first")),
+    }
+}
+
+fn ring(variable: &str, keys: Option<&str>) -> Result<crate::crypto::KeyRing, String> {
+    let keys = keys.filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+        format!("{variable} is required: the keys the tokens are encrypted with, the new one first")
+    })?;
+    crate::crypto::KeyRing::parse(keys).map_err(|e| {
+        e.to_string()
+            .replace("CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS", variable)
+    })
+}
+
+async fn dbcrypt(args: &ServeArgs, command: DbcryptCommand) -> Result<String, String> {
+    let now = crate::identity::now();
+    let report = match command {
+        DbcryptCommand::Rotate => {
+            let keys = ring(
+                "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS",
+                args.external_token_encryption_keys.as_deref(),
+            )?;
+            let store = open_store(args).await?;
+            let report = crate::dbcrypt::rotate(&*store, &keys, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            format!(
+                "rotated: {} value(s) encrypted with key {}, {} already were; revoked: {}",
+                report.changed,
+                keys.key_ids().first().copied().unwrap_or_default(),
+                report.unchanged,
+                list(&report.revoked)
+            )
+        }
+        DbcryptCommand::Decrypt { keys } => {
+            let keys = ring(
+                "CODER_EXTERNAL_TOKEN_ENCRYPTION_DECRYPT_KEYS",
+                keys.as_deref(),
+            )?;
+            let store = open_store(args).await?;
+            let report = crate::dbcrypt::decrypt(&*store, &keys, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            format!(
+                "decrypted: {} value(s) now stored unencrypted; revoked: {}",
+                report.changed,
+                list(&report.revoked)
+            )
+        }
+        DbcryptCommand::Delete { yes } => {
+            if !yes {
+                return Err(
+                    "dbcrypt delete removes every stored token and users must link again; add --yes to confirm".to_owned(),
+                );
+            }
+            let keys = args
+                .external_token_encryption_keys
+                .as_deref()
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| ring("CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS", Some(k)))
+                .transpose()?;
+            let store = open_store(args).await?;
+            let report = crate::dbcrypt::delete(&*store, keys.as_ref(), now)
+                .await
+                .map_err(|e| e.to_string())?;
+            format!(
+                "deleted: {} record(s) holding encrypted tokens; revoked: {}",
+                report.changed,
+                list(&report.revoked)
+            )
+        }
+    };
+    Ok(report)
+}
+
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(", ")
+    }
+}
+
+async fn store_migrate(from: &std::path::Path, to: &str) -> Result<String, String> {
+    // Accept the data directory or the store directory inside it.
+    let sled_dir = if from.join("store").is_dir() {
+        from.join("store")
+    } else {
+        from.to_path_buf()
+    };
+    if !sled_dir.join("conf").exists() {
+        return Err(format!(
+            "--from {}: no embedded store there; give the broker's EXTAUTH_DATA_DIR",
+            from.display()
+        ));
+    }
+    let source = crate::store::SledStore::open(&sled_dir)
+        .map_err(|e| format!("{e}; stop the broker using {} first", from.display()))?;
+    let destination = crate::store::PgStore::connect(to)
+        .await
+        .map_err(|e| e.to_string().replace("CODER_PG_CONNECTION_URL", "--to"))?;
+    let copied = crate::store::copy_all(&source, &destination)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut report = format!(
+        "copied and verified: {}\ndestination now holds: {}",
+        copied.source.counts(),
+        copied.destination.counts()
+    );
+    let key_file = from.join(crate::server::KEY_FILE);
+    if key_file.exists() {
+        report.push_str(&format!(
+            "\nthe tokens are encrypted with the key in {}: set CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS to its content on every replica",
+            key_file.display()
+        ));
+    }
+    Ok(report)
 }
 
 fn oidc_check(access_url: &str) -> ExitCode {

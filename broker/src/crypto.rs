@@ -26,6 +26,22 @@ pub struct Sealed {
     pub data: String,
 }
 
+impl Sealed {
+    /// A value kept unencrypted (`dbcrypt decrypt`): no key id, the bytes in base64. Like
+    /// Coder's `NULL` key id.
+    pub fn plaintext(value: &[u8]) -> Self {
+        Self {
+            key_id: String::new(),
+            data: STANDARD.encode(value),
+        }
+    }
+
+    /// Whether this value is stored unencrypted.
+    pub fn is_plaintext(&self) -> bool {
+        self.key_id.is_empty()
+    }
+}
+
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Sealed(key {}, {} bytes)", self.key_id, self.data.len())
@@ -174,8 +190,13 @@ impl KeyRing {
         }
     }
 
-    /// Opens a value sealed for `purpose`.
+    /// Opens a value sealed for `purpose` (or stored in plaintext by `dbcrypt decrypt`).
     pub fn open(&self, purpose: &str, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
+        if sealed.is_plaintext() {
+            return STANDARD
+                .decode(&sealed.data)
+                .map_err(|_| CryptoError::Corrupt);
+        }
         let key = self
             .keys
             .iter()
@@ -245,6 +266,15 @@ mod tests {
             new_only.open("p", &sealed),
             Err(CryptoError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn plaintext_values_open_without_a_key() {
+        let ring = KeyRing::parse(&key(1)).unwrap();
+        let plain = Sealed::plaintext(b"gho_token");
+        assert!(plain.is_plaintext());
+        assert_eq!(ring.open("any", &plain).unwrap(), b"gho_token");
+        assert!(!ring.seal("p", b"x").is_plaintext());
     }
 
     #[test]

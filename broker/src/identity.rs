@@ -359,8 +359,16 @@ pub async fn prepare_dev_login(state: &AppState) -> Result<String, ApiError> {
                 oidc: None,
                 created_at: now(),
             };
-            state.store.create_user(&user).await?;
-            user
+            match state.store.create_user(&user).await {
+                Ok(()) => user,
+                // Another replica created it at the same moment.
+                Err(crate::store::StoreError::Conflict(_)) => state
+                    .store
+                    .user_by_username("admin")
+                    .await?
+                    .ok_or_else(|| ApiError::internal("the local admin vanished"))?,
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     let secret = random::hex_token::<24>();

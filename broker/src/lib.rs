@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config_check;
 pub mod crypto;
+pub mod dbcrypt;
 pub mod device;
 pub mod error;
 pub mod identity;

@@ -95,6 +95,11 @@ const KNOWN: &[&str] = &[
     "CODER_OIDC_ICON_URL",
 ];
 
+/// What an OIDC session's sealed `field` (`id_token`, `refresh_token`) is bound to.
+pub fn session_purpose(user_id: &str, field: &str) -> String {
+    format!("oidc:{user_id}:{field}")
+}
+
 fn go_bool(variable: &str, value: &str, errors: &mut Vec<String>) -> bool {
     match value {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => true,

@@ -143,7 +143,16 @@ pub async fn refresh(state: &AppState, link: &LinkRecord) -> Result<Refreshed, R
     let (user_id, provider_id) = (link.user_id.clone(), link.provider_id.clone());
     let task = tokio::spawn(async move {
         let _guard = lock.lock().await;
-        refresh_locked(&task_state, &user_id, &provider_id, seen).await
+        // Replicas sharing a database take turns too: the in-process lock keeps this to one
+        // waiter per process, the store lock to one refresh across all of them.
+        let shared = task_state
+            .store
+            .lock(&format!("refresh:{user_id}:{provider_id}"))
+            .await
+            .map_err(|e| RefreshFailure::Internal(e.into()))?;
+        let result = refresh_locked(&task_state, &user_id, &provider_id, seen).await;
+        shared.release().await;
+        result
     });
     match task.await {
         Ok(result) => result,

@@ -112,9 +112,19 @@ pub fn spawn_worker(state: AppState) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // One replica at a time works through the list; the others skip this round.
+            let lock = match state.store.try_lock("revocations").await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retrying pending revocations: store unavailable");
+                    continue;
+                }
+            };
             if let Err(e) = retry_due(&state).await {
                 tracing::warn!(error = %e, "retrying pending revocations failed");
             }
+            lock.release().await;
         }
     });
 }

@@ -49,24 +49,28 @@ pub enum StartError {
     },
 }
 
-/// Builds the state from settings: store, keys (checked against the stored data), client.
-pub async fn build_state(
-    settings: Settings,
-    providers: Providers,
-    oidc: Option<crate::oidc::OidcSettings>,
-    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-) -> Result<AppState, StartError> {
+/// Opens the embedded store in the data directory.
+fn open_sled(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     let dir = &settings.data_dir;
     std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
         path: dir.display().to_string(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(
+    Ok(Arc::new(
         SledStore::open(&dir.join("store")).map_err(|e| StartError::Store(e.to_string()))?,
-    );
-    let keys = match &settings.encryption_keys {
-        Some(keys) => KeyRing::parse(keys).map_err(|e| StartError::Keys(e.to_string()))?,
+    ))
+}
+
+/// The key ring: the configured keys, or (embedded store only) the generated key file.
+pub fn key_ring(settings: &Settings) -> Result<KeyRing, StartError> {
+    match &settings.encryption_keys {
+        Some(keys) => KeyRing::parse(keys.secret()).map_err(|e| StartError::Keys(e.to_string())),
         None => {
+            let dir = &settings.data_dir;
+            std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
             let path = dir.join(KEY_FILE);
             let (ring, created) =
                 KeyRing::load_or_create_file(&path).map_err(|e| StartError::Keys(e.to_string()))?;
@@ -75,25 +79,72 @@ pub async fn build_state(
                 created,
                 "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS is unset: tokens are encrypted with a key kept next to the data; set the variable to keep the key elsewhere"
             );
-            ring
+            Ok(ring)
         }
-    };
-    let used = store
-        .encryption_key_ids()
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    let unknown: Vec<&String> = used.iter().filter(|id| !keys.has_key(id)).collect();
+    }
+}
+
+/// Refuses keys and data that do not fit together: data sealed with a key missing from the
+/// ring or revoked by `dbcrypt`, or a ring whose encrypting key was revoked.
+pub async fn check_keys(store: &dyn Store, keys: &KeyRing) -> Result<(), StartError> {
+    let store_error = |e: crate::store::StoreError| StartError::Store(e.to_string());
+    let used = store.encryption_key_ids().await.map_err(store_error)?;
+    let revoked = store.revoked_key_ids().await.map_err(store_error)?;
+    let unknown: Vec<&str> = used
+        .iter()
+        .filter(|id| !keys.has_key(id))
+        .map(String::as_str)
+        .collect();
     if !unknown.is_empty() {
         return Err(StartError::Keys(format!(
             "stored tokens are encrypted with key(s) {} that CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS does not contain (it has {}); add the missing key(s) after the current one, or remove the data",
-            unknown
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            unknown.join(", "),
             keys.key_ids().join(", ")
         )));
     }
+    let sealed_with_revoked: Vec<&str> = used
+        .iter()
+        .filter(|id| revoked.contains(*id))
+        .map(String::as_str)
+        .collect();
+    if !sealed_with_revoked.is_empty() {
+        return Err(StartError::Keys(format!(
+            "stored tokens are encrypted with revoked key(s) {}; run `extauth-broker dbcrypt rotate` with those keys after the current one",
+            sealed_with_revoked.join(", ")
+        )));
+    }
+    if let Some(first) = keys.key_ids().first() {
+        if revoked.contains(*first) {
+            return Err(StartError::Keys(format!(
+                "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS: the first (encrypting) key {first} was revoked by dbcrypt; put a new key first (`openssl rand -base64 32`)"
+            )));
+        }
+    }
+    for id in keys
+        .key_ids()
+        .iter()
+        .skip(1)
+        .filter(|id| revoked.contains(**id))
+    {
+        tracing::warn!(
+            key = id,
+            "a revoked key is still in CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS; remove it"
+        );
+    }
+    Ok(())
+}
+
+/// Builds the state from settings and an opened store: keys (checked against the stored
+/// data), clients.
+pub async fn build_state(
+    settings: Settings,
+    providers: Providers,
+    oidc: Option<crate::oidc::OidcSettings>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    store: Arc<dyn Store>,
+) -> Result<AppState, StartError> {
+    let keys = key_ring(&settings)?;
+    check_keys(&*store, &keys).await?;
     let upstream =
         Upstream::new(settings.upstream_timeout).map_err(|e| StartError::Http(e.to_string()))?;
     let oidc = oidc
@@ -128,7 +179,17 @@ pub async fn serve(
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| StartError::Http(format!("metrics recorder: {e}")))?;
-    let state = build_state(settings, providers, oidc, Some(metrics)).await?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: address.to_string(),
+            source,
+        })?;
+    let store = match &settings.postgres_url {
+        None => open_sled(&settings)?,
+        Some(url) => connect_postgres(url.secret(), &listener).await?,
+    };
+    let state = build_state(settings, providers, oidc, Some(metrics), store).await?;
     if let Some(oidc) = &state.oidc {
         // A self-test at start: a mistake here is better seen now than at the first sign-in.
         match oidc.discovery().await {
@@ -141,12 +202,6 @@ pub async fn serve(
         }
     }
     crate::revocations::spawn_worker(state.clone());
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| StartError::Bind {
-            address: address.to_string(),
-            source,
-        })?;
     let access = state.settings.access_url.clone();
     tracing::info!(
         address = %listener.local_addr().map_or(address, |a| a),
@@ -172,6 +227,90 @@ pub async fn serve(
         })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connects to PostgreSQL, retrying until it answers (a replica started before its database
+/// waits instead of crash-looping). Meanwhile the listener answers `/healthz` with 200 and
+/// everything else, `/readyz` included, with 503 and the reason, so a load balancer sends no
+/// traffic yet.
+async fn connect_postgres(url: &str, listener: &TcpListener) -> Result<Arc<dyn Store>, StartError> {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+
+    let first = crate::store::PgStore::connect(url).await;
+    let error = match first {
+        Ok(store) => return Ok(Arc::new(store)),
+        Err(e) => e.to_string(),
+    };
+    let reason = Arc::new(Mutex::new(error));
+    let waiting_reason = reason.clone();
+    let starting = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback(move || {
+            let reason = waiting_reason.clone();
+            async move {
+                let detail = reason.lock().map(|r| r.clone()).unwrap_or_default();
+                crate::error::ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The broker is starting: its PostgreSQL store is unreachable.",
+                    detail,
+                )
+                .into_response()
+            }
+        });
+    let std_listener = duplicate(listener).ok();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std_listener.map(|l| {
+        tokio::spawn(async move {
+            let _ = axum::serve(l, starting)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        })
+    });
+    let mut delay = std::time::Duration::from_millis(500);
+    let store = loop {
+        if let Ok(r) = reason.lock() {
+            tracing::warn!(error = %r, retry_in_ms = delay.as_millis() as u64, "PostgreSQL store unreachable; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown_signal() => {
+                let _ = stop.send(());
+                return Err(StartError::Store("stopped while waiting for PostgreSQL".to_owned()));
+            }
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        match crate::store::PgStore::connect(url).await {
+            Ok(store) => break store,
+            Err(e) => {
+                if let Ok(mut r) = reason.lock() {
+                    *r = e.to_string();
+                }
+            }
+        }
+    };
+    let _ = stop.send(());
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    tracing::info!("PostgreSQL store reachable");
+    Ok(Arc::new(store))
+}
+
+/// A second handle on the same listening socket, for the start-up responder.
+#[cfg(unix)]
+fn duplicate(listener: &TcpListener) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsFd as _;
+    let std = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
+}
+
+#[cfg(not(unix))]
+fn duplicate(_listener: &TcpListener) -> std::io::Result<TcpListener> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 async fn shutdown_signal() {

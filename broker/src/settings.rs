@@ -111,6 +111,23 @@ pub struct ServeArgs {
     pub tls_key_file: Option<PathBuf>,
 }
 
+/// A setting that may hold a secret (keys, a database password): never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// The value itself.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[redacted, {} bytes]", self.0.len())
+    }
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -123,7 +140,9 @@ pub struct Settings {
     /// Embedded store directory.
     pub data_dir: PathBuf,
     /// Encryption keys as given.
-    pub encryption_keys: Option<String>,
+    pub encryption_keys: Option<Redacted>,
+    /// The PostgreSQL store's URL (it may hold a password); `None` = embedded store.
+    pub postgres_url: Option<Redacted>,
     /// Refresh margin.
     pub refresh_margin: Duration,
     /// Longest `listen` wait.
@@ -176,10 +195,28 @@ impl Settings {
         let upstream_timeout = duration("EXTAUTH_UPSTREAM_TIMEOUT", &args.upstream_timeout);
         let refresh_retry_timeout =
             duration("EXTAUTH_REFRESH_RETRY_TIMEOUT", &args.refresh_retry_timeout);
-        if args.postgres_url.is_some() {
-            errors.push(
-                "CODER_PG_CONNECTION_URL: the PostgreSQL store is not available in this build yet; unset it to use the embedded store in EXTAUTH_DATA_DIR".to_owned(),
-            );
+        let encryption_keys = args
+            .external_token_encryption_keys
+            .clone()
+            .filter(|k| !k.trim().is_empty());
+        let postgres_url = args.postgres_url.clone().filter(|u| !u.trim().is_empty());
+        if let Some(url) = &postgres_url {
+            match url.parse::<tokio_postgres::Config>() {
+                Err(e) => errors.push(format!(
+                    "CODER_PG_CONNECTION_URL: not a PostgreSQL connection URL ({e}); write postgres://user:password@host:5432/database?sslmode=disable"
+                )),
+                Ok(config) if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                    errors.push(
+                        "CODER_PG_CONNECTION_URL: sslmode=require, but this build connects to PostgreSQL without TLS; use sslmode=disable on a private network or a TLS-terminating proxy such as pgbouncer".to_owned(),
+                    );
+                }
+                Ok(_) => {}
+            }
+            if encryption_keys.is_none() {
+                errors.push(
+                    "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS: required with CODER_PG_CONNECTION_URL, so that every replica encrypts with the same keys; generate one with `openssl rand -base64 32` and give it to every replica".to_owned(),
+                );
+            }
         }
         if args.tls_cert_file.is_some() || args.tls_key_file.is_some() {
             errors.push(
@@ -193,10 +230,8 @@ impl Settings {
                 http_address,
                 dev: args.dev,
                 data_dir: args.data_dir.clone(),
-                encryption_keys: args
-                    .external_token_encryption_keys
-                    .clone()
-                    .filter(|k| !k.trim().is_empty()),
+                encryption_keys: encryption_keys.map(Redacted),
+                postgres_url: postgres_url.map(Redacted),
                 refresh_margin,
                 listen_timeout,
                 session_duration,

@@ -139,6 +139,12 @@ impl Process {
         false
     }
 
+    /// SIGKILL, as a crash or an OOM kill would end it; waits until it is gone.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the process to exit by itself; its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
@@ -411,6 +417,11 @@ impl Broker {
     /// Stops it with SIGTERM; whether it shut down cleanly.
     pub fn stop(mut self) -> bool {
         self.process.terminate()
+    }
+
+    /// Kills it with SIGKILL, mid-work.
+    pub fn kill_hard(mut self) {
+        self.process.kill_hard();
     }
 
     /// The admin's session cookie (`extauth_session=…`). The one-time link is redeemed on the

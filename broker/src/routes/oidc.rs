@@ -201,9 +201,10 @@ pub async fn callback_get(
     let who = crate::oidc::identity(&oidc.settings, &claims, &userinfo)?;
     let user = provision(&state, oidc, &who).await?;
     let seal = |field: &str, value: &str| {
-        state
-            .keys
-            .seal(&format!("oidc:{}:{field}", user.id), value.as_bytes())
+        state.keys.seal(
+            &crate::oidc::session_purpose(&user.id, field),
+            value.as_bytes(),
+        )
     };
     let session = OidcSession {
         sid: who.sid.clone(),
@@ -395,7 +396,7 @@ pub async fn end_session_url(
     let sealed = session?.id_token.as_ref()?;
     let id_token = state
         .keys
-        .open_string(&format!("oidc:{user_id}:id_token"), sealed)
+        .open_string(&crate::oidc::session_purpose(user_id, "id_token"), sealed)
         .ok()?;
     let endpoint = oidc.discovery().await.ok()?.end_session_endpoint?;
     let mut url = url::Url::parse(&endpoint).ok()?;

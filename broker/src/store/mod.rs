@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, lock_key};
 pub use sled_store::SledStore;
 
 use crate::crypto::Sealed;
@@ -208,6 +208,87 @@ impl Snapshot {
         self.pending_revocations.sort_by(|a, b| a.id.cmp(&b.id));
         self.revoked_keys.sort();
         self
+    }
+}
+
+/// What `store migrate` did.
+#[derive(Debug)]
+pub struct Copied {
+    /// What the source holds.
+    pub source: Snapshot,
+    /// What the destination holds afterwards.
+    pub destination: Snapshot,
+}
+
+/// Copies everything from `from` into `to` (records replaced by key, so it can run again), then
+/// reads the destination back and checks that every source record is there, unchanged.
+pub async fn copy_all(from: &dyn Store, to: &dyn Store) -> Result<Copied, StoreError> {
+    let source = from.snapshot().await?;
+    to.import(&source).await?;
+    let destination = to.snapshot().await?;
+    let missing = source.missing_from(&destination);
+    if !missing.is_empty() {
+        return Err(StoreError::Backend(format!(
+            "after copying, the destination lacks {} record(s): {}",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    Ok(Copied {
+        source,
+        destination,
+    })
+}
+
+impl Snapshot {
+    /// Records of `self` that `other` does not hold identically, named for a report.
+    pub fn missing_from(&self, other: &Snapshot) -> Vec<String> {
+        fn check<T: PartialEq>(
+            mine: &[T],
+            theirs: &[T],
+            name: impl Fn(&T) -> String,
+            out: &mut Vec<String>,
+        ) {
+            out.extend(mine.iter().filter(|r| !theirs.contains(r)).map(name));
+        }
+        let mut out = Vec::new();
+        check(
+            &self.users,
+            &other.users,
+            |u| format!("user {}", u.id),
+            &mut out,
+        );
+        check(
+            &self.sessions,
+            &other.sessions,
+            |s| format!("session of user {}", s.user_id),
+            &mut out,
+        );
+        check(
+            &self.tokens,
+            &other.tokens,
+            |t| format!("token {}", t.id),
+            &mut out,
+        );
+        check(
+            &self.links,
+            &other.links,
+            |l| format!("link of user {} to {}", l.user_id, l.provider_id),
+            &mut out,
+        );
+        check(
+            &self.pending_revocations,
+            &other.pending_revocations,
+            |p| format!("pending revocation {}", p.id),
+            &mut out,
+        );
+        check(
+            &self.revoked_keys,
+            &other.revoked_keys,
+            |k| format!("revoked key {k}"),
+            &mut out,
+        );
+        out
     }
 }
 

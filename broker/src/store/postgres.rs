@@ -114,6 +114,22 @@ pub struct PgStore {
     events: broadcast::Sender<LinkChanged>,
 }
 
+/// An error with its causes (`db error: FATAL: database "x" does not exist`), since the
+/// driver's own message is often only "db error".
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -133,11 +149,12 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
         }
         return StoreError::Backend(format!("{}: {}", db.code().code(), db.message()));
     }
-    backend(e)
+    StoreError::Backend(causes(&e))
 }
 
-/// The advisory lock key of a name: 64 bits of its sha256.
-fn lock_key(name: &str) -> i64 {
+/// The advisory lock key of a name: 64 bits of its sha256 (`pg_locks` shows it as
+/// `classid` = high 32 bits, `objid` = low 32 bits).
+pub fn lock_key(name: &str) -> i64 {
     let digest = Sha256::digest(format!("extauth:{name}").as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
@@ -306,7 +323,7 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(32)
+            .max_size(16)
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -323,7 +340,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::Backend(format!("PostgreSQL unreachable: {e}")))
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL unreachable: {}", causes(&e))))
     }
 
     /// Applies the migrations this database has not seen, one replica at a time.

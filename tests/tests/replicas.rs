@@ -1,0 +1,502 @@
+//! Several broker replicas on one PostgreSQL database behave as one: one refresh across
+//! replicas, `listen` woken by a link completed elsewhere, a replica killed mid-refresh loses
+//! nothing; `dbcrypt` and `store migrate` on real data; start-up while the database is away.
+//!
+//! Each test has a database of its own on the local PostgreSQL (`EXTAUTH_TEST_PG_URL`); the
+//! tests fail, never skip, when it cannot be reached.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use extauth_broker::store::conformance::TestDatabase;
+use extauth_tests::{Broker, Idp, binary, client, free_port};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn key(byte: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
+fn provider_env(issuer: &str) -> Vec<(String, String)> {
+    [
+        ("CODER_EXTERNAL_AUTH_0_ID", "forge".to_owned()),
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "forge".to_owned()),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "broker".to_owned()),
+        (
+            "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET",
+            "broker-secret".to_owned(),
+        ),
+        ("CODER_EXTERNAL_AUTH_0_AUTH_URL", format!("{issuer}/auth")),
+        ("CODER_EXTERNAL_AUTH_0_TOKEN_URL", format!("{issuer}/token")),
+        ("CODER_EXTERNAL_AUTH_0_VALIDATE_URL", format!("{issuer}/me")),
+        (
+            "CODER_EXTERNAL_AUTH_0_REVOKE_URL",
+            format!("{issuer}/token/revocation"),
+        ),
+        (
+            "CODER_EXTERNAL_AUTH_0_REGEX",
+            r"^(https?://)?git\.forge\.test(/.*)?$".to_owned(),
+        ),
+        ("CODER_EXTERNAL_AUTH_0_SCOPES", "openid".to_owned()),
+        ("EXTAUTH_REFRESH_MARGIN", "0s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// An IdP, a database, and the settings replicas share.
+struct Cluster {
+    idp: Idp,
+    db: TestDatabase,
+    env: Vec<(String, String)>,
+    ports: Vec<u16>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn new(replicas: usize, keys: &str) -> Self {
+        let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        let callbacks: Vec<String> = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}/external-auth/forge/callback"))
+            .collect();
+        let idp = Idp::start(
+            json!({ "clients": [client("broker", "broker-secret", &callbacks, false)] }),
+        );
+        let db = TestDatabase::create().await;
+        let mut env = provider_env(&idp.issuer);
+        env.push(("CODER_PG_CONNECTION_URL".into(), db.url.clone()));
+        env.push((
+            "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".into(),
+            keys.to_owned(),
+        ));
+        let dirs = (0..replicas)
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        Self {
+            idp,
+            db,
+            env,
+            ports,
+            dirs,
+        }
+    }
+
+    fn start(&self, n: usize) -> Broker {
+        Broker::start(self.ports[n], self.dirs[n].path(), &self.env)
+    }
+
+    fn start_with(&self, n: usize, extra: &[(&str, &str)]) -> Broker {
+        let mut env = self.env.clone();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Broker::start(self.ports[n], self.dirs[n].path(), &env)
+    }
+
+    async fn sql(&self, query: &str) -> Vec<tokio_postgres::Row> {
+        let (client, connection) = tokio_postgres::connect(&self.db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.query(query, &[]).await.unwrap()
+    }
+}
+
+/// Signs in on `broker`, links `forge` with access tokens living `ttl` seconds, and returns a
+/// workspace token and the linked access token.
+async fn link(cluster: &Cluster, broker: &Broker, ttl: u64) -> (String, String) {
+    let (admin, csrf) = broker.admin().await;
+    cluster.idp.set_access_token_ttl(ttl).await;
+    broker.link(&admin, "forge").await;
+    cluster.idp.set_access_token_ttl(3600).await;
+    let token = broker
+        .workspace_token(&admin, &csrf, "me", json!({"name": "ws"}))
+        .await;
+    let (status, reply) = broker.lookup(&token, "id=forge").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    (token, access(&reply))
+}
+
+fn access(reply: &Value) -> String {
+    reply["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn broker_command(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary("extauth-broker"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EXTAUTH_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_lookups_over_two_replicas_refresh_once() {
+    let cluster = Cluster::new(2, &key(1)).await;
+    let a = cluster.start(0);
+    let b = cluster.start(1);
+    let (token, old) = link(&cluster, &a, 1).await;
+    // The workspace token made on A works on B: tokens and users are shared.
+    let (status, reply) = b.lookup(&token, "id=forge").await;
+    assert_eq!((status, access(&reply)), (StatusCode::OK, old.clone()));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(cluster.idp.refreshes().await, 0);
+
+    let http = reqwest::Client::new();
+    let lookups: Vec<_> = (0..500)
+        .map(|i| {
+            let base = if i % 2 == 0 { &a.url } else { &b.url };
+            let url = format!("{base}/api/v2/workspaceagents/me/external-auth?match=https://git.forge.test/o/r.git");
+            let (http, token) = (http.clone(), token.clone());
+            tokio::spawn(async move {
+                let response = http.get(url).bearer_auth(token).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                access(&response.json().await.unwrap())
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for lookup in lookups {
+        tokens.push(lookup.await.unwrap());
+    }
+    let new = &tokens[0];
+    assert!(!new.is_empty() && *new != old);
+    assert!(
+        tokens.iter().all(|t| t == new),
+        "both replicas hand out the one new token"
+    );
+    assert_eq!(
+        cluster.idp.refreshes().await,
+        1,
+        "exactly one refresh grant across replicas"
+    );
+    assert_eq!(
+        cluster.idp.introspect("broker", "broker-secret", new).await["active"],
+        true
+    );
+    assert!(a.stop() && b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_completed_on_one_replica_wakes_a_listen_on_another() {
+    let cluster = Cluster::new(2, &key(1)).await;
+    let a = cluster.start(0);
+    let b = cluster.start(1);
+    let (admin, csrf) = a.admin().await;
+    let token = a
+        .workspace_token(&admin, &csrf, "me", json!({"name": "ws"}))
+        .await;
+    let (_, before) = b.lookup(&token, "id=forge").await;
+    assert!(before["url"].is_string(), "not linked yet: {before}");
+
+    let listen_url = format!(
+        "{}/api/v2/workspaceagents/me/external-auth?id=forge&listen",
+        b.url
+    );
+    let listening = tokio::spawn({
+        let token = token.clone();
+        async move {
+            let reply: Value = reqwest::Client::new()
+                .get(listen_url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (reply, Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!listening.is_finished(), "B waits for the link");
+    a.link(&admin, "forge").await;
+    let linked_at = Instant::now();
+    let (reply, answered_at) = tokio::time::timeout(Duration::from_secs(5), listening)
+        .await
+        .expect("B's listen was woken")
+        .unwrap();
+    assert!(!access(&reply).is_empty(), "{reply}");
+    let delay = answered_at.saturating_duration_since(linked_at);
+    assert!(delay < Duration::from_secs(1), "woken after {delay:?}");
+    assert!(a.stop() && b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_refresh_loses_nothing_and_the_other_serves() {
+    let cluster = Cluster::new(2, &key(1)).await;
+    let a = cluster.start(0);
+    let b = cluster.start(1);
+    let (token, old) = link(&cluster, &a, 1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A's refresh request is held by the IdP and never processed.
+    cluster
+        .idp
+        .fault(json!({"path": "/token", "mode": "hang", "delayMs": 20000, "count": 1}))
+        .await;
+    let stuck = tokio::spawn({
+        let (url, token) = (a.url.clone(), token.clone());
+        async move {
+            let _ = reqwest::Client::new()
+                .get(format!(
+                    "{url}/api/v2/workspaceagents/me/external-auth?id=forge"
+                ))
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await;
+        }
+    });
+    // Wait until A holds the refresh lock of this link (it is refreshing), then kill it.
+    let admin: String = cluster
+        .sql("SELECT id FROM users WHERE username = 'admin'")
+        .await[0]
+        .get(0);
+    let lock = extauth_broker::store::lock_key(&format!("refresh:{admin}:forge"));
+    let held = format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+         AND ((classid::bigint << 32) | objid::bigint) = {lock}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.sql(&held).await[0].get::<_, i64>(0) == 0 {
+        assert!(Instant::now() < deadline, "A never took the refresh lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let its request reach the IdP (where it hangs).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill_hard();
+    let _ = stuck.await;
+
+    // The stored pair is intact and B refreshes it: the lock died with A's connection.
+    let started = Instant::now();
+    let (status, reply) = b.lookup(&token, "id=forge").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let new = access(&reply);
+    assert!(!new.is_empty() && new != old, "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        cluster.idp.refreshes().await,
+        1,
+        "A's refresh was never served; B's was"
+    );
+    assert_eq!(
+        cluster
+            .idp
+            .introspect("broker", "broker-secret", &new)
+            .await["active"],
+        true
+    );
+    assert!(b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dbcrypt_rotate_then_the_old_key_can_go() {
+    let (old_key, new_key) = (key(1), key(2));
+    let cluster = Cluster::new(1, &old_key).await;
+    let a = cluster.start(0);
+    let (token, linked) = link(&cluster, &a, 3600).await;
+    assert!(a.stop());
+    let old_id = extauth_broker::crypto::key_id(&[1; 32]);
+    let new_id = extauth_broker::crypto::key_id(&[2; 32]);
+    let key_ids = |rows: Vec<tokio_postgres::Row>| -> Vec<Option<String>> {
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    assert_eq!(
+        key_ids(
+            cluster
+                .sql("SELECT access_token_key_id FROM external_auth_links")
+                .await
+        ),
+        [Some(old_id.clone())]
+    );
+
+    let mut env: Vec<(String, String)> = cluster
+        .env
+        .iter()
+        .filter(|(k, _)| k != "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS")
+        .cloned()
+        .collect();
+    env.push((
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".into(),
+        format!("{new_key},{old_key}"),
+    ));
+    let (ok, out, err) = broker_command(&env, &["dbcrypt", "rotate"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("encrypted with key {new_id}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("revoked: {old_id}")), "{out}");
+    assert_eq!(
+        key_ids(
+            cluster
+                .sql("SELECT access_token_key_id FROM external_auth_links")
+                .await
+        ),
+        [Some(new_id.clone())]
+    );
+    let refresh = cluster
+        .sql("SELECT refresh_token_key_id FROM external_auth_links")
+        .await;
+    assert_eq!(key_ids(refresh), [Some(new_id.clone())]);
+    // Running it again finds nothing to do.
+    let (ok, out, _) = broker_command(&env, &["dbcrypt", "rotate"]);
+    assert!(ok && out.contains("rotated: 0 value(s)"), "{out}");
+
+    // The old key removed: the broker starts and hands out the same token.
+    let b = cluster.start_with(0, &[("CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS", &new_key)]);
+    let (status, reply) = b.lookup(&token, "id=forge").await;
+    assert_eq!((status, access(&reply)), (StatusCode::OK, linked.clone()));
+    assert!(b.stop());
+
+    // Only the old, revoked key: refused, with the reason.
+    let mut only_old = cluster.env.clone();
+    only_old.push((
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".into(),
+        old_key.clone(),
+    ));
+    let mut refused = Broker::spawn(cluster.ports[0], cluster.dirs[0].path(), &only_old);
+    let status = refused
+        .wait_exit(Duration::from_secs(20))
+        .expect("start refused");
+    assert!(!status.success());
+
+    // decrypt: plaintext in the database, every key revoked; delete: nothing left.
+    let mut decrypt_env = env.clone();
+    decrypt_env.push((
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_DECRYPT_KEYS".into(),
+        new_key.clone(),
+    ));
+    let (ok, out, err) = broker_command(&decrypt_env, &["dbcrypt", "decrypt"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&new_id), "{out}");
+    assert_eq!(
+        key_ids(
+            cluster
+                .sql("SELECT access_token_key_id FROM external_auth_links")
+                .await
+        ),
+        [None]
+    );
+    let (ok, _, err) = broker_command(&env, &["dbcrypt", "delete"]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    let (ok, out, err) = broker_command(&env, &["dbcrypt", "delete", "--yes"]);
+    assert!(ok && out.contains("deleted: 1 record(s)"), "{out}{err}");
+    assert!(
+        cluster
+            .sql("SELECT 1 FROM external_auth_links")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_migrate_copies_an_embedded_store_to_postgres_and_can_run_again() {
+    let cluster = Cluster::new(1, "").await;
+    // A broker on the embedded store (no PostgreSQL, generated key).
+    let sled_env: Vec<(String, String)> = cluster
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("CODER_PG") && !k.starts_with("CODER_EXTERNAL_TOKEN"))
+        .cloned()
+        .collect();
+    let data = tempfile::tempdir().unwrap();
+    let embedded = Broker::start(cluster.ports[0], data.path(), &sled_env);
+    let (token, linked) = link(&cluster, &embedded, 3600).await;
+    assert!(embedded.stop());
+
+    let from = data.path().display().to_string();
+    let args = ["store", "migrate", "--from", &from, "--to", &cluster.db.url];
+    let (ok, out, err) = broker_command(&[], &args);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("copied and verified: users 1, sessions 1, tokens 1, links 1"),
+        "{out}"
+    );
+    assert!(out.contains("token-encryption.key"), "{out}");
+    let (ok, out, err) = broker_command(&[], &args);
+    assert!(ok, "running it again is safe: {out}{err}");
+    assert!(
+        out.contains("destination now holds: users 1, sessions 1, tokens 1, links 1"),
+        "{out}"
+    );
+
+    // The PostgreSQL broker, given the embedded store's key, serves the same token to the
+    // same workspace token.
+    let key = std::fs::read_to_string(data.path().join("token-encryption.key")).unwrap();
+    let pg = cluster.start_with(0, &[("CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS", key.trim())]);
+    let (status, reply) = pg.lookup(&token, "id=forge").await;
+    assert_eq!((status, access(&reply)), (StatusCode::OK, linked));
+    assert!(pg.stop());
+
+    let (ok, _, err) = broker_command(
+        &[],
+        &[
+            "store",
+            "migrate",
+            "--from",
+            "/nonexistent",
+            "--to",
+            &cluster.db.url,
+        ],
+    );
+    assert!(!ok && err.contains("no embedded store there"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_waits_for_its_database_and_reports_it_not_ready() {
+    let cluster = Cluster::new(1, &key(1)).await;
+    // A database that does not exist yet, as when the broker starts before PostgreSQL is up.
+    let later = format!("{}_later", cluster.db.url.rsplit('/').next().unwrap());
+    let url = format!("{}/{later}", cluster.db.url.rsplit_once('/').unwrap().0);
+    let mut env = cluster.env.clone();
+    env.push(("CODER_PG_CONNECTION_URL".into(), url));
+    let port = cluster.ports[0];
+    let mut process = Broker::spawn(port, cluster.dirs[0].path(), &env);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the broker never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("PostgreSQL"),
+        "{body}"
+    );
+    assert!(body["detail"].as_str().unwrap().contains(&later), "{body}");
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "alive while waiting");
+
+    // The database appears: the broker comes up by itself.
+    cluster.sql(&format!("CREATE DATABASE {later}")).await;
+    process.wait_line(Duration::from_secs(30), |l| {
+        l.starts_with("Sign in as the local admin")
+    });
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(process.terminate());
+    cluster
+        .sql(&format!("DROP DATABASE {later} WITH (FORCE)"))
+        .await;
+}
