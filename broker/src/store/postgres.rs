@@ -399,6 +399,18 @@ impl PgStore {
         result
     }
 
+    /// One row by a prepared statement kept per connection: the hot reads (every workspace
+    /// lookup reads a token, a user and a link) then take one round trip instead of two.
+    async fn one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<Option<Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg)?;
+        client.query_opt(&statement, params).await.map_err(pg)
+    }
+
     fn notify_local(&self, user_id: &str, provider_id: &str) {
         let _ = self.events.send(LinkChanged {
             user_id: user_id.to_owned(),
@@ -625,11 +637,9 @@ impl Store for PgStore {
     }
 
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT * FROM users WHERE id = $1", &[&id])
-            .await
-            .map_err(pg)?;
+        let row = self
+            .one("SELECT * FROM users WHERE id = $1", &[&id])
+            .await?;
         row.as_ref().map(user_of).transpose()
     }
 
@@ -670,11 +680,9 @@ impl Store for PgStore {
     }
 
     async fn session(&self, id_hash: &str) -> StoreResult<Option<Session>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT * FROM sessions WHERE id_hash = $1", &[&id_hash])
-            .await
-            .map_err(pg)?;
+        let row = self
+            .one("SELECT * FROM sessions WHERE id_hash = $1", &[&id_hash])
+            .await?;
         row.as_ref().map(session_of).transpose()
     }
 
@@ -728,11 +736,9 @@ impl Store for PgStore {
     }
 
     async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT * FROM api_tokens WHERE id = $1", &[&id])
-            .await
-            .map_err(pg)?;
+        let row = self
+            .one("SELECT * FROM api_tokens WHERE id = $1", &[&id])
+            .await?;
         row.as_ref().map(token_of).transpose()
     }
 
@@ -802,14 +808,12 @@ impl Store for PgStore {
     }
 
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let row = self
+            .one(
                 "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2",
                 &[&user_id, &provider_id],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
         row.as_ref().map(link_of).transpose()
     }
 
