@@ -339,6 +339,35 @@ impl Idp {
     }
 }
 
+/// The variables of provider number `n`: a generic OAuth2 provider `id` on the test IdP
+/// (`issuer`), with that client, validated at `/me`, revoked at `/token/revocation`, matching
+/// `http(s)://<host>/…`.
+pub fn provider_env(
+    n: usize,
+    id: &str,
+    issuer: &str,
+    client_id: &str,
+    secret: &str,
+    host: &str,
+) -> Vec<(String, String)> {
+    let key = |k: &str| format!("CODER_EXTERNAL_AUTH_{n}_{k}");
+    vec![
+        (key("ID"), id.to_owned()),
+        (key("TYPE"), "forge".to_owned()),
+        (key("CLIENT_ID"), client_id.to_owned()),
+        (key("CLIENT_SECRET"), secret.to_owned()),
+        (key("AUTH_URL"), format!("{issuer}/auth")),
+        (key("TOKEN_URL"), format!("{issuer}/token")),
+        (key("VALIDATE_URL"), format!("{issuer}/me")),
+        (key("REVOKE_URL"), format!("{issuer}/token/revocation")),
+        (
+            key("REGEX"),
+            format!(r"^(https?://)?{}(/.*)?$", regex::escape(host)),
+        ),
+        (key("SCOPES"), "openid".to_owned()),
+    ]
+}
+
 /// A client registration for the IdP.
 pub fn client(id: &str, secret: &str, redirect_uris: &[String], device: bool) -> Value {
     if device {

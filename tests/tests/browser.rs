@@ -11,24 +11,23 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use extauth_tests::{Broker, Idp, bin_dir, client, free_port};
+use extauth_tests::{Broker, Idp, bin_dir, client, free_port, provider_env};
 use serde_json::{Value, json};
 
 fn provider(n: usize, id: &str, name: &str, issuer: &str, client: &str) -> Vec<(String, String)> {
-    let key = |k: &str| format!("CODER_EXTERNAL_AUTH_{n}_{k}");
-    vec![
-        (key("ID"), id.to_owned()),
-        (key("TYPE"), "forge".to_owned()),
-        (key("DISPLAY_NAME"), name.to_owned()),
-        (key("CLIENT_ID"), client.to_owned()),
-        (key("CLIENT_SECRET"), format!("{client}-secret")),
-        (key("AUTH_URL"), format!("{issuer}/auth")),
-        (key("TOKEN_URL"), format!("{issuer}/token")),
-        (key("VALIDATE_URL"), format!("{issuer}/me")),
-        (key("REVOKE_URL"), format!("{issuer}/token/revocation")),
-        (key("REGEX"), format!(r"^https://{id}\.test(/.*)?$")),
-        (key("SCOPES"), "openid".to_owned()),
-    ]
+    let mut env = provider_env(
+        n,
+        id,
+        issuer,
+        client,
+        &format!("{client}-secret"),
+        &format!("{id}.test"),
+    );
+    env.push((
+        format!("CODER_EXTERNAL_AUTH_{n}_DISPLAY_NAME"),
+        name.to_owned(),
+    ));
+    env
 }
 
 /// Runs `node browser-flow.mjs` with `env`, at most `limit`; (success, stdout, stderr).

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use extauth_tests::{Broker, Idp, client, csrf_of, free_port};
+use extauth_tests::{Broker, Idp, client, csrf_of, free_port, provider_env};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -13,32 +13,6 @@ struct World {
     port: u16,
     env: Vec<(String, String)>,
     data: tempfile::TempDir,
-}
-
-fn provider_env(
-    n: usize,
-    id: &str,
-    issuer: &str,
-    client_id: &str,
-    secret: &str,
-    host: &str,
-) -> Vec<(String, String)> {
-    let key = |k: &str| format!("CODER_EXTERNAL_AUTH_{n}_{k}");
-    vec![
-        (key("ID"), id.to_owned()),
-        (key("TYPE"), "forge".to_owned()),
-        (key("CLIENT_ID"), client_id.to_owned()),
-        (key("CLIENT_SECRET"), secret.to_owned()),
-        (key("AUTH_URL"), format!("{issuer}/auth")),
-        (key("TOKEN_URL"), format!("{issuer}/token")),
-        (key("VALIDATE_URL"), format!("{issuer}/me")),
-        (key("REVOKE_URL"), format!("{issuer}/token/revocation")),
-        (
-            key("REGEX"),
-            format!(r"^(https?://)?{}(/.*)?$", regex::escape(host)),
-        ),
-        (key("SCOPES"), "openid".to_owned()),
-    ]
 }
 
 fn world() -> World {

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use extauth_tests::{Broker, Idp, client, free_port};
+use extauth_tests::{Broker, Idp, client, free_port, provider_env};
 use serde_json::json;
 
 #[tokio::main]
@@ -27,25 +27,16 @@ async fn main() {
     let idp = Idp::start(json!({
         "clients": [client("broker", "broker-secret", &[format!("http://127.0.0.1:{port}/external-auth/forge/callback")], false)]
     }));
-    let iss = idp.issuer.clone();
-    let env: Vec<(String, String)> = [
-        ("CODER_EXTERNAL_AUTH_0_ID", "forge".to_owned()),
-        ("CODER_EXTERNAL_AUTH_0_TYPE", "forge".to_owned()),
-        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "broker".to_owned()),
-        (
-            "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET",
-            "broker-secret".to_owned(),
-        ),
-        ("CODER_EXTERNAL_AUTH_0_AUTH_URL", format!("{iss}/auth")),
-        ("CODER_EXTERNAL_AUTH_0_TOKEN_URL", format!("{iss}/token")),
-        ("CODER_EXTERNAL_AUTH_0_VALIDATE_URL", format!("{iss}/me")),
-        ("CODER_EXTERNAL_AUTH_0_SCOPES", "openid".to_owned()),
-        ("EXTAUTH_REFRESH_MARGIN", "0s".to_owned()),
-        ("EXTAUTH_LOG", "warn".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let mut env = provider_env(
+        0,
+        "forge",
+        &idp.issuer,
+        "broker",
+        "broker-secret",
+        "git.forge.test",
+    );
+    env.push(("EXTAUTH_REFRESH_MARGIN".into(), "0s".into()));
+    env.push(("EXTAUTH_LOG".into(), "warn".into()));
     let data = tempfile::tempdir().unwrap();
     let broker = Broker::start(port, data.path(), &env);
     let (admin, csrf) = broker.admin().await;

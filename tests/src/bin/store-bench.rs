@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use extauth_broker::store::conformance::TestDatabase;
-use extauth_tests::{Broker, Idp, client, free_port};
+use extauth_tests::{Broker, Idp, client, free_port, provider_env};
 use serde_json::json;
 
 const MAX_REQUESTS: usize = 500_000;
@@ -111,23 +111,15 @@ async fn main() {
         .collect();
     let idp =
         Idp::start(json!({ "clients": [client("broker", "broker-secret", &callbacks, false)] }));
-    let iss = idp.issuer.clone();
-    let base_env: Vec<(String, String)> = [
-        ("CODER_EXTERNAL_AUTH_0_ID", "forge".to_owned()),
-        ("CODER_EXTERNAL_AUTH_0_TYPE", "forge".to_owned()),
-        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "broker".to_owned()),
-        (
-            "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET",
-            "broker-secret".to_owned(),
-        ),
-        ("CODER_EXTERNAL_AUTH_0_AUTH_URL", format!("{iss}/auth")),
-        ("CODER_EXTERNAL_AUTH_0_TOKEN_URL", format!("{iss}/token")),
-        ("CODER_EXTERNAL_AUTH_0_SCOPES", "openid".to_owned()),
-        ("EXTAUTH_LOG", "warn".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let mut base_env = provider_env(
+        0,
+        "forge",
+        &idp.issuer,
+        "broker",
+        "broker-secret",
+        "git.forge.test",
+    );
+    base_env.push(("EXTAUTH_LOG".into(), "warn".into()));
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
 
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
