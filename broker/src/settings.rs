@@ -20,8 +20,8 @@ pub struct ServeArgs {
     )]
     pub http_address: String,
 
-    /// Development mode: embedded store, and a one-time sign-in link for a local admin printed
-    /// at start.
+    /// Development mode: a one-time sign-in link for a local admin is printed at start (with
+    /// either store).
     #[arg(long, env = "EXTAUTH_DEV")]
     pub dev: bool,
 
