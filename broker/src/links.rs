@@ -40,7 +40,7 @@ pub enum Lookup {
 }
 
 /// The associated data sealing one field of a link: binds ciphertext to its row and field.
-pub(crate) fn purpose(user_id: &str, provider_id: &str, field: &str) -> String {
+pub fn purpose(user_id: &str, provider_id: &str, field: &str) -> String {
     format!("link:{user_id}:{provider_id}:{field}")
 }
 

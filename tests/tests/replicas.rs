@@ -484,8 +484,16 @@ async fn a_replica_waits_for_its_database_and_reports_it_not_ready() {
     });
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    assert!(process.terminate());
+
+    // The database goes away under a running broker: not ready, still alive, no crash.
     cluster
         .sql(&format!("DROP DATABASE {later} WITH (FORCE)"))
         .await;
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["message"], "Store unreachable.", "{body}");
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(process.terminate(), "it still shuts down cleanly");
 }
