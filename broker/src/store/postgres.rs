@@ -111,6 +111,7 @@ CREATE TABLE dbcrypt_keys (
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     pool: Pool,
+    locks: Pool,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -315,30 +316,43 @@ impl PgStore {
         })?;
         let mut config_for_pool = config.clone();
         config_for_pool.connect_timeout(Duration::from_secs(5));
-        let manager = Manager::from_config(
-            config_for_pool,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(16)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(backend)?;
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                config_for_pool.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .wait_timeout(Some(Duration::from_secs(10)))
+                .create_timeout(Some(Duration::from_secs(5)))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .build()
+                .map_err(backend)
+        };
+        // Locks hold a connection while a provider answers a refresh (seconds, when it is
+        // slow): they get a pool of their own, so that many refreshes at once never starve
+        // the lookups of connections.
+        let (pool, locks) = (pool_of(16)?, pool_of(32)?);
         let (events, _) = broadcast::channel(1024);
-        let store = Self { pool, events };
+        let store = Self {
+            pool,
+            locks,
+            events,
+        };
         store.migrate().await?;
         tokio::spawn(listen(config, store.events.clone()));
         Ok(store)
     }
 
     async fn client(&self) -> StoreResult<Object> {
-        self.pool
-            .get()
+        Self::from(&self.pool).await
+    }
+
+    async fn from(pool: &Pool) -> StoreResult<Object> {
+        pool.get()
             .await
             .map_err(|e| StoreError::Backend(format!("PostgreSQL unreachable: {}", causes(&e))))
     }
@@ -933,7 +947,7 @@ impl Store for PgStore {
     }
 
     async fn lock(&self, name: &str) -> StoreResult<StoreLock> {
-        let client = self.client().await?;
+        let client = Self::from(&self.locks).await?;
         let key = lock_key(name);
         let lock = PgLock {
             client: Some(client),
@@ -950,7 +964,7 @@ impl Store for PgStore {
     }
 
     async fn try_lock(&self, name: &str) -> StoreResult<Option<StoreLock>> {
-        let client = self.client().await?;
+        let client = Self::from(&self.locks).await?;
         let key = lock_key(name);
         let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
