@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Workspace lookup throughput and p99 on sled vs PostgreSQL (one and two replicas), one run.
+# Workspace lookup throughput and p99 on sled vs PostgreSQL (one and two replicas), with nginx
+# serving a static file of the same size as the peer, one run.
 # Usage: tests/perf/store-bench.sh [seconds per setup] [concurrent clients]   (default: 5 32)
 # Needs the local PostgreSQL (EXTAUTH_TEST_PG_URL overrides postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The peer: nginx (Debian package), installed when missing and root.
+if ! [ -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -qq nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
+fi
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
 cargo build --release -q -p extauth-broker -p extauth-tests --bins
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

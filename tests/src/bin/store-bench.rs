@@ -1,6 +1,7 @@
 //! Workspace lookup throughput and latency on each store, side by side in one run: the
 //! embedded sled store, PostgreSQL with one replica, PostgreSQL with two replicas (requests
-//! alternate between them). Ratios are against sled in the same run.
+//! alternate between them), and the peer, nginx serving a static file as large as a lookup's
+//! answer. Ratios are against nginx and against sled in the same run.
 //!
 //! Run through `tests/perf/store-bench.sh` (release build). Arguments: seconds per setup
 //! (default 5) and concurrent clients (default 32). Load is a closed loop, bounded in time and
@@ -98,6 +99,65 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index]
 }
 
+/// nginx in the foreground on 127.0.0.1, serving one file; stopped (by pid) when dropped.
+struct Nginx {
+    url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(body: &[u8], port: u16) -> Self {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is the peer of this benchmark: apt-get install nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("www")).unwrap();
+        std::fs::write(root.join("www/answer.json"), body).unwrap();
+        let conf = format!(
+            "daemon off;\nworker_processes auto;\npid {r}/nginx.pid;\nerror_log {r}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; keepalive_requests 1000000; \
+             client_body_temp_path {r}; proxy_temp_path {r}; fastcgi_temp_path {r}; uwsgi_temp_path {r}; scgi_temp_path {r};\n\
+             server {{ listen 127.0.0.1:{port}; root {r}/www; default_type application/json; }} }}\n",
+            r = root.display()
+        );
+        std::fs::write(root.join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new(binary)
+            .arg("-p")
+            .arg(root)
+            .arg("-c")
+            .arg(root.join("nginx.conf"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            url: format!("http://127.0.0.1:{port}/answer.json"),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: nginx's graceful stop; its workers leave with the master.
+        let _ = std::process::Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -124,6 +184,7 @@ async fn main() {
 
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut outcomes = Vec::new();
+    let mut answer: Vec<u8> = Vec::new();
     let setups: [(&'static str, usize); 3] = [
         ("sled, 1 broker", 1),
         ("PostgreSQL, 1 replica", 1),
@@ -153,6 +214,18 @@ async fn main() {
             .iter()
             .map(|b| format!("{}/api/v2/workspaceagents/me/external-auth?id=forge", b.url))
             .collect();
+        if answer.is_empty() {
+            answer = reqwest::Client::new()
+                .get(&urls[0])
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec();
+        }
         let (mut latencies, errors, elapsed) = load(urls, token, seconds, concurrency).await;
         latencies.sort_by(f64::total_cmp);
         outcomes.push(Outcome {
@@ -168,20 +241,44 @@ async fn main() {
         }
     }
 
-    println!("{concurrency} concurrent clients, {seconds} s per setup, same run:\n");
-    println!("| store | requests | errors | req/s | vs sled | p50 ms | p99 ms | p99 vs sled |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let sled_rate = outcomes[0].requests as f64 / outcomes[0].seconds;
+    // The peer: nginx serving a static file as large as a lookup's answer, same client, same
+    // run. DESIGN.md §10 asks sled lookups for at least half its rate.
+    {
+        let nginx = Nginx::start(&answer, free_port());
+        let (mut latencies, errors, elapsed) =
+            load(vec![nginx.url.clone()], String::new(), seconds, concurrency).await;
+        latencies.sort_by(f64::total_cmp);
+        outcomes.push(Outcome {
+            name: "nginx, static file of the same size",
+            requests: latencies.len(),
+            errors,
+            seconds: elapsed,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+        });
+    }
+
+    println!(
+        "{concurrency} concurrent clients, {seconds} s per setup, same run; answers of {} bytes:\n",
+        answer.len()
+    );
+    println!(
+        "| setup | requests | errors | req/s | vs nginx | vs sled | p50 ms | p99 ms | p99 vs sled |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let rate = |o: &Outcome| o.requests as f64 / o.seconds;
+    let sled_rate = rate(&outcomes[0]);
+    let nginx_rate = outcomes.last().map_or(f64::NAN, rate);
     let sled_p99 = outcomes[0].p99;
     for o in &outcomes {
-        let rate = o.requests as f64 / o.seconds;
         println!(
-            "| {} | {} | {} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.2}× |",
+            "| {} | {} | {} | {:.0} | {:.2}× | {:.2}× | {:.2} | {:.2} | {:.2}× |",
             o.name,
             o.requests,
             o.errors,
-            rate,
-            rate / sled_rate,
+            rate(o),
+            rate(o) / nginx_rate,
+            rate(o) / sled_rate,
             o.p50,
             o.p99,
             o.p99 / sled_p99
