@@ -166,15 +166,9 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
     for w in oidc_warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("extauth-broker: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::server::serve(settings, providers, oidc)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -186,16 +180,21 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
     }
 }
 
-fn block_on(work: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("extauth-broker: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+            ExitCode::from(1)
+        })
+}
+
+/// Runs a maintenance command: its report on stdout and exit 0, or its error and exit 1.
+fn block_on(work: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     match runtime.block_on(work) {
         Ok(report) => {

@@ -989,41 +989,16 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(pg)?;
-        let all = |sql: &'static str| {
-            let tx = &tx;
-            async move { tx.query(sql, &[]).await.map_err(pg) }
-        };
         let snapshot = Snapshot {
-            users: all("SELECT * FROM users")
-                .await?
-                .iter()
-                .map(user_of)
-                .collect::<StoreResult<_>>()?,
-            sessions: all("SELECT * FROM sessions")
-                .await?
-                .iter()
-                .map(session_of)
-                .collect::<StoreResult<_>>()?,
-            tokens: all("SELECT * FROM api_tokens")
-                .await?
-                .iter()
-                .map(token_of)
-                .collect::<StoreResult<_>>()?,
-            links: all("SELECT * FROM external_auth_links")
-                .await?
-                .iter()
-                .map(link_of)
-                .collect::<StoreResult<_>>()?,
-            pending_revocations: all("SELECT * FROM pending_revocations")
-                .await?
-                .iter()
-                .map(pending_of)
-                .collect::<StoreResult<_>>()?,
-            revoked_keys: all("SELECT key_id FROM dbcrypt_keys")
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect(),
+            users: rows(&tx, "SELECT * FROM users", user_of).await?,
+            sessions: rows(&tx, "SELECT * FROM sessions", session_of).await?,
+            tokens: rows(&tx, "SELECT * FROM api_tokens", token_of).await?,
+            links: rows(&tx, "SELECT * FROM external_auth_links", link_of).await?,
+            pending_revocations: rows(&tx, "SELECT * FROM pending_revocations", pending_of).await?,
+            revoked_keys: rows(&tx, "SELECT key_id FROM dbcrypt_keys", |r| {
+                r.try_get(0).map_err(pg)
+            })
+            .await?,
         };
         tx.commit().await.map_err(pg)?;
         Ok(snapshot.sorted())
@@ -1120,6 +1095,20 @@ impl Store for PgStore {
         }
         Ok(())
     }
+}
+
+/// Every row of a query, converted.
+async fn rows<T>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    convert: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    tx.query(sql, &[])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(convert)
+        .collect()
 }
 
 /// Announces a link change to every replica when the transaction commits.
