@@ -448,6 +448,11 @@ impl Broker {
         self.process.terminate()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Kills it with SIGKILL, mid-work.
     pub fn kill_hard(mut self) {
         self.process.kill_hard();

@@ -17,6 +17,9 @@ use super::{
 };
 use crate::crypto::Sealed;
 
+/// The page cache of the embedded store.
+const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// sled-backed [`Store`].
 pub struct SledStore {
     db: sled::Db,
@@ -59,6 +62,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            // sled caches up to 1 GiB by default; the working set of a broker (a token, a user
+            // and a link per lookup) is far smaller, and memory is what replicas pay for.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))?;
         let (events, _) = broadcast::channel(1024);
