@@ -166,6 +166,10 @@ async function run(browser) {
   assert.ok(token, 'the created token is shown');
   assert.ok(exports.includes(`EXTAUTH_URL=${broker}`), 'the broker URL is shown with it');
   assert.ok(await page.getByRole('row', { name: /browser-test/ }).isVisible(), 'the token is listed');
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: broker });
+  await page.getByRole('button', { name: 'Copy both lines' }).click();
+  await page.getByRole('status').filter({ hasText: 'Copied.' }).waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), exports, 'the copy is exactly the two lines');
   // The screenshot shows the shape, not the secret.
   await page.locator('#exports').evaluate((el) => {
     el.textContent = el.textContent.replace(/(EXTAUTH_TOKEN=extauth_ws_[^_]+_)\S+/, '$1…');
