@@ -201,16 +201,10 @@ impl Settings {
             .filter(|k| !k.trim().is_empty());
         let postgres_url = args.postgres_url.clone().filter(|u| !u.trim().is_empty());
         if let Some(url) = &postgres_url {
-            match url.parse::<tokio_postgres::Config>() {
-                Err(e) => errors.push(format!(
-                    "CODER_PG_CONNECTION_URL: not a PostgreSQL connection URL ({e}); write postgres://user:password@host:5432/database?sslmode=disable"
-                )),
-                Ok(config) if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
-                    errors.push(
-                        "CODER_PG_CONNECTION_URL: sslmode=require, but this build connects to PostgreSQL without TLS; use sslmode=disable on a private network or a TLS-terminating proxy such as pgbouncer".to_owned(),
-                    );
-                }
-                Ok(_) => {}
+            if let Err(e) = crate::store::postgres_tls::prepare(url) {
+                errors.push(format!(
+                    "CODER_PG_CONNECTION_URL: not a usable PostgreSQL connection URL ({e}); write postgres://user:password@host:5432/database?sslmode=verify-full"
+                ));
             }
             if encryption_keys.is_none() {
                 errors.push(

@@ -124,3 +124,64 @@ async fn an_unreachable_database_is_a_clear_error() {
     };
     assert!(e.to_string().contains("CODER_PG_CONNECTION_URL"), "{e}");
 }
+
+/// Whether the session of a connection made with `url` is encrypted (`pg_stat_ssl`), or the
+/// connection error.
+async fn encrypted(url: &str) -> Result<bool, String> {
+    let prepared = extauth_broker::store::postgres_tls::prepare(url)?;
+    let (client, connection) = prepared
+        .config
+        .connect(prepared.tls)
+        .await
+        .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+/// libpq's `sslmode` meanings against the local server (TLS with Debian's self-signed
+/// certificate for `localhost`).
+#[tokio::test]
+async fn sslmode_means_what_it_means_to_libpq() {
+    let db = TestDatabase::create().await;
+    let with = |query: &str| format!("{}?{query}", db.url);
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    assert_eq!(
+        ssl, "on",
+        "the local PostgreSQL serves TLS (Debian's default)"
+    );
+
+    assert_eq!(encrypted(&with("sslmode=disable")).await, Ok(false));
+    assert_eq!(
+        encrypted(&db.url).await,
+        Ok(true),
+        "prefer: TLS when offered"
+    );
+    assert_eq!(encrypted(&with("sslmode=require")).await, Ok(true));
+    // The certificate is self-signed: not trusted without sslrootcert.
+    let refused = encrypted(&with("sslmode=verify-ca")).await.unwrap_err();
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
+    // With it, the chain is trusted; its name is localhost, not 127.0.0.1.
+    let ca = with(&format!("sslmode=verify-ca&sslrootcert={snakeoil}"));
+    assert_eq!(encrypted(&ca).await, Ok(true));
+    let full = with(&format!("sslmode=verify-full&sslrootcert={snakeoil}"));
+    let refused = encrypted(&full).await.unwrap_err();
+    assert!(refused.contains("NotValidForName"), "{refused}");
+    let by_name = full.replace("127.0.0.1", "localhost");
+    assert_eq!(encrypted(&by_name).await, Ok(true));
+
+    // The store itself over a fully checked connection.
+    let store = PgStore::connect(&by_name).await.unwrap();
+    store.ping().await.unwrap();
+}

@@ -7,6 +7,7 @@
 
 pub mod conformance;
 mod postgres;
+pub mod postgres_tls;
 mod sled_store;
 
 use std::collections::BTreeSet;

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::{
     HeldLock, LinkChanged, LinkRecord, OidcIdentity, OidcSession, PendingRevocation, Session,
@@ -309,17 +309,23 @@ impl PgStore {
     /// listening for link changes. Fails when the database cannot be reached; the caller
     /// decides whether to retry.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let prepared = super::postgres_tls::prepare(url).map_err(|e| {
             StoreError::Backend(format!(
-                "CODER_PG_CONNECTION_URL is not a PostgreSQL URL ({e}); write postgres://user:password@host:5432/database"
+                "CODER_PG_CONNECTION_URL is not a usable PostgreSQL URL ({e}); write postgres://user:password@host:5432/database?sslmode=verify-full"
             ))
         })?;
+        if prepared.encrypted && prepared.check == super::postgres_tls::Check::Nothing {
+            tracing::warn!(
+                "CODER_PG_CONNECTION_URL: the database's TLS certificate is not checked (as libpq with this sslmode); use sslmode=verify-full, with sslrootcert for a private CA"
+            );
+        }
+        let (config, tls) = (prepared.config, prepared.tls);
         let mut config_for_pool = config.clone();
         config_for_pool.connect_timeout(Duration::from_secs(5));
         let pool_of = |size: usize| {
             let manager = Manager::from_config(
                 config_for_pool.clone(),
-                NoTls,
+                tls.clone(),
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
@@ -343,7 +349,7 @@ impl PgStore {
             events,
         };
         store.migrate().await?;
-        tokio::spawn(listen(config, store.events.clone()));
+        tokio::spawn(listen(config, tls, store.events.clone()));
         Ok(store)
     }
 
@@ -527,10 +533,14 @@ impl PgStore {
 
 /// Keeps a connection `LISTEN`ing for link changes and forwards them to local waiters;
 /// reconnects after a failure.
-async fn listen(config: tokio_postgres::Config, events: broadcast::Sender<LinkChanged>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    events: broadcast::Sender<LinkChanged>,
+) {
     let mut delay = Duration::from_millis(250);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let listening = client.batch_execute(LISTEN);
                 // The connection must be polled for the LISTEN to complete.
