@@ -185,3 +185,48 @@ async fn sslmode_means_what_it_means_to_libpq() {
     let store = PgStore::connect(&by_name).await.unwrap();
     store.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn after_losing_its_listen_connection_a_replica_reconnects_and_waiters_look_again() {
+    let db = TestDatabase::create().await;
+    let a = PgStore::connect(&db.url).await.unwrap();
+    let b = PgStore::connect(&db.url).await.unwrap();
+    let mut events = b.subscribe_links();
+    let (admin, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let listeners = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN extauth_links'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while admin.query(listeners, &[]).await.unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "both replicas listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Cut every LISTEN connection, as a database restart or a network blip would.
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN extauth_links'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("a resync after reconnecting")
+        .unwrap();
+    assert!(event.concerns("anyone", "any-provider"), "{event:?}");
+    // And notifications flow again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        a.put_link(&conformance::link("u2", "gitlab", None))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+            Ok(Ok(e)) if e.user_id == "u2" => break,
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "notifications resumed"
+            ),
+        }
+    }
+}

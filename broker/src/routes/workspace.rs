@@ -126,9 +126,7 @@ pub async fn external_auth_get(
         loop {
             let woke = match tokio::time::timeout_at(deadline, events.recv()).await {
                 Err(_elapsed) => return Ok(not_linked()),
-                Ok(Ok(event)) => {
-                    event.user_id == user_id && event.provider_id == provider.id.as_str()
-                }
+                Ok(Ok(event)) => event.concerns(user_id, provider.id.as_str()),
                 Ok(Err(RecvError::Lagged(_))) => true,
                 Ok(Err(RecvError::Closed)) => {
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -162,10 +162,27 @@ pub struct PendingRevocation {
 /// A change of a link, sent to `listen` waiters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkChanged {
-    /// Whose link.
+    /// Whose link (empty: see [`LinkChanged::unknown`]).
     pub user_id: String,
     /// Which provider.
     pub provider_id: String,
+}
+
+impl LinkChanged {
+    /// Any link may have changed (notifications were missed while reconnecting): every waiter
+    /// looks again.
+    pub fn unknown() -> Self {
+        Self {
+            user_id: String::new(),
+            provider_id: String::new(),
+        }
+    }
+
+    /// Whether a waiter for (`user_id`, `provider_id`) should look again.
+    pub fn concerns(&self, user_id: &str, provider_id: &str) -> bool {
+        (self.user_id.is_empty() && self.provider_id.is_empty())
+            || (self.user_id == user_id && self.provider_id == provider_id)
+    }
 }
 
 /// Everything a store holds, for `store migrate` and `dbcrypt`.

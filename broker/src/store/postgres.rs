@@ -10,7 +10,6 @@
 //!   by closing that connection, so a replica that dies never leaves a lock behind.
 
 use std::collections::BTreeSet;
-use std::future::Future as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -532,61 +531,64 @@ impl PgStore {
 }
 
 /// Keeps a connection `LISTEN`ing for link changes and forwards them to local waiters;
-/// reconnects after a failure.
+/// reconnects after a failure, then tells every waiter to look again (what changed while the
+/// connection was down is not known).
 async fn listen(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     events: broadcast::Sender<LinkChanged>,
 ) {
     let mut delay = Duration::from_millis(250);
+    let mut reconnecting = false;
     loop {
-        match config.connect(tls.clone()).await {
-            Ok((client, mut connection)) => {
-                let listening = client.batch_execute(LISTEN);
-                // The connection must be polled for the LISTEN to complete.
-                let mut pending_listen = Box::pin(listening);
-                let mut listened = false;
-                loop {
-                    let message = std::future::poll_fn(|cx| {
-                        if !listened {
-                            if let std::task::Poll::Ready(result) = pending_listen.as_mut().poll(cx)
-                            {
-                                listened = true;
-                                if let Err(e) = result {
-                                    return std::task::Poll::Ready(Some(Err(e)));
-                                }
-                                delay = Duration::from_millis(250);
-                            }
-                        }
-                        connection.poll_message(cx)
-                    })
-                    .await;
-                    match message {
-                        Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                            if let Some((user_id, provider_id)) = n.payload().split_once('\n') {
-                                let _ = events.send(LinkChanged {
-                                    user_id: user_id.to_owned(),
-                                    provider_id: provider_id.to_owned(),
-                                });
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "PostgreSQL LISTEN connection failed; reconnecting");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                drop(pending_listen);
-                drop(client);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "PostgreSQL LISTEN connection unavailable");
-            }
+        match listen_once(&config, &tls, &events, reconnecting).await {
+            // It was listening until the connection ended: start over quickly.
+            Ok(()) => delay = Duration::from_millis(250),
+            Err(e) => tracing::warn!(
+                error = %causes(&e),
+                retry_in_ms = delay.as_millis() as u64,
+                "PostgreSQL LISTEN connection unavailable"
+            ),
         }
+        reconnecting = true;
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One `LISTEN` connection, until it ends.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
+    events: &broadcast::Sender<LinkChanged>,
+    reconnecting: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(tls.clone()).await?;
+    let forward = events.clone();
+    // The connection delivers notifications only while it is polled, LISTEN's answer included.
+    let pump = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message? {
+                if let Some((user_id, provider_id)) = n.payload().split_once('\n') {
+                    let _ = forward.send(LinkChanged {
+                        user_id: user_id.to_owned(),
+                        provider_id: provider_id.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    });
+    client.batch_execute(LISTEN).await?;
+    if reconnecting {
+        let _ = events.send(LinkChanged::unknown());
+    }
+    let ended = pump.await;
+    drop(client);
+    match ended {
+        Ok(result) => result,
+        // The pump never panics; a cancelled runtime is shutting down anyway.
+        Err(_) => Ok(()),
     }
 }
 
