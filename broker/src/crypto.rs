@@ -18,12 +18,96 @@ use sha2::{Digest, Sha256};
 use crate::random;
 
 /// A value sealed with a key of the ring. This is all the store ever sees of a secret.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Sealed {
     /// Which key sealed it.
     pub key_id: String,
     /// Nonce (12 bytes) followed by ciphertext and tag, base64.
     pub data: String,
+}
+
+/// The text form (JSON): `{"key_id", "data"}` with `data` in base64.
+#[derive(Serialize, Deserialize)]
+struct SealedText {
+    key_id: String,
+    data: String,
+}
+
+/// Binary formats (the embedded store's records) keep the bytes, a third smaller than base64.
+impl Serialize for Sealed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            SealedText {
+                key_id: self.key_id.clone(),
+                data: self.data.clone(),
+            }
+            .serialize(serializer)
+        } else {
+            // Ciphertext is canonical base64 and goes as its bytes; anything else (never
+            // produced by the ring) is kept verbatim, so a store returns what it was given.
+            match STANDARD.decode(&self.data) {
+                Ok(bytes) if STANDARD.encode(&bytes) == self.data => {
+                    (&self.key_id, RAW, Bytes(&bytes)).serialize(serializer)
+                }
+                _ => (&self.key_id, VERBATIM, Bytes(self.data.as_bytes())).serialize(serializer),
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sealed {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = SealedText::deserialize(deserializer)?;
+            Ok(Self {
+                key_id: text.key_id,
+                data: text.data,
+            })
+        } else {
+            let (key_id, form, bytes): (String, u8, ByteBuf) =
+                Deserialize::deserialize(deserializer)?;
+            let data = match form {
+                RAW => STANDARD.encode(bytes.0),
+                _ => String::from_utf8(bytes.0).map_err(serde::de::Error::custom)?,
+            };
+            Ok(Self { key_id, data })
+        }
+    }
+}
+
+/// Binary form of `data`: its base64-decoded bytes.
+const RAW: u8 = 0;
+/// Binary form of `data`: the string itself.
+const VERBATIM: u8 = 1;
+
+/// Bytes serialized as bytes (not as a sequence of numbers).
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
 }
 
 impl Sealed {
@@ -266,6 +350,35 @@ mod tests {
             new_only.open("p", &sealed),
             Err(CryptoError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn sealed_values_are_text_in_json_and_bytes_in_binary_records() {
+        let ring = KeyRing::parse(&key(1)).unwrap();
+        let sealed = ring.seal("p", b"gho_token");
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"key_id":"{}","data":"{}"}}"#,
+                sealed.key_id, sealed.data
+            )
+        );
+        assert_eq!(serde_json::from_str::<Sealed>(&json).unwrap(), sealed);
+        let binary = postcard::to_allocvec(&sealed).unwrap();
+        // key id (1 + 7 bytes), form (1), raw nonce, ciphertext and tag (1 + 12 + 9 + 16).
+        assert_eq!(binary.len(), 8 + 1 + 1 + 12 + 9 + 16);
+        assert_eq!(postcard::from_bytes::<Sealed>(&binary).unwrap(), sealed);
+        for odd in [
+            Sealed::plaintext(b"x"),
+            Sealed {
+                key_id: "k".into(),
+                data: "not base64!".into(),
+            },
+        ] {
+            let binary = postcard::to_allocvec(&odd).unwrap();
+            assert_eq!(postcard::from_bytes::<Sealed>(&binary).unwrap(), odd);
+        }
     }
 
     #[test]
