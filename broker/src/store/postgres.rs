@@ -418,6 +418,15 @@ impl PgStore {
         result
     }
 
+    /// Runs a statement; how many rows it touched.
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<u64> {
+        self.client().await?.execute(sql, params).await.map_err(pg)
+    }
+
     /// One row by a prepared statement kept per connection: the hot reads (every workspace
     /// lookup reads a token, a user and a link) then take one round trip instead of two.
     async fn one(
@@ -713,31 +722,22 @@ impl Store for PgStore {
     }
 
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash])
+        self.execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash])
             .await
-            .map_err(pg)?;
-        Ok(())
+            .map(drop)
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
+        self.execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
             .await
-            .map_err(pg)
     }
 
     async fn delete_sessions_by_sid(&self, user_id: &str, sid: &str) -> StoreResult<u64> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM sessions WHERE user_id = $1 AND oidc_sid = $2",
-                &[&user_id, &sid],
-            )
-            .await
-            .map_err(pg)
+        self.execute(
+            "DELETE FROM sessions WHERE user_id = $1 AND oidc_sid = $2",
+            &[&user_id, &sid],
+        )
+        .await
     }
 
     async fn create_token(&self, token: &TokenRecord) -> StoreResult<()> {
@@ -774,25 +774,20 @@ impl Store for PgStore {
         kind: TokenKind,
     ) -> StoreResult<Vec<TokenRecord>> {
         let client = self.client().await?;
-        client
-            .query(
-                "SELECT * FROM api_tokens WHERE user_id = $1 AND kind = $2 ORDER BY created_at, id",
-                &[&user_id, &kind_name(kind)],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(token_of)
-            .collect()
+        rows(
+            &client,
+            "SELECT * FROM api_tokens WHERE user_id = $1 AND kind = $2 ORDER BY created_at, id",
+            &[&user_id, &kind_name(kind)],
+            token_of,
+        )
+        .await
     }
 
     async fn delete_token(&self, id: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
+        Ok(self
             .execute("DELETE FROM api_tokens WHERE id = $1", &[&id])
-            .await
-            .map_err(pg)?;
-        Ok(n > 0)
+            .await?
+            > 0)
     }
 
     async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
@@ -845,16 +840,13 @@ impl Store for PgStore {
 
     async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
         let client = self.client().await?;
-        client
-            .query(
-                "SELECT * FROM external_auth_links WHERE user_id = $1 ORDER BY provider_id",
-                &[&user_id],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(link_of)
-            .collect()
+        rows(
+            &client,
+            "SELECT * FROM external_auth_links WHERE user_id = $1 ORDER BY provider_id",
+            &[&user_id],
+            link_of,
+        )
+        .await
     }
 
     async fn delete_link(
@@ -889,16 +881,13 @@ impl Store for PgStore {
 
     async fn pending_revocations_due(&self, now: i64) -> StoreResult<Vec<PendingRevocation>> {
         let client = self.client().await?;
-        client
-            .query(
-                "SELECT * FROM pending_revocations WHERE next_attempt_at <= $1 ORDER BY created_at, id",
-                &[&now],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(pending_of)
-            .collect()
+        rows(
+            &client,
+            "SELECT * FROM pending_revocations WHERE next_attempt_at <= $1 ORDER BY created_at, id",
+            &[&now],
+            pending_of,
+        )
+        .await
     }
 
     async fn pending_revocations_of_user(
@@ -906,25 +895,20 @@ impl Store for PgStore {
         user_id: &str,
     ) -> StoreResult<Vec<PendingRevocation>> {
         let client = self.client().await?;
-        client
-            .query(
-                "SELECT * FROM pending_revocations WHERE user_id = $1 ORDER BY created_at, id",
-                &[&user_id],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(pending_of)
-            .collect()
+        rows(
+            &client,
+            "SELECT * FROM pending_revocations WHERE user_id = $1 ORDER BY created_at, id",
+            &[&user_id],
+            pending_of,
+        )
+        .await
     }
 
     async fn delete_pending_revocation(&self, id: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
+        Ok(self
             .execute("DELETE FROM pending_revocations WHERE id = $1", &[&id])
-            .await
-            .map_err(pg)?;
-        Ok(n > 0)
+            .await?
+            > 0)
     }
 
     async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>> {
@@ -1002,12 +986,13 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         let snapshot = Snapshot {
-            users: rows(&tx, "SELECT * FROM users", user_of).await?,
-            sessions: rows(&tx, "SELECT * FROM sessions", session_of).await?,
-            tokens: rows(&tx, "SELECT * FROM api_tokens", token_of).await?,
-            links: rows(&tx, "SELECT * FROM external_auth_links", link_of).await?,
-            pending_revocations: rows(&tx, "SELECT * FROM pending_revocations", pending_of).await?,
-            revoked_keys: rows(&tx, "SELECT key_id FROM dbcrypt_keys", |r| {
+            users: rows(&tx, "SELECT * FROM users", &[], user_of).await?,
+            sessions: rows(&tx, "SELECT * FROM sessions", &[], session_of).await?,
+            tokens: rows(&tx, "SELECT * FROM api_tokens", &[], token_of).await?,
+            links: rows(&tx, "SELECT * FROM external_auth_links", &[], link_of).await?,
+            pending_revocations: rows(&tx, "SELECT * FROM pending_revocations", &[], pending_of)
+                .await?,
+            revoked_keys: rows(&tx, "SELECT key_id FROM dbcrypt_keys", &[], |r| {
                 r.try_get(0).map_err(pg)
             })
             .await?,
@@ -1111,11 +1096,13 @@ impl Store for PgStore {
 
 /// Every row of a query, converted.
 async fn rows<T>(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &impl deadpool_postgres::GenericClient,
     sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     convert: impl Fn(&Row) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
-    tx.query(sql, &[])
+    client
+        .query(sql, params)
         .await
         .map_err(pg)?
         .iter()
