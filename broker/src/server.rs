@@ -30,8 +30,8 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// The store could not be opened.
-    #[error("{0}; is another extauth-broker using the same EXTAUTH_DATA_DIR?")]
+    /// The store could not be opened or read.
+    #[error("{0}")]
     Store(String),
     /// Keys are malformed, or data was sealed with keys not in the ring.
     #[error("{0}")]
@@ -56,9 +56,13 @@ fn open_sled(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
         path: dir.display().to_string(),
         source,
     })?;
-    Ok(Arc::new(
-        SledStore::open(&dir.join("store")).map_err(|e| StartError::Store(e.to_string()))?,
-    ))
+    Ok(Arc::new(SledStore::open(&dir.join("store")).map_err(
+        |e| {
+            StartError::Store(format!(
+                "{e}; is another extauth-broker using the same EXTAUTH_DATA_DIR?"
+            ))
+        },
+    )?))
 }
 
 /// The key ring: the configured keys, or (embedded store only) the generated key file.
