@@ -90,7 +90,20 @@ pub fn key_ring(settings: &Settings) -> Result<KeyRing, StartError> {
 
 /// Refuses keys and data that do not fit together: data sealed with a key missing from the
 /// ring or revoked by `dbcrypt`, or a ring whose encrypting key was revoked.
-pub async fn check_keys(store: &dyn Store, keys: &KeyRing) -> Result<(), StartError> {
+pub async fn check_keys(
+    store: &dyn Store,
+    keys: &KeyRing,
+    settings: &Settings,
+) -> Result<(), StartError> {
+    // Where the keys came from, for the messages.
+    let source = if settings.encryption_keys.is_some() {
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".to_owned()
+    } else {
+        format!(
+            "the generated key file {} (CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS is unset)",
+            settings.data_dir.join(KEY_FILE).display()
+        )
+    };
     let store_error = |e: crate::store::StoreError| StartError::Store(e.to_string());
     let used = store.encryption_key_ids().await.map_err(store_error)?;
     let revoked = store.revoked_key_ids().await.map_err(store_error)?;
@@ -101,7 +114,7 @@ pub async fn check_keys(store: &dyn Store, keys: &KeyRing) -> Result<(), StartEr
         .collect();
     if !unknown.is_empty() {
         return Err(StartError::Keys(format!(
-            "stored tokens are encrypted with key(s) {} that CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS does not contain (it has {}); add the missing key(s) after the current one, or remove the data",
+            "stored tokens are encrypted with key(s) {} that {source} does not contain (it has {}); add the missing key(s) to CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS after the current one, or remove the data",
             unknown.join(", "),
             keys.key_ids().join(", ")
         )));
@@ -120,7 +133,7 @@ pub async fn check_keys(store: &dyn Store, keys: &KeyRing) -> Result<(), StartEr
     if let Some(first) = keys.key_ids().first() {
         if revoked.contains(*first) {
             return Err(StartError::Keys(format!(
-                "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS: the first (encrypting) key {first} was revoked by dbcrypt; put a new key first (`openssl rand -base64 32`)"
+                "the encrypting key {first} from {source} was revoked by dbcrypt; set CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS to the key the data was rotated to, or to a new one first (`openssl rand -base64 32`)"
             )));
         }
     }
@@ -148,7 +161,7 @@ pub async fn build_state(
     store: Arc<dyn Store>,
 ) -> Result<AppState, StartError> {
     let keys = key_ring(&settings)?;
-    check_keys(&*store, &keys).await?;
+    check_keys(&*store, &keys, &settings).await?;
     let upstream =
         Upstream::new(settings.upstream_timeout).map_err(|e| StartError::Http(e.to_string()))?;
     let oidc = oidc
