@@ -2,22 +2,18 @@
 //! to, and the polling pace. The broker enforces `interval`, `slow_down` (+5 s) and `expires_in`
 //! itself, so a client polling too fast is slowed down without the provider being asked, and an
 //! expired code is refused without a call.
+//!
+//! Flows live in the store, not in the process: with several replicas, the poll that starts a
+//! flow and the polls that follow may each reach another one. Booking a poll slot is a
+//! compare-and-swap on `next_poll_ms`, so two replicas never both ask the provider at once.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::identity::hash;
+use crate::store::{DeviceFlowRecord, Store, StoreResult, unix_millis};
 
-/// One device flow.
-#[derive(Debug, Clone)]
-struct Flow {
-    user_id: String,
-    provider_id: String,
-    interval: Duration,
-    next_poll: Instant,
-    expires: Instant,
-}
+/// What `slow_down` adds to the interval (RFC 8628 §3.5).
+const SLOW_DOWN_MS: i64 = 5_000;
 
 /// What to do with a poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,110 +28,159 @@ pub enum Poll {
     Unknown,
 }
 
-/// Device flows keyed by the hash of the device code.
-#[derive(Default)]
-pub struct DeviceFlows(Mutex<HashMap<String, Flow>>);
+fn duration_of(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or_default())
+}
 
-impl DeviceFlows {
-    fn flows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flow>> {
-        match self.0.lock() {
-            Ok(flows) => flows,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
+/// Registers a flow the provider just started.
+pub async fn start(
+    store: &dyn Store,
+    device_code: &str,
+    user_id: &str,
+    provider_id: &str,
+    interval_seconds: u64,
+    expires_in_seconds: u64,
+) -> StoreResult<()> {
+    let now = unix_millis();
+    let seconds = |s: u64| i64::try_from(s.max(1).saturating_mul(1000)).unwrap_or(i64::MAX);
+    store
+        .put_device_flow(&DeviceFlowRecord {
+            code_hash: hash(device_code),
+            user_id: user_id.to_owned(),
+            provider_id: provider_id.to_owned(),
+            interval_ms: seconds(interval_seconds),
+            next_poll_ms: now,
+            expires_ms: now.saturating_add(seconds(expires_in_seconds)),
+        })
+        .await
+}
 
-    /// Registers a flow the provider just started.
-    pub fn start(
-        &self,
-        device_code: &str,
-        user_id: &str,
-        provider_id: &str,
-        interval: u64,
-        expires_in: u64,
-    ) {
-        let now = Instant::now();
-        let mut flows = self.flows();
-        flows.retain(|_, f| f.expires > now);
-        flows.insert(
-            hash(device_code),
-            Flow {
-                user_id: user_id.to_owned(),
-                provider_id: provider_id.to_owned(),
-                interval: Duration::from_secs(interval.max(1)),
-                next_poll: now,
-                expires: now + Duration::from_secs(expires_in.max(1)),
-            },
-        );
-    }
-
-    /// Decides whether a poll may go to the provider, and books the next slot if so.
-    pub fn poll(&self, device_code: &str, user_id: &str, provider_id: &str) -> Poll {
-        let now = Instant::now();
-        let mut flows = self.flows();
-        let Some(flow) = flows.get_mut(&hash(device_code)) else {
-            return Poll::Unknown;
+/// Decides whether a poll may go to the provider, and books the next slot if so.
+pub async fn poll(
+    store: &dyn Store,
+    device_code: &str,
+    user_id: &str,
+    provider_id: &str,
+) -> StoreResult<Poll> {
+    let code_hash = hash(device_code);
+    loop {
+        let Some(flow) = store.device_flow(&code_hash).await? else {
+            return Ok(Poll::Unknown);
         };
         if flow.user_id != user_id || flow.provider_id != provider_id {
-            return Poll::Unknown;
+            return Ok(Poll::Unknown);
         }
-        if now >= flow.expires {
-            return Poll::Expired;
+        let now = unix_millis();
+        if now >= flow.expires_ms {
+            return Ok(Poll::Expired);
         }
-        if now < flow.next_poll {
-            flow.interval += Duration::from_secs(5);
-            flow.next_poll = now + flow.interval;
-            return Poll::SlowDown(flow.interval);
+        let mut next = flow.clone();
+        let verdict = if now < flow.next_poll_ms {
+            // Too fast: slowed down by 5 s without asking the provider, as it would.
+            next.interval_ms += SLOW_DOWN_MS;
+            Poll::SlowDown(duration_of(next.interval_ms))
+        } else {
+            Poll::Ask
+        };
+        next.next_poll_ms = now + next.interval_ms;
+        if store
+            .replace_device_flow_if(&next, flow.next_poll_ms)
+            .await?
+        {
+            return Ok(verdict);
         }
-        flow.next_poll = now + flow.interval;
-        Poll::Ask
+        // Another replica booked this slot meanwhile: judge again against its booking.
     }
+}
 
-    /// The provider said `slow_down`: add 5 s to the interval (RFC 8628 §3.5).
-    pub fn slow_down(&self, device_code: &str) -> Duration {
-        let mut flows = self.flows();
-        match flows.get_mut(&hash(device_code)) {
-            Some(flow) => {
-                flow.interval += Duration::from_secs(5);
-                flow.next_poll = Instant::now() + flow.interval;
-                flow.interval
-            }
-            None => Duration::from_secs(5),
+/// The provider said `slow_down`: add 5 s to the interval; the new interval.
+pub async fn slow_down(store: &dyn Store, device_code: &str) -> StoreResult<Duration> {
+    let code_hash = hash(device_code);
+    loop {
+        let Some(flow) = store.device_flow(&code_hash).await? else {
+            return Ok(duration_of(SLOW_DOWN_MS));
+        };
+        let mut next = flow.clone();
+        next.interval_ms += SLOW_DOWN_MS;
+        next.next_poll_ms = unix_millis() + next.interval_ms;
+        if store
+            .replace_device_flow_if(&next, flow.next_poll_ms)
+            .await?
+        {
+            return Ok(duration_of(next.interval_ms));
         }
     }
+}
 
-    /// The flow ended (linked, denied or expired).
-    pub fn finish(&self, device_code: &str) {
-        self.flows().remove(&hash(device_code));
-    }
+/// The flow ended (linked, denied or expired).
+pub async fn finish(store: &dyn Store, device_code: &str) -> StoreResult<()> {
+    store.delete_device_flow(&hash(device_code)).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SledStore;
 
-    #[test]
-    fn pace_and_ownership() {
-        let flows = DeviceFlows::default();
-        flows.start("dc", "u1", "github", 1, 60);
-        assert_eq!(flows.poll("dc", "u2", "github"), Poll::Unknown);
-        assert_eq!(flows.poll("dc", "u1", "gitlab"), Poll::Unknown);
-        assert_eq!(flows.poll("other", "u1", "github"), Poll::Unknown);
-        assert_eq!(flows.poll("dc", "u1", "github"), Poll::Ask);
-        // Immediately again: too fast, slowed down by 5 s without asking the provider.
-        assert_eq!(
-            flows.poll("dc", "u1", "github"),
-            Poll::SlowDown(Duration::from_secs(6))
-        );
-        assert_eq!(flows.slow_down("dc"), Duration::from_secs(11));
-        flows.finish("dc");
-        assert_eq!(flows.poll("dc", "u1", "github"), Poll::Unknown);
+    fn store() -> (SledStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (SledStore::open(&dir.path().join("db")).unwrap(), dir)
     }
 
-    #[test]
-    fn expiry() {
-        let flows = DeviceFlows::default();
-        flows.start("dc", "u1", "github", 1, 0);
-        std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(flows.poll("dc", "u1", "github"), Poll::Expired);
+    #[tokio::test]
+    async fn pace_and_ownership() {
+        let (flows, _dir) = store();
+        start(&flows, "dc", "u1", "github", 1, 60).await.unwrap();
+        let poll = |user: &'static str, provider: &'static str, code: &'static str| {
+            let flows = &flows;
+            async move { super::poll(flows, code, user, provider).await.unwrap() }
+        };
+        assert_eq!(poll("u2", "github", "dc").await, Poll::Unknown);
+        assert_eq!(poll("u1", "gitlab", "dc").await, Poll::Unknown);
+        assert_eq!(poll("u1", "github", "other").await, Poll::Unknown);
+        assert_eq!(poll("u1", "github", "dc").await, Poll::Ask);
+        // Immediately again: too fast, slowed down by 5 s without asking the provider.
+        assert_eq!(
+            poll("u1", "github", "dc").await,
+            Poll::SlowDown(Duration::from_secs(6))
+        );
+        assert_eq!(
+            slow_down(&flows, "dc").await.unwrap(),
+            Duration::from_secs(11)
+        );
+        finish(&flows, "dc").await.unwrap();
+        assert_eq!(poll("u1", "github", "dc").await, Poll::Unknown);
+    }
+
+    #[tokio::test]
+    async fn expiry() {
+        let (flows, _dir) = store();
+        start(&flows, "dc", "u1", "github", 1, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            poll(&flows, "dc", "u1", "github").await.unwrap(),
+            Poll::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_polls_book_one_slot() {
+        let (flows, _dir) = store();
+        start(&flows, "dc", "u1", "github", 5, 60).await.unwrap();
+        let verdicts = futures_join(&flows).await;
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Poll::Ask).count(),
+            1,
+            "{verdicts:?}"
+        );
+    }
+
+    async fn futures_join(flows: &SledStore) -> Vec<Poll> {
+        let (a, b, c) = tokio::join!(
+            poll(flows, "dc", "u1", "github"),
+            poll(flows, "dc", "u1", "github"),
+            poll(flows, "dc", "u1", "github"),
+        );
+        vec![a.unwrap(), b.unwrap(), c.unwrap()]
     }
 }

@@ -7,7 +7,6 @@ use extauth_providers::Providers;
 use tokio::net::TcpListener;
 
 use crate::crypto::KeyRing;
-use crate::device::DeviceFlows;
 use crate::identity;
 use crate::refresh::RefreshLocks;
 use crate::routes;
@@ -175,7 +174,6 @@ pub async fn build_state(
         keys,
         upstream,
         refresh_locks: RefreshLocks::default(),
-        devices: DeviceFlows::default(),
         dev_login: Mutex::new(None),
         oidc,
         metrics,

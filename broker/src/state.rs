@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use extauth_providers::Providers;
 
 use crate::crypto::KeyRing;
-use crate::device::DeviceFlows;
 use crate::identity::DevLogin;
 use crate::refresh::RefreshLocks;
 use crate::settings::Settings;
@@ -31,8 +30,6 @@ pub struct Inner {
     pub upstream: Upstream,
     /// One refresh at a time per (user, provider).
     pub refresh_locks: RefreshLocks,
-    /// Device flows in progress.
-    pub devices: DeviceFlows,
     /// The pending one-time sign-in link of `--dev`.
     pub dev_login: Mutex<Option<DevLogin>>,
     /// OIDC sign-in, when configured.

@@ -89,13 +89,16 @@ async fn replicas_starting_together_migrate_once() {
         .unwrap();
     tokio::spawn(connection);
     let versions: Vec<i32> = client
-        .query("SELECT version FROM extauth_schema_migrations", &[])
+        .query(
+            "SELECT version FROM extauth_schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
 }
 
 /// Runs futures concurrently (without a futures crate).

@@ -47,11 +47,26 @@ impl Cluster {
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}/external-auth/forge/callback"))
             .collect();
-        let idp = Idp::start(
-            json!({ "clients": [client("broker", "broker-secret", &callbacks, false)] }),
-        );
+        let idp = Idp::start(json!({ "clients": [
+            client("broker", "broker-secret", &callbacks, false),
+            client("broker-device", "device-secret", &[], true),
+        ] }));
         let db = TestDatabase::create().await;
         let mut env = forge(&idp.issuer);
+        // A second provider linked by device code.
+        env.extend(provider_env(
+            1,
+            "tracker",
+            &idp.issuer,
+            "broker-device",
+            "device-secret",
+            "tracker.test",
+        ));
+        env.push(("CODER_EXTERNAL_AUTH_1_DEVICE_FLOW".into(), "true".into()));
+        env.push((
+            "CODER_EXTERNAL_AUTH_1_DEVICE_CODE_URL".into(),
+            format!("{}/device/auth", idp.issuer),
+        ));
         env.push(("CODER_PG_CONNECTION_URL".into(), db.url.clone()));
         env.push((
             "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".into(),
@@ -496,4 +511,59 @@ async fn a_replica_waits_for_its_database_and_reports_it_not_ready() {
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     assert!(process.terminate(), "it still shuts down cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_flow_started_on_one_replica_completes_on_another() {
+    let cluster = Cluster::new(2, &key(1)).await;
+    let a = cluster.start(0);
+    let b = cluster.start(1);
+    // One browser session; the cookie and its CSRF token are valid on both replicas.
+    let (browser, csrf) = a.admin().await;
+    let started: Value = browser
+        .get(format!("{}/api/v2/external-auth/tracker/device", a.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_code = started["device_code"].as_str().unwrap().to_owned();
+    cluster
+        .idp
+        .approve_device(started["user_code"].as_str().unwrap())
+        .await;
+
+    let poll = |base: String| {
+        let (browser, csrf, device_code) = (browser.clone(), csrf.clone(), device_code.clone());
+        async move {
+            let response = browser
+                .post(format!("{base}/api/v2/external-auth/tracker/device"))
+                .header("X-CSRF-Token", csrf)
+                .json(&json!({ "device_code": device_code }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, body) = poll(b.url.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "B knows the flow A started: {body}"
+    );
+    // The flow is over everywhere.
+    let (status, body) = poll(a.url.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Unknown device code"), "{body}");
+
+    let token = a
+        .workspace_token(&browser, &csrf, "me", json!({"name": "ws"}))
+        .await;
+    let (status, reply) = b.lookup(&token, "id=tracker").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!access(&reply).is_empty(), "{reply}");
+    assert!(a.stop() && b.stop());
 }

@@ -537,13 +537,15 @@ pub async fn device_get(
                 ApiError::upstream("Failed to authorize device.", &e)
             }
         })?;
-    state.devices.start(
+    crate::device::start(
+        &*state.store,
         &flow.device_code,
         &caller.user.id,
         &id,
         flow.interval,
         flow.expires_in,
-    );
+    )
+    .await?;
     Ok(Json(json!(flow)))
 }
 
@@ -563,7 +565,8 @@ pub async fn device_post(
     require_full_access(&caller)?;
     let provider = device_provider(&state, &id)?;
     let pending = |code: &str| ApiError::bad_request("Failed to exchange device code.", code);
-    match state.devices.poll(&body.device_code, &caller.user.id, &id) {
+    let store = &*state.store;
+    match crate::device::poll(store, &body.device_code, &caller.user.id, &id).await? {
         Poll::Unknown => {
             return Err(ApiError::bad_request(
                 "Unknown device code.",
@@ -571,7 +574,7 @@ pub async fn device_post(
             ));
         }
         Poll::Expired => {
-            state.devices.finish(&body.device_code);
+            crate::device::finish(store, &body.device_code).await?;
             return Err(pending("expired_token"));
         }
         Poll::SlowDown(_) => return Err(pending("slow_down")),
@@ -584,17 +587,17 @@ pub async fn device_post(
     {
         Ok(tokens) => {
             links::save_link(&state, &caller.user.id, provider, &tokens).await?;
-            state.devices.finish(&body.device_code);
+            crate::device::finish(store, &body.device_code).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         Err(e) => match e.oauth_code() {
             Some("authorization_pending") => Err(pending("authorization_pending")),
             Some("slow_down") => {
-                state.devices.slow_down(&body.device_code);
+                crate::device::slow_down(store, &body.device_code).await?;
                 Err(pending("slow_down"))
             }
             Some(code @ ("expired_token" | "access_denied")) => {
-                state.devices.finish(&body.device_code);
+                crate::device::finish(store, &body.device_code).await?;
                 Err(pending(code))
             }
             _ => Err(ApiError::upstream("Failed to exchange device code.", &e)),

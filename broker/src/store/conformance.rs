@@ -575,6 +575,67 @@ pub async fn locks(store: &dyn Store) {
     }
 }
 
+pub async fn device_flows(store: &dyn Store) {
+    let now = unix_millis();
+    let flow = DeviceFlowRecord {
+        code_hash: "h1".into(),
+        user_id: "u1".into(),
+        provider_id: "github".into(),
+        interval_ms: 5_000,
+        next_poll_ms: now,
+        expires_ms: now + 600_000,
+    };
+    store.put_device_flow(&flow).await.unwrap();
+    assert_eq!(store.device_flow("h1").await.unwrap(), Some(flow.clone()));
+    assert_eq!(store.device_flow("h2").await.unwrap(), None);
+
+    // Booking a slot is a compare-and-swap on next_poll_ms: the second booker loses.
+    let booked = DeviceFlowRecord {
+        next_poll_ms: now + 5_000,
+        ..flow.clone()
+    };
+    assert!(store.replace_device_flow_if(&booked, now).await.unwrap());
+    let late = DeviceFlowRecord {
+        next_poll_ms: now + 6_000,
+        ..flow.clone()
+    };
+    assert!(!store.replace_device_flow_if(&late, now).await.unwrap());
+    assert_eq!(store.device_flow("h1").await.unwrap(), Some(booked));
+    assert!(
+        !store
+            .replace_device_flow_if(
+                &DeviceFlowRecord {
+                    code_hash: "h9".into(),
+                    ..flow.clone()
+                },
+                now
+            )
+            .await
+            .unwrap(),
+        "no flow, nothing replaced"
+    );
+
+    // Expired flows go when another is stored.
+    let expired = DeviceFlowRecord {
+        code_hash: "old".into(),
+        expires_ms: now - 1,
+        ..flow.clone()
+    };
+    store.put_device_flow(&expired).await.unwrap();
+    store
+        .put_device_flow(&DeviceFlowRecord {
+            code_hash: "h3".into(),
+            ..flow.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.device_flow("old").await.unwrap(), None);
+
+    store.delete_device_flow("h1").await.unwrap();
+    assert_eq!(store.device_flow("h1").await.unwrap(), None);
+    assert!(store.device_flow("h3").await.unwrap().is_some());
+}
+
 /// A database of its own for one test, on the local PostgreSQL (`EXTAUTH_TEST_PG_URL`, default
 /// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards. Panics, never skips, when
 /// the server cannot be reached: these tests must run in CI.
@@ -646,7 +707,7 @@ macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@tests $factory;
             users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
-            snapshot_and_import, revoked_keys, locks);
+            snapshot_and_import, revoked_keys, locks, device_flows);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

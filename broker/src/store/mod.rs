@@ -159,6 +159,25 @@ pub struct PendingRevocation {
     pub created_at: i64,
 }
 
+/// A device flow (RFC 8628) in progress: whose it is and its polling pace. Kept in the store so
+/// that a poll reaching any replica is paced and owned the same way. Times are Unix
+/// milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceFlowRecord {
+    /// sha256 of the device code, hex.
+    pub code_hash: String,
+    /// Who started it.
+    pub user_id: String,
+    /// At which provider.
+    pub provider_id: String,
+    /// The polling interval now (grows with `slow_down`).
+    pub interval_ms: i64,
+    /// No poll reaches the provider before this.
+    pub next_poll_ms: i64,
+    /// The code's end.
+    pub expires_ms: i64,
+}
+
 /// A change of a link, sent to `listen` waiters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkChanged {
@@ -183,6 +202,13 @@ impl LinkChanged {
         (self.user_id.is_empty() && self.provider_id.is_empty())
             || (self.user_id == user_id && self.provider_id == provider_id)
     }
+}
+
+/// Milliseconds since the Unix epoch (device flow pacing across replicas uses wall time).
+pub fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Everything a store holds, for `store migrate` and `dbcrypt`.
@@ -438,6 +464,20 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged>;
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates or replaces a device flow; flows expired by now are dropped on the way.
+    async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()>;
+    /// A device flow by the hash of its code.
+    async fn device_flow(&self, code_hash: &str) -> StoreResult<Option<DeviceFlowRecord>>;
+    /// Replaces a device flow only if its `next_poll_ms` is still `expected_next_poll_ms` (two
+    /// replicas booking the same poll slot: one wins); whether it was replaced.
+    async fn replace_device_flow_if(
+        &self,
+        flow: &DeviceFlowRecord,
+        expected_next_poll_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Deletes a device flow.
+    async fn delete_device_flow(&self, code_hash: &str) -> StoreResult<()>;
 
     /// Waits for the lock `name`, shared by every process on this store (e.g. one refresh of a
     /// link across replicas).

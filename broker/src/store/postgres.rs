@@ -19,8 +19,9 @@ use tokio::sync::broadcast;
 use tokio_postgres::Row;
 
 use super::{
-    HeldLock, LinkChanged, LinkRecord, OidcIdentity, OidcSession, PendingRevocation, Session,
-    Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
+    DeviceFlowRecord, HeldLock, LinkChanged, LinkRecord, OidcIdentity, OidcSession,
+    PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind,
+    TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -30,9 +31,10 @@ const CHANNEL: &str = "extauth_links";
 const LISTEN: &str = "LISTEN extauth_links";
 
 /// Schema versions, applied in order, each in its own transaction. Append; never edit.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE users (
     id text PRIMARY KEY,
     username text NOT NULL UNIQUE,
@@ -105,7 +107,22 @@ CREATE TABLE dbcrypt_keys (
     revoked_at bigint NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        r"
+CREATE TABLE device_flows (
+    code_hash text PRIMARY KEY,
+    user_id text NOT NULL,
+    provider_id text NOT NULL,
+    interval_ms bigint NOT NULL,
+    next_poll_ms bigint NOT NULL,
+    expires_ms bigint NOT NULL
+);
+CREATE INDEX device_flows_expiry ON device_flows (expires_ms);
+",
+    ),
+];
 
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
@@ -255,6 +272,17 @@ fn link_of(row: &Row) -> StoreResult<LinkRecord> {
         needs_validation: row.try_get("needs_validation").map_err(pg)?,
         created_at: row.try_get("created_at").map_err(pg)?,
         updated_at: row.try_get("updated_at").map_err(pg)?,
+    })
+}
+
+fn device_flow_of(row: &Row) -> StoreResult<DeviceFlowRecord> {
+    Ok(DeviceFlowRecord {
+        code_hash: row.try_get("code_hash").map_err(pg)?,
+        user_id: row.try_get("user_id").map_err(pg)?,
+        provider_id: row.try_get("provider_id").map_err(pg)?,
+        interval_ms: row.try_get("interval_ms").map_err(pg)?,
+        next_poll_ms: row.try_get("next_poll_ms").map_err(pg)?,
+        expires_ms: row.try_get("expires_ms").map_err(pg)?,
     })
 }
 
@@ -940,6 +968,74 @@ impl Store for PgStore {
         let client = self.client().await?;
         client.execute("SELECT 1", &[]).await.map_err(pg)?;
         Ok(())
+    }
+
+    async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute(
+            "DELETE FROM device_flows WHERE expires_ms < $1",
+            &[&super::unix_millis()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO device_flows (code_hash, user_id, provider_id, interval_ms, next_poll_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (code_hash) DO UPDATE SET user_id = $2, provider_id = $3,
+                 interval_ms = $4, next_poll_ms = $5, expires_ms = $6",
+            &[
+                &flow.code_hash,
+                &flow.user_id,
+                &flow.provider_id,
+                &flow.interval_ms,
+                &flow.next_poll_ms,
+                &flow.expires_ms,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn device_flow(&self, code_hash: &str) -> StoreResult<Option<DeviceFlowRecord>> {
+        let row = self
+            .one(
+                "SELECT * FROM device_flows WHERE code_hash = $1",
+                &[&code_hash],
+            )
+            .await?;
+        row.as_ref().map(device_flow_of).transpose()
+    }
+
+    async fn replace_device_flow_if(
+        &self,
+        flow: &DeviceFlowRecord,
+        expected_next_poll_ms: i64,
+    ) -> StoreResult<bool> {
+        let updated = self
+            .execute(
+                "UPDATE device_flows SET interval_ms = $2, next_poll_ms = $3, expires_ms = $4
+                 WHERE code_hash = $1 AND next_poll_ms = $5",
+                &[
+                    &flow.code_hash,
+                    &flow.interval_ms,
+                    &flow.next_poll_ms,
+                    &flow.expires_ms,
+                    &expected_next_poll_ms,
+                ],
+            )
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn delete_device_flow(&self, code_hash: &str) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM device_flows WHERE code_hash = $1",
+            &[&code_hash],
+        )
+        .await
+        .map(drop)
     }
 
     async fn lock(&self, name: &str) -> StoreResult<StoreLock> {

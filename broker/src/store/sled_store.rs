@@ -12,8 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    LinkChanged, LinkRecord, PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock,
-    StoreResult, TokenKind, TokenRecord, User,
+    DeviceFlowRecord, LinkChanged, LinkRecord, PendingRevocation, Session, Snapshot, Store,
+    StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -31,6 +31,7 @@ pub struct SledStore {
     links: sled::Tree,
     revocations: sled::Tree,
     revoked_keys: sled::Tree,
+    device_flows: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -91,6 +92,7 @@ impl SledStore {
             links: db.open_tree("links")?,
             revocations: db.open_tree("revocations")?,
             revoked_keys: db.open_tree("revoked_keys")?,
+            device_flows: db.open_tree("device_flows")?,
             db,
             events,
         })
@@ -418,6 +420,56 @@ impl Store for SledStore {
     async fn ping(&self) -> StoreResult<()> {
         self.db.was_recovered(); // Touching the handle is enough: sled is in-process.
         Ok(())
+    }
+
+    async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
+        let now = super::unix_millis();
+        for entry in self.device_flows.iter() {
+            let (key, value) = entry?;
+            let stale: DeviceFlowRecord = decode(&value)?;
+            if stale.expires_ms < now {
+                self.device_flows.remove(key)?;
+            }
+        }
+        self.device_flows
+            .insert(flow.code_hash.as_bytes(), encode(flow)?)?;
+        self.flush().await
+    }
+
+    async fn device_flow(&self, code_hash: &str) -> StoreResult<Option<DeviceFlowRecord>> {
+        Self::get(&self.device_flows, code_hash.as_bytes())
+    }
+
+    async fn replace_device_flow_if(
+        &self,
+        flow: &DeviceFlowRecord,
+        expected_next_poll_ms: i64,
+    ) -> StoreResult<bool> {
+        let key = flow.code_hash.as_bytes();
+        let new = encode(flow)?;
+        loop {
+            let Some(current) = self.device_flows.get(key)? else {
+                return Ok(false);
+            };
+            let stored: DeviceFlowRecord = decode(&current)?;
+            if stored.next_poll_ms != expected_next_poll_ms {
+                return Ok(false);
+            }
+            if self
+                .device_flows
+                .compare_and_swap(key, Some(current), Some(new.as_slice()))?
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    async fn delete_device_flow(&self, code_hash: &str) -> StoreResult<()> {
+        self.device_flows.remove(code_hash.as_bytes())?;
+        self.flush().await
     }
 
     async fn lock(&self, _name: &str) -> StoreResult<StoreLock> {
