@@ -23,7 +23,7 @@ async fn writes_survive_reopening() {
             .await
             .unwrap();
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = reopen(&path);
     assert_eq!(
         store.link("u1", "github").await.unwrap(),
         Some(conformance::link("u1", "github", Some("r1")))
@@ -45,11 +45,11 @@ async fn records_written_as_json_by_earlier_versions_are_read_and_rewritten_comp
         db.flush().unwrap();
     }
     {
-        let store = SledStore::open(&path).unwrap();
+        let store = reopen(&path);
         assert_eq!(store.link("u1", "github").await.unwrap(), Some(old.clone()));
         store.put_link(&old).await.unwrap();
     }
-    let db = sled::open(&path).unwrap();
+    let db = open_when_released(&path);
     let raw = db
         .open_tree("links")
         .unwrap()
@@ -63,4 +63,32 @@ async fn records_written_as_json_by_earlier_versions_are_read_and_rewritten_comp
 /// A link as JSON, the way the first versions stored it.
 fn old_json(link: &extauth_broker::store::LinkRecord) -> serde_json::Value {
     serde_json::to_value(link).unwrap()
+}
+
+/// sled releases its file lock when its background flusher has stopped, a moment after the
+/// last handle is dropped: wait for it rather than fail.
+fn open_when_released(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn reopen(path: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(path) {
+            Ok(store) => return store,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
 }

@@ -108,9 +108,22 @@ impl Process {
                 Ok(_) => {}
                 Err(_) => {
                     let status = self.child.try_wait().ok().flatten();
+                    // What the process was doing, to tell a hang from slowness.
+                    let pid = self.child.id();
+                    let proc = |f: &str| {
+                        std::fs::read_to_string(format!("/proc/{pid}/{f}"))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned()
+                    };
                     panic!(
-                        "{} did not print the expected line within {timeout:?} (exit status: {status:?})",
-                        self.name
+                        "{} did not print the expected line within {timeout:?} (exit status: {status:?}; wchan {:?}; stat {:?}; threads {:?})",
+                        self.name,
+                        proc("wchan"),
+                        proc("stat"),
+                        std::fs::read_dir(format!("/proc/{pid}/task"))
+                            .map(|d| d.count())
+                            .unwrap_or_default(),
                     );
                 }
             }
