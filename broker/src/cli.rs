@@ -320,9 +320,9 @@ async fn store_migrate(from: &std::path::Path, to: &str) -> Result<String, Strin
     }
     let source = crate::store::SledStore::open(&sled_dir)
         .map_err(|e| format!("{e}; stop the broker using {} first", from.display()))?;
-    let destination = crate::store::PgStore::connect(to)
+    let destination = crate::store::PgStore::connect_as(to, "--to")
         .await
-        .map_err(|e| e.to_string().replace("CODER_PG_CONNECTION_URL", "--to"))?;
+        .map_err(|e| e.to_string())?;
     let copied = crate::store::copy_all(&source, &destination)
         .await
         .map_err(|e| e.to_string())?;

@@ -336,14 +336,19 @@ impl PgStore {
     /// listening for link changes. Fails when the database cannot be reached; the caller
     /// decides whether to retry.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_as(url, "CODER_PG_CONNECTION_URL").await
+    }
+
+    /// [`PgStore::connect`], naming the URL `setting` in messages (e.g. `--to`).
+    pub async fn connect_as(url: &str, setting: &str) -> StoreResult<Self> {
         let prepared = super::postgres_tls::prepare(url).map_err(|e| {
             StoreError::Backend(format!(
-                "CODER_PG_CONNECTION_URL is not a usable PostgreSQL URL ({e}); write postgres://user:password@host:5432/database?sslmode=verify-full"
+                "{setting} is not a usable PostgreSQL URL ({e}); write postgres://user:password@host:5432/database?sslmode=verify-full"
             ))
         })?;
         if prepared.encrypted && prepared.check == super::postgres_tls::Check::Nothing {
             tracing::warn!(
-                "CODER_PG_CONNECTION_URL: the database's TLS certificate is not checked (as libpq with this sslmode); use sslmode=verify-full, with sslrootcert for a private CA"
+                "{setting}: the database's TLS certificate is not checked (as libpq with this sslmode); use sslmode=verify-full, with sslrootcert for a private CA"
             );
         }
         let (config, tls) = (prepared.config, prepared.tls);
