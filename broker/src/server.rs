@@ -136,6 +136,13 @@ pub async fn check_keys(
             )));
         }
     }
+    let plain = store.plaintext_values().await.map_err(store_error)?;
+    if plain > 0 {
+        tracing::warn!(
+            values = plain,
+            "tokens are stored unencrypted (after `dbcrypt decrypt`); run `extauth-broker dbcrypt rotate` to encrypt them"
+        );
+    }
     for id in keys
         .key_ids()
         .iter()

@@ -129,6 +129,7 @@ async fn rotate_decrypt_delete(store: Arc<dyn Store>) {
     // Only the new key is needed now.
     assert_eq!(check(&*store, &ring(&[2])).await, [new.as_str()]);
     assert!(store.revoked_key_ids().await.unwrap().contains(&old));
+    assert_eq!(store.plaintext_values().await.unwrap(), 0);
     let again = dbcrypt::rotate(&*store, &ring(&[2, 1]), 101).await.unwrap();
     assert_eq!((again.changed, again.unchanged), (0, 6));
 
@@ -152,6 +153,7 @@ async fn rotate_decrypt_delete(store: Arc<dyn Store>) {
         "plaintext opens without keys"
     );
     assert!(store.encryption_key_ids().await.unwrap().is_empty());
+    assert_eq!(store.plaintext_values().await.unwrap(), 6);
 
     let report = dbcrypt::delete(&*store, None, 104).await.unwrap();
     assert_eq!(

@@ -392,6 +392,7 @@ pub async fn pending_revocations(store: &dyn Store) {
 
 pub async fn key_ids(store: &dyn Store) {
     assert!(store.encryption_key_ids().await.unwrap().is_empty());
+    assert_eq!(store.plaintext_values().await.unwrap(), 0);
     store.put_link(&link("u1", "github", None)).await.unwrap();
     let other = LinkRecord {
         refresh_token: Some(sealed("k2", "r")),
@@ -417,6 +418,7 @@ pub async fn key_ids(store: &dyn Store) {
     };
     store.put_link(&plain).await.unwrap();
     assert_eq!(store.link("u3", "github").await.unwrap(), Some(plain));
+    assert_eq!(store.plaintext_values().await.unwrap(), 1);
     let ids: Vec<String> = store
         .encryption_key_ids()
         .await

@@ -459,6 +459,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ids of every encryption key that sealed something still stored.
     async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>>;
+    /// How many secrets are stored unencrypted (after `dbcrypt decrypt`).
+    async fn plaintext_values(&self) -> StoreResult<u64>;
     /// Subscribes to link changes (from this process, and from other replicas where the
     /// backend can tell).
     fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged>;

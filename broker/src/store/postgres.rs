@@ -965,6 +965,26 @@ impl Store for PgStore {
             .collect())
     }
 
+    async fn plaintext_values(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one(
+                "SELECT
+                   (SELECT count(*) FROM external_auth_links WHERE access_token_key_id IS NULL)
+                 + (SELECT count(*) FROM external_auth_links WHERE refresh_token IS NOT NULL AND refresh_token_key_id IS NULL)
+                 + (SELECT count(*) FROM external_auth_links WHERE extra IS NOT NULL AND extra_key_id IS NULL)
+                 + (SELECT count(*) FROM pending_revocations WHERE access_token_key_id IS NULL)
+                 + (SELECT count(*) FROM pending_revocations WHERE refresh_token IS NOT NULL AND refresh_token_key_id IS NULL)
+                 + (SELECT count(*) FROM sessions WHERE oidc_id_token IS NOT NULL AND oidc_id_token_key_id IS NULL)
+                 + (SELECT count(*) FROM sessions WHERE oidc_refresh_token IS NOT NULL AND oidc_refresh_token_key_id IS NULL)",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
     fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged> {
         self.events.subscribe()
     }

@@ -413,6 +413,32 @@ impl Store for SledStore {
         Ok(ids)
     }
 
+    async fn plaintext_values(&self) -> StoreResult<u64> {
+        let count = |values: &[Option<&Sealed>]| {
+            values.iter().flatten().filter(|s| s.is_plaintext()).count() as u64
+        };
+        let mut plain = 0;
+        for entry in self.links.iter() {
+            let l: LinkRecord = decode(&entry?.1)?;
+            plain += count(&[
+                Some(&l.access_token),
+                l.refresh_token.as_ref(),
+                l.extra.as_ref(),
+            ]);
+        }
+        for entry in self.revocations.iter() {
+            let p: PendingRevocation = decode(&entry?.1)?;
+            plain += count(&[Some(&p.access_token), p.refresh_token.as_ref()]);
+        }
+        for entry in self.sessions.iter() {
+            let s: Session = decode(&entry?.1)?;
+            if let Some(o) = &s.oidc {
+                plain += count(&[o.id_token.as_ref(), o.refresh_token.as_ref()]);
+            }
+        }
+        Ok(plain)
+    }
+
     fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged> {
         self.events.subscribe()
     }
