@@ -381,6 +381,29 @@ pub fn provider_env(
     ]
 }
 
+/// Starts a workspace lookup with `listen` in the background (`query` without `listen`): its
+/// answer and when it arrived.
+pub fn spawn_listen(
+    broker_url: &str,
+    token: &str,
+    query: &str,
+) -> tokio::task::JoinHandle<(Value, std::time::Instant)> {
+    let url = format!("{broker_url}/api/v2/workspaceagents/me/external-auth?{query}&listen");
+    let token = token.to_owned();
+    tokio::spawn(async move {
+        let reply: Value = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (reply, std::time::Instant::now())
+    })
+}
+
 /// A client registration for the IdP.
 pub fn client(id: &str, secret: &str, redirect_uris: &[String], device: bool) -> Value {
     if device {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use extauth_tests::{Broker, Idp, client, csrf_of, free_port, provider_env};
+use extauth_tests::{Broker, Idp, client, csrf_of, free_port, provider_env, spawn_listen};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -475,22 +475,7 @@ async fn listen_answers_within_a_second_of_linking() {
     );
     assert!(started.elapsed() >= Duration::from_secs(3));
 
-    let url = w.broker.url.clone();
-    let waiter = tokio::spawn({
-        let token = token.clone();
-        async move {
-            let reply: Value = reqwest::Client::new()
-                .get(format!("{url}/api/v2/workspaceagents/me/external-auth?match=https://git.forge.test/o/r&listen"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (reply, Instant::now())
-        }
-    });
+    let waiter = spawn_listen(&w.broker.url, &token, "match=https://git.forge.test/o/r");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "listen must wait while not linked");
     link(&admin, &w.broker, "forge").await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use extauth_broker::store::conformance::TestDatabase;
-use extauth_tests::{Broker, Idp, binary, client, free_port, provider_env};
+use extauth_tests::{Broker, Idp, binary, client, free_port, provider_env, spawn_listen};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -207,25 +207,7 @@ async fn a_link_completed_on_one_replica_wakes_a_listen_on_another() {
     let (_, before) = b.lookup(&token, "id=forge").await;
     assert!(before["url"].is_string(), "not linked yet: {before}");
 
-    let listen_url = format!(
-        "{}/api/v2/workspaceagents/me/external-auth?id=forge&listen",
-        b.url
-    );
-    let listening = tokio::spawn({
-        let token = token.clone();
-        async move {
-            let reply: Value = reqwest::Client::new()
-                .get(listen_url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (reply, Instant::now())
-        }
-    });
+    let listening = spawn_listen(&b.url, &token, "id=forge");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!listening.is_finished(), "B waits for the link");
     a.link(&admin, "forge").await;

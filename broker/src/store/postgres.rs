@@ -302,7 +302,7 @@ fn pending_of(row: &Row) -> StoreResult<PendingRevocation> {
     })
 }
 
-const UPSERT_USER: &str =
+const INSERT_USER: &str =
     "INSERT INTO users (id, username, email, name, is_admin, oidc_issuer, oidc_subject, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const UPSERT_SESSION: &str =
@@ -669,24 +669,7 @@ impl Drop for PgLock {
 impl Store for PgStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let client = self.client().await?;
-        let oidc = user.oidc.as_ref();
-        client
-            .execute(
-                UPSERT_USER,
-                &[
-                    &user.id,
-                    &user.username,
-                    &user.email,
-                    &user.name,
-                    &user.is_admin,
-                    &oidc.map(|o| o.issuer.as_str()),
-                    &oidc.map(|o| o.subject.as_str()),
-                    &user.created_at,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(())
+        write_user(&client, INSERT_USER, user).await
     }
 
     async fn update_user(&self, user: &User) -> StoreResult<()> {
@@ -1127,25 +1110,15 @@ impl Store for PgStore {
         // All or nothing: a failed import leaves the database as it was.
         let tx = client.transaction().await.map_err(pg)?;
         for user in &snapshot.users {
-            let oidc = user.oidc.as_ref();
-            tx.execute(
+            write_user(
+                &tx,
                 &format!(
-                    "{UPSERT_USER} ON CONFLICT (id) DO UPDATE SET username = $2, email = $3, name = $4,
+                    "{INSERT_USER} ON CONFLICT (id) DO UPDATE SET username = $2, email = $3, name = $4,
                      is_admin = $5, oidc_issuer = $6, oidc_subject = $7, created_at = $8"
                 ),
-                &[
-                    &user.id,
-                    &user.username,
-                    &user.email,
-                    &user.name,
-                    &user.is_admin,
-                    &oidc.map(|o| o.issuer.as_str()),
-                    &oidc.map(|o| o.subject.as_str()),
-                    &user.created_at,
-                ],
+                user,
             )
-            .await
-            .map_err(pg)?;
+            .await?;
         }
         for session in &snapshot.sessions {
             self.write_session(&tx, session).await?;
@@ -1213,6 +1186,32 @@ impl Store for PgStore {
         }
         Ok(())
     }
+}
+
+/// Inserts `user` with `sql` (a plain insert, or one replacing by id).
+async fn write_user(
+    client: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    user: &User,
+) -> StoreResult<()> {
+    let oidc = user.oidc.as_ref();
+    client
+        .execute(
+            sql,
+            &[
+                &user.id,
+                &user.username,
+                &user.email,
+                &user.name,
+                &user.is_admin,
+                &oidc.map(|o| o.issuer.as_str()),
+                &oidc.map(|o| o.subject.as_str()),
+                &user.created_at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(())
 }
 
 /// Every row of a query, converted.
