@@ -5,6 +5,7 @@
 // Interactions (login, consent) complete by themselves for the account `account` (default
 // "alice"), so an HTTP client walking the redirects links without any UI.
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -15,8 +16,12 @@ let accessTokenTtl = config.accessTokenTtl || 3600;
 let account = defaultAccount;
 
 // The signing key, ours so the test controls can sign tokens the way the IdP does.
-const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', alg: 'RS256', use: 'sig' };
+// A fixed RSA key, made once for these tests (it signs nothing outside them). Loaded rather than
+// generated at each start: key generation was the costliest step of starting the IdP, and a
+// suspect in rare start-up hangs (main thread asleep on a futex) seen under a loaded test run.
+const keyJwk = JSON.parse(fs.readFileSync(new URL('./test-signing-key.jwk.json', import.meta.url), 'utf8'));
+const privateKey = crypto.createPrivateKey({ key: keyJwk, format: 'jwk' });
+const signingJwk = { ...keyJwk, kid: 'test-key', alg: 'RS256', use: 'sig' };
 
 const b64url = (value) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
 

@@ -122,7 +122,18 @@ impl Process {
                         proc("wchan"),
                         proc("stat"),
                         std::fs::read_dir(format!("/proc/{pid}/task"))
-                            .map(|d| d.count())
+                            .map(|d| d
+                                .flatten()
+                                .map(|t| {
+                                    let read = |f: &str| {
+                                        std::fs::read_to_string(t.path().join(f))
+                                            .unwrap_or_default()
+                                            .trim()
+                                            .to_owned()
+                                    };
+                                    format!("{}:{}", read("comm"), read("wchan"))
+                                })
+                                .collect::<Vec<_>>())
                             .unwrap_or_default(),
                     );
                 }
