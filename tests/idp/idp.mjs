@@ -52,8 +52,9 @@ function claimsOf(id) {
 // path -> { mode: 'status' | 'oauth' | 'slow' | 'hang' | 'reset', status, error, headers,
 //           body, delayMs, count (requests left; -1 = until cleared) }.
 const faults = new Map();
-// What reached the provider (after faults) per path, and grants it served per grant type.
-const counters = { requests: {}, grants: {} };
+// What reached the provider (after faults) per path, what a fault caught per path, and grants
+// the provider served per grant type.
+const counters = { requests: {}, faulted: {}, grants: {} };
 
 const server = http.createServer();
 server.listen(0, '127.0.0.1', () => {
@@ -192,6 +193,7 @@ async function applyFault(path, req, res) {
   const fault = faults.get(path);
   if (!fault || fault.count === 0) return false;
   if (fault.count > 0) fault.count -= 1;
+  counters.faulted[path] = (counters.faulted[path] || 0) + 1;
   const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
   switch (fault.mode) {
     case 'slow':

@@ -270,6 +270,11 @@ impl Idp {
             .unwrap_or(0)
     }
 
+    /// Requests to `path` that a fault caught (and answered, delayed or dropped).
+    pub async fn faulted(&self, path: &str) -> u64 {
+        self.counters().await["faulted"][path].as_u64().unwrap_or(0)
+    }
+
     /// Which account the next login at the IdP signs in as.
     pub async fn set_account(&self, account: &str) {
         reqwest::Client::new()

@@ -263,8 +263,15 @@ async fn a_replica_killed_mid_refresh_loses_nothing_and_the_other_serves() {
         assert!(Instant::now() < deadline, "A never took the refresh lock");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let its request reach the IdP (where it hangs).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill it only once its request has reached the IdP (where it hangs): killed earlier, A
+    // would leave the hanging fault for B's refresh.
+    while cluster.idp.faulted("/token").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "A's refresh never reached the IdP"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     a.kill_hard();
     let _ = stuck.await;
 
