@@ -298,6 +298,68 @@ async fn a_replica_killed_mid_refresh_loses_nothing_and_the_other_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_pending_revocation_is_retried_by_one_replica_only() {
+    let cluster = Cluster::new(2, &key(1)).await;
+    let a = cluster.start(0);
+    let b = cluster.start(1);
+    let (_, linked) = link(&cluster, &a, 3600).await;
+    let (admin, csrf) = a.admin().await;
+    cluster
+        .idp
+        .fault(json!({"path": "/token/revocation", "mode": "status", "status": 503}))
+        .await;
+    let unlinked: Value = admin
+        .delete(format!("{}/api/v2/external-auth/forge", a.url))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unlinked["revocation_pending"], true, "{unlinked}");
+
+    // The provider recovers but answers slowly (1.5 s a request; two requests, the refresh and
+    // the access token): a pass takes long enough that both replicas' one-second workers come
+    // round while it runs, and only the lock keeps the second from revoking too.
+    cluster
+        .idp
+        .fault(json!({"path": "/token/revocation", "mode": "slow", "delayMs": 1500}))
+        .await;
+    let pending = || async {
+        let state: Value = admin
+            .get(format!("{}/api/v2/external-auth", b.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["pending_revocations"].as_array().unwrap().len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pending().await > 0 {
+        assert!(Instant::now() < deadline, "the revocation is still pending");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Long enough for a second replica's late duplicate to have arrived.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        cluster.idp.requests("/token/revocation").await,
+        2,
+        "one pass (refresh token, then access token) by one replica"
+    );
+    assert_eq!(
+        cluster
+            .idp
+            .introspect("broker", "broker-secret", &linked)
+            .await["active"],
+        false
+    );
+    assert!(a.stop() && b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn dbcrypt_rotate_then_the_old_key_can_go() {
     let (old_key, new_key) = (key(1), key(2));
     let cluster = Cluster::new(1, &old_key).await;
