@@ -123,8 +123,16 @@ impl<E: Into<ApiError>> From<E> for PageError {
     }
 }
 
+/// What a browser route failed with, left on the response for the router's error-page layer
+/// ([`crate::routes::router`]): only that layer knows the site's path prefix and who is signed
+/// in, so it renders the page with the same navigation as every other page.
+#[derive(Debug, Clone)]
+pub struct PageErrorMark(pub ApiError);
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        crate::pages::error_page(&self.0)
+        let mut response = self.0.status.into_response();
+        response.extensions_mut().insert(PageErrorMark(self.0));
+        response
     }
 }

@@ -145,23 +145,24 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
     }
 }
 
-/// The HTML page for an error on a browser route.
-pub fn error_page(error: &ApiError) -> Response {
+/// The HTML page for an error on a browser route, with the navigation of `chrome`.
+pub fn error_page(error: &ApiError, chrome: Chrome) -> Response {
     let title = match error.status {
         StatusCode::BAD_REQUEST => "Something is wrong with this request",
         StatusCode::UNAUTHORIZED => "Not signed in or not allowed",
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::NOT_FOUND => "Not found",
+        StatusCode::METHOD_NOT_ALLOWED => "This page cannot be used that way",
         StatusCode::BAD_GATEWAY => "The provider did not answer as expected",
         _ => "Something went wrong",
     };
     render(
         error.status,
         &ErrorPage {
-            base: "/".to_owned(),
-            user: None,
-            csrf: String::new(),
-            nav: "",
+            base: chrome.base,
+            user: chrome.user,
+            csrf: chrome.csrf,
+            nav: chrome.nav,
             title: title.to_owned(),
             message: error.message.clone(),
             detail: error.detail.clone(),

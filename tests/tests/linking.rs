@@ -763,3 +763,88 @@ async fn a_rejected_token_is_validated_and_replaced_on_the_next_lookup() {
         true
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_pages_for_browsers_and_json_for_programs() {
+    // Served under a path prefix: every link of an error page must carry it.
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let site = format!("http://127.0.0.1:{port}/extauth");
+    // A provider that is never reached: only its refusal coming back to the callback is shown.
+    let mut env = provider_env(0, "forge", "http://127.0.0.1:9", "c", "s", "git.forge.test");
+    env.push(("CODER_ACCESS_URL".to_owned(), format!("{site}/")));
+    let broker = Broker::start(port, data.path(), &env);
+    let http = reqwest::Client::new();
+    let html = |request: reqwest::RequestBuilder| async move {
+        let response = request.header("Accept", "text/html").send().await.unwrap();
+        let status = response.status();
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(kind.starts_with("text/html"), "{kind}");
+        (status, response.text().await.unwrap())
+    };
+
+    // Programs get JSON `{message, detail}`, for an unknown path in or out of the prefix and
+    // for a method a route does not serve.
+    for path in [
+        format!("{site}/no/such/thing"),
+        format!("http://127.0.0.1:{port}/elsewhere"),
+    ] {
+        let response = http.get(&path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["message"], "There is nothing at this address.");
+        let shown = path.trim_start_matches(&format!("http://127.0.0.1:{port}"));
+        assert_eq!(body["detail"], format!("GET {shown}"));
+    }
+    let response = http.put(format!("{site}/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message"], "/extauth/healthz does not answer PUT.");
+
+    // Browsers get a page of the site, its stylesheet under the prefix; no navigation when no
+    // one is signed in.
+    let (status, page) = html(http.get(format!("{site}/no/such/thing"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        page.contains(r#"href="/extauth/assets/style.css""#),
+        "{page}"
+    );
+    assert!(page.contains("There is nothing at this address."), "{page}");
+    assert!(!page.contains(r#"aria-label="Main""#), "{page}");
+
+    // A signed-in user keeps the navigation (with its sign-out form) on an error page, whether
+    // the error is an unknown provider or a provider's refusal coming back to the callback.
+    let cookie = broker.session_cookie().await;
+    for (path, status, says) in [
+        (
+            "/external-auth/no-such-provider",
+            StatusCode::NOT_FOUND,
+            "no-such-provider",
+        ),
+        (
+            "/external-auth/forge/callback?error=access_denied&error_description=Denied+by+the+user",
+            StatusCode::BAD_REQUEST,
+            "Denied by the user",
+        ),
+    ] {
+        let (got, page) = html(http.get(format!("{site}{path}")).header("Cookie", &cookie)).await;
+        assert_eq!(got, status, "{path}: {page}");
+        assert!(page.contains(says), "{path}: {page}");
+        assert!(page.contains(r#"<nav aria-label="Main">"#), "{page}");
+        assert!(
+            page.contains(r#"href="/extauth/workspace-tokens""#),
+            "{page}"
+        );
+        assert!(page.contains(r#"action="/extauth/logout""#), "{page}");
+        let csrf = csrf_of(&page);
+        assert!(
+            csrf.len() >= 16,
+            "the sign-out form carries the session's CSRF token"
+        );
+    }
+    assert!(broker.stop());
+}

@@ -6,8 +6,15 @@ mod oidc;
 mod workspace;
 
 use axum::Router;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::error::{ApiError, PageError, PageErrorMark};
+use crate::identity::session_of;
+use crate::pages::Chrome;
 use crate::state::AppState;
 
 /// The OIDC redirect URI to register at the IdP.
@@ -99,11 +106,82 @@ pub fn router(state: AppState) -> Router {
             "/cli-auth",
             get(browser::cli_auth_get).post(browser::cli_auth_post),
         )
+        .method_not_allowed_fallback(unsupported_method)
         .with_state(state.clone());
     let base = state.settings.base_path().trim_end_matches('/');
-    if base.is_empty() {
+    let site = if base.is_empty() {
         routes
     } else {
         Router::new().nest(base, routes)
+    };
+    site.fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(state, error_pages))
+}
+
+/// Nothing is served at this path: a page for a browser, JSON for an API client, never an
+/// empty answer.
+async fn unknown_route(method: Method, headers: HeaderMap, uri: Uri) -> Response {
+    let error = ApiError::not_found(
+        "There is nothing at this address.",
+        format!("{method} {}", uri.path()),
+    );
+    answer_as_asked(&headers, error)
+}
+
+/// A known path asked with a method it does not serve.
+async fn unsupported_method(
+    method: Method,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not answer {method}.", uri.path()),
+        "",
+    );
+    answer_as_asked(&headers, error)
+}
+
+fn answer_as_asked(headers: &HeaderMap, error: ApiError) -> Response {
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_page {
+        PageError(error).into_response()
+    } else {
+        error.into_response()
     }
+}
+
+/// Renders the error a browser route failed with ([`PageErrorMark`]) as the site's error page.
+/// Here, rather than where the error is raised, because this is where the path prefix and the
+/// signed-in user (for the navigation) are known. The session is only looked up for an error.
+async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut cookies = HeaderMap::new();
+    for value in request.headers().get_all(header::COOKIE) {
+        cookies.append(header::COOKIE, value.clone());
+    }
+    let mut response = next.run(request).await;
+    let Some(PageErrorMark(error)) = response.extensions_mut().remove::<PageErrorMark>() else {
+        return response;
+    };
+    let mut chrome = Chrome {
+        base: state.settings.base_path().to_owned(),
+        user: None,
+        csrf: String::new(),
+        nav: "",
+    };
+    if let Ok(Some((user, session))) = session_of(&state, &cookies).await {
+        chrome.user = Some(user.username);
+        chrome.csrf = session.csrf;
+    }
+    let (parts, _) = response.into_parts();
+    let mut page = crate::pages::error_page(&error, chrome);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            page.headers_mut().append(name, value.clone());
+        }
+    }
+    page
 }
