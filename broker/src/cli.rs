@@ -236,6 +236,27 @@ fn ring(variable: &str, keys: Option<&str>) -> Result<crate::crypto::KeyRing, St
     })
 }
 
+/// Opens the store for a maintenance command, alone: a replica still serving could write
+/// with a key the command is about to revoke, or read one it is rewriting.
+async fn open_store_alone(
+    args: &ServeArgs,
+) -> Result<
+    (
+        std::sync::Arc<dyn crate::store::Store>,
+        crate::store::StoreLock,
+    ),
+    String,
+> {
+    let store = open_store(args).await?;
+    match store.try_lock(crate::store::SERVING_LOCK).await {
+        Ok(Some(alone)) => Ok((store, alone)),
+        Ok(None) => Err(
+            "broker replicas are running on this database; stop every one of them, run the command, then start them with the new keys".to_owned(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn dbcrypt(args: &ServeArgs, command: DbcryptCommand) -> Result<String, String> {
     let now = crate::identity::now();
     let report = match command {
@@ -244,10 +265,11 @@ async fn dbcrypt(args: &ServeArgs, command: DbcryptCommand) -> Result<String, St
                 "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS",
                 args.external_token_encryption_keys.as_deref(),
             )?;
-            let store = open_store(args).await?;
+            let (store, alone) = open_store_alone(args).await?;
             let report = crate::dbcrypt::rotate(&*store, &keys, now)
                 .await
                 .map_err(|e| e.to_string())?;
+            alone.release().await;
             format!(
                 "rotated: {} value(s) encrypted with key {}, {} already were; revoked: {}",
                 report.changed,
@@ -261,10 +283,11 @@ async fn dbcrypt(args: &ServeArgs, command: DbcryptCommand) -> Result<String, St
                 "CODER_EXTERNAL_TOKEN_ENCRYPTION_DECRYPT_KEYS",
                 keys.as_deref(),
             )?;
-            let store = open_store(args).await?;
+            let (store, alone) = open_store_alone(args).await?;
             let report = crate::dbcrypt::decrypt(&*store, &keys, now)
                 .await
                 .map_err(|e| e.to_string())?;
+            alone.release().await;
             format!(
                 "decrypted: {} value(s) now stored unencrypted; revoked: {}",
                 report.changed,
@@ -283,10 +306,11 @@ async fn dbcrypt(args: &ServeArgs, command: DbcryptCommand) -> Result<String, St
                 .filter(|k| !k.trim().is_empty())
                 .map(|k| ring("CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS", Some(k)))
                 .transpose()?;
-            let store = open_store(args).await?;
+            let (store, alone) = open_store_alone(args).await?;
             let report = crate::dbcrypt::delete(&*store, keys.as_ref(), now)
                 .await
                 .map_err(|e| e.to_string())?;
+            alone.release().await;
             format!(
                 "deleted: {} record(s) holding encrypted tokens; revoked: {}",
                 report.changed,

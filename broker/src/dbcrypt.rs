@@ -10,7 +10,8 @@
 //!   revokes every key: users link again.
 //!
 //! Each works on a snapshot and writes back record by record; a link that changes meanwhile is
-//! reported, not overwritten. Stop the other replicas first (as with Coder).
+//! reported, not overwritten. The CLI runs them only when no replica serves (Coder only asks
+//! for that): it takes `SERVING_LOCK`, which every serving replica holds shared.
 
 use std::collections::BTreeSet;
 

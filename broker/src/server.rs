@@ -211,6 +211,11 @@ pub async fn serve(
         None => open_sled(&settings)?,
         Some(url) => connect_postgres(url.secret(), &listener).await?,
     };
+    // Before the keys are checked: a dbcrypt running now may be revoking some.
+    store
+        .register_replica()
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let state = build_state(settings, providers, oidc, Some(metrics), store).await?;
     if let Some(oidc) = &state.oidc {
         // A self-test at start: a mistake here is better seen now than at the first sign-in.

@@ -360,12 +360,62 @@ async fn a_pending_revocation_is_retried_by_one_replica_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_replica_starting_during_dbcrypt_waits_for_it() {
+    let cluster = Cluster::new(1, &key(1)).await;
+    // The test plays the running dbcrypt: it holds the lock such a command holds.
+    let (maintenance, connection) = tokio_postgres::connect(&cluster.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let lock = extauth_broker::store::lock_key(extauth_broker::store::SERVING_LOCK);
+    maintenance
+        .execute("SELECT pg_advisory_lock($1)", &[&lock])
+        .await
+        .unwrap();
+    let mut waiting = Broker::spawn(cluster.ports[0], cluster.dirs[0].path(), &cluster.env);
+    // It asks for the lock shared, and waits.
+    let queued = format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+         AND mode = 'ShareLock' AND ((classid::bigint << 32) | objid::bigint) = {lock}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.sql(&queued).await[0].get::<_, i64>(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never asked for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let healthz = format!("http://127.0.0.1:{}/healthz", cluster.ports[0]);
+    assert!(
+        http.get(&healthz).send().await.is_err(),
+        "not serving while the command runs"
+    );
+    maintenance
+        .execute("SELECT pg_advisory_unlock($1)", &[&lock])
+        .await
+        .unwrap();
+    waiting.wait_line(Duration::from_secs(30), |l| {
+        l.starts_with("Sign in as the local admin: ")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(&healthz).send().await.is_err() {
+        assert!(Instant::now() < deadline, "serving once the command ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting.terminate());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn dbcrypt_rotate_then_the_old_key_can_go() {
     let (old_key, new_key) = (key(1), key(2));
     let cluster = Cluster::new(1, &old_key).await;
     let a = cluster.start(0);
     let (token, linked) = link(&cluster, &a, 3600).await;
-    assert!(a.stop());
     let old_id = extauth_broker::crypto::key_id(&[1; 32]);
     let new_id = extauth_broker::crypto::key_id(&[2; 32]);
     let key_ids = |rows: Vec<tokio_postgres::Row>| -> Vec<Option<String>> {
@@ -390,6 +440,24 @@ async fn dbcrypt_rotate_then_the_old_key_can_go() {
         "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".into(),
         format!("{new_key},{old_key}"),
     ));
+    // Refused while a replica serves: it would go on writing with the key being revoked.
+    let (ok, out, err) = broker_command(&env, &["dbcrypt", "rotate"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("broker replicas are running on this database; stop every one of them"),
+        "{err}"
+    );
+    assert_eq!(
+        key_ids(
+            cluster
+                .sql("SELECT access_token_key_id FROM external_auth_links")
+                .await
+        ),
+        [Some(old_id.clone())],
+        "nothing was rewritten"
+    );
+    assert!(a.stop());
+
     let (ok, out, err) = broker_command(&env, &["dbcrypt", "rotate"]);
     assert!(ok, "{out}{err}");
     assert!(

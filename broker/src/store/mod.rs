@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use postgres::{PgStore, lock_key};
+
+/// The lock serving replicas hold shared ([`Store::register_replica`]) and maintenance
+/// commands (`dbcrypt`) take for themselves.
+pub const SERVING_LOCK: &str = "serving";
 pub use sled_store::SledStore;
 
 use crate::crypto::Sealed;
@@ -486,6 +490,13 @@ pub trait Store: Send + Sync + 'static {
     async fn lock(&self, name: &str) -> StoreResult<StoreLock>;
     /// The lock `name` if nobody holds it (e.g. one replica retries pending revocations).
     async fn try_lock(&self, name: &str) -> StoreResult<Option<StoreLock>>;
+    /// Marks this process as a serving replica for as long as it runs: a maintenance command
+    /// taking [`SERVING_LOCK`] with [`Store::try_lock`] then sees it and refuses to run, and
+    /// this waits while such a command runs. The default does nothing, for backends one
+    /// process at a time can open anyway (sled locks its directory).
+    async fn register_replica(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     /// Everything stored.
     async fn snapshot(&self) -> StoreResult<Snapshot>;

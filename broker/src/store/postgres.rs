@@ -634,6 +634,60 @@ async fn listen_once(
     }
 }
 
+/// Holds [`super::SERVING_LOCK`] shared on a connection of its own for as long as the process
+/// runs, taking it again after the connection is lost. `acquired` learns when it is first held
+/// (or why it could not be).
+async fn hold_serving(pool: Pool, acquired: tokio::sync::oneshot::Sender<StoreResult<()>>) {
+    let key = lock_key(super::SERVING_LOCK);
+    let mut acquired = Some(acquired);
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let held = async {
+            let client = PgStore::from(&pool).await?;
+            let free: bool = client
+                .query_one("SELECT pg_try_advisory_lock_shared($1)", &[&key])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if !free {
+                tracing::warn!(
+                    "a maintenance command (dbcrypt) is running on this database; waiting for it to finish"
+                );
+                client
+                    .execute("SELECT pg_advisory_lock_shared($1)", &[&key])
+                    .await
+                    .map_err(pg)?;
+            }
+            Ok::<_, StoreError>(Object::take(client))
+        }
+        .await;
+        match held {
+            Ok(client) => {
+                if let Some(acquired) = acquired.take() {
+                    let _ = acquired.send(Ok(()));
+                }
+                delay = Duration::from_millis(250);
+                // Held until the connection ends; a cheap query notices a dead one.
+                while client.simple_query("").await.is_ok() {
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                }
+                tracing::warn!(
+                    "PostgreSQL connection holding the replica registration lost; taking it again"
+                );
+            }
+            Err(e) => {
+                if let Some(acquired) = acquired.take() {
+                    let _ = acquired.send(Err(e));
+                    return;
+                }
+                tracing::warn!(error = %e, "registering this replica again failed; retrying");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// A session advisory lock on a connection taken out of the pool's rotation until released.
 struct PgLock {
     client: Option<Object>,
@@ -1061,6 +1115,14 @@ impl Store for PgStore {
                 .map_err(pg)?;
         }
         Ok(StoreLock::held(Box::new(lock)))
+    }
+
+    async fn register_replica(&self) -> StoreResult<()> {
+        let (acquired, first) = tokio::sync::oneshot::channel();
+        tokio::spawn(hold_serving(self.locks.clone(), acquired));
+        first.await.map_err(|_| {
+            StoreError::Backend("PostgreSQL: the replica registration ended early".to_owned())
+        })?
     }
 
     async fn try_lock(&self, name: &str) -> StoreResult<Option<StoreLock>> {
