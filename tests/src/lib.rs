@@ -57,6 +57,11 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Sends `request` and reads its answer as JSON, whatever the status.
+pub async fn answer(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use extauth_tests::{Broker, Idp, bin_dir, client, free_port, provider_env};
+use extauth_tests::{Broker, Idp, answer, bin_dir, client, free_port, provider_env};
 use serde_json::{Value, json};
 
 fn provider(n: usize, id: &str, name: &str, issuer: &str, client: &str) -> Vec<(String, String)> {
@@ -149,14 +149,7 @@ async fn a_person_signs_in_links_creates_a_token_unlinks_and_signs_out_in_chromi
     // The person who signed in is a user of the broker, linked by the IdP's subject; the first
     // OIDC user is an admin.
     let (admin, _) = broker.admin().await;
-    let alice: Value = admin
-        .get(format!("{}/api/v2/users/alice", broker.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alice: Value = answer(admin.get(format!("{}/api/v2/users/alice", broker.url))).await;
     assert_eq!(alice["email"], "alice@example.com", "{alice}");
     assert_eq!(alice["is_admin"], true, "{alice}");
     assert!(broker.stop(), "the broker shuts down cleanly");

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use extauth_tests::{Broker, Idp, client, free_port, provider_env};
+use extauth_tests::{Broker, Idp, answer, client, free_port, provider_env};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -84,16 +84,11 @@ impl World {
     }
 
     async fn link_state(&self) -> Value {
-        let list: Value = self
-            .admin
-            .get(format!("{}/api/v2/external-auth", self.broker.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list
+        answer(
+            self.admin
+                .get(format!("{}/api/v2/external-auth", self.broker.url)),
+        )
+        .await
     }
 
     async fn reject(&self) {
@@ -379,16 +374,12 @@ async fn a_failed_revocation_is_retried_until_it_succeeds() {
         .fault(json!({"path": "/token/revocation", "mode": "status", "status": 503}))
         .await;
 
-    let unlinked: Value = w
-        .admin
-        .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
-        .header("X-CSRF-Token", &w.csrf)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unlinked: Value = answer(
+        w.admin
+            .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+            .header("X-CSRF-Token", &w.csrf),
+    )
+    .await;
     assert_eq!(unlinked["token_revoked"], false);
     assert_eq!(unlinked["revocation_pending"], true);
     assert!(

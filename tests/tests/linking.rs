@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use extauth_tests::{Broker, Idp, client, csrf_of, free_port, provider_env, spawn_listen};
+use extauth_tests::{Broker, Idp, answer, client, csrf_of, free_port, provider_env, spawn_listen};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -151,25 +151,12 @@ async fn browser_flow_links_and_workspaces_get_the_token() {
     assert_eq!(legacy["access_token"], access.as_str());
 
     // The user API lists it.
-    let list: Value = admin
-        .get(format!("{}/api/v2/external-auth", w.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = answer(admin.get(format!("{}/api/v2/external-auth", w.broker.url))).await;
     assert_eq!(list["links"][0]["provider_id"], "forge");
     assert_eq!(list["links"][0]["authenticated"], true);
     assert_eq!(list["links"][0]["has_refresh_token"], true);
-    let one: Value = admin
-        .get(format!("{}/api/v2/external-auth/forge", w.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value =
+        answer(admin.get(format!("{}/api/v2/external-auth/forge", w.broker.url))).await;
     assert_eq!(one["authenticated"], true, "{one}");
     assert_eq!(one["supports_revocation"], true);
 }
@@ -391,15 +378,12 @@ async fn unlink_revokes_at_the_provider() {
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 
-    let unlinked: Value = admin
-        .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
-        .header("X-CSRF-Token", &csrf)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unlinked: Value = answer(
+        admin
+            .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+            .header("X-CSRF-Token", &csrf),
+    )
+    .await;
     assert_eq!(unlinked, json!({"token_revoked": true}));
     assert_eq!(
         w.idp.introspect("broker", "broker-secret", &access).await["active"],
@@ -563,14 +547,8 @@ async fn tokens_are_scoped_to_their_user_and_providers() {
     let (status, _) = lookup(&w.broker, &short, "id=forge").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let list: Value = admin
-        .get(format!("{}/api/v2/users/me/workspace-tokens", w.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value =
+        answer(admin.get(format!("{}/api/v2/users/me/workspace-tokens", w.broker.url))).await;
     let narrow_id = list
         .as_array()
         .unwrap()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use extauth_broker::store::conformance::TestDatabase;
-use extauth_tests::{Broker, Idp, binary, client, free_port, provider_env, spawn_listen};
+use extauth_tests::{Broker, Idp, answer, binary, client, free_port, provider_env, spawn_listen};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -308,15 +308,12 @@ async fn a_pending_revocation_is_retried_by_one_replica_only() {
         .idp
         .fault(json!({"path": "/token/revocation", "mode": "status", "status": 503}))
         .await;
-    let unlinked: Value = admin
-        .delete(format!("{}/api/v2/external-auth/forge", a.url))
-        .header("X-CSRF-Token", &csrf)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unlinked: Value = answer(
+        admin
+            .delete(format!("{}/api/v2/external-auth/forge", a.url))
+            .header("X-CSRF-Token", &csrf),
+    )
+    .await;
     assert_eq!(unlinked["revocation_pending"], true, "{unlinked}");
 
     // The provider recovers but answers slowly (1.5 s a request; two requests, the refresh and
@@ -327,14 +324,7 @@ async fn a_pending_revocation_is_retried_by_one_replica_only() {
         .fault(json!({"path": "/token/revocation", "mode": "slow", "delayMs": 1500}))
         .await;
     let pending = || async {
-        let state: Value = admin
-            .get(format!("{}/api/v2/external-auth", b.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let state: Value = answer(admin.get(format!("{}/api/v2/external-auth", b.url))).await;
         state["pending_revocations"].as_array().unwrap().len()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -639,14 +629,8 @@ async fn a_device_flow_started_on_one_replica_completes_on_another() {
     let b = cluster.start(1);
     // One browser session; the cookie and its CSRF token are valid on both replicas.
     let (browser, csrf) = a.admin().await;
-    let started: Value = browser
-        .get(format!("{}/api/v2/external-auth/tracker/device", a.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started: Value =
+        answer(browser.get(format!("{}/api/v2/external-auth/tracker/device", a.url))).await;
     let device_code = started["device_code"].as_str().unwrap().to_owned();
     cluster
         .idp
