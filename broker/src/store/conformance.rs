@@ -530,6 +530,45 @@ pub async fn snapshot_and_import(store: &dyn Store) {
         sealed("k2", "rotated")
     );
 
+    // A user renamed (or given another OIDC identity) between two imports is found by the new
+    // name only: the old one is free again.
+    let mut renamed = changed.clone();
+    renamed.users[0].username = "alice-renamed".into();
+    store.import(&renamed).await.unwrap();
+    let id = renamed.users[0].id.clone();
+    assert_eq!(store.user_by_username("alice").await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_by_username("alice-renamed")
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(id.clone())
+    );
+    let old = renamed.users[0]
+        .oidc
+        .clone()
+        .expect("populated users have an OIDC identity");
+    renamed.users[0].oidc = Some(OidcIdentity {
+        subject: "sub-new".into(),
+        ..old.clone()
+    });
+    store.import(&renamed).await.unwrap();
+    assert_eq!(
+        store.user_by_oidc(&old.issuer, &old.subject).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .user_by_oidc(&old.issuer, "sub-new")
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(id)
+    );
+    renamed.users[0].username = "alice".into();
+    store.import(&renamed).await.unwrap();
+
     // A username that belongs to another user id is a conflict, not a silent merge.
     let mut clash = Snapshot::default();
     clash.users.push(User {

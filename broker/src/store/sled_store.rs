@@ -545,6 +545,29 @@ impl Store for SledStore {
                 }
                 self.identities.insert(key.as_slice(), user.id.as_bytes())?;
             }
+            // A user renamed (or re-identified) since the last import frees the old entries.
+            if let Some(previous) = Self::get::<User>(&self.users, user.id.as_bytes())? {
+                let mine = user.id.as_bytes();
+                // Only where the entry is still this user's (a failed swap: someone else's).
+                if previous.username != user.username {
+                    let _ = self.usernames.compare_and_swap(
+                        previous.username.as_bytes(),
+                        Some(mine),
+                        None::<&[u8]>,
+                    )?;
+                }
+                let previous_identity = previous
+                    .oidc
+                    .as_ref()
+                    .map(|o| identity_key(&o.issuer, &o.subject));
+                if let Some(old) = previous_identity.filter(|old| Some(old) != identity.as_ref()) {
+                    let _ = self.identities.compare_and_swap(
+                        old.as_slice(),
+                        Some(mine),
+                        None::<&[u8]>,
+                    )?;
+                }
+            }
             self.usernames
                 .insert(user.username.as_bytes(), user.id.as_bytes())?;
             self.users.insert(user.id.as_bytes(), encode(user)?)?;
