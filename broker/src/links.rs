@@ -239,6 +239,53 @@ pub async fn lookup(
     Ok(Lookup::Linked(open_fresh(state, &link)?))
 }
 
+/// How long a listing waits for the refreshes it started.
+const LIST_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A user's links for listing (API list, CLI `external-auth list`, the home page), with every
+/// link that expires within the refresh margin refreshed first, concurrently: the states shown
+/// are then the ones a workspace would meet, and a link that can no longer be refreshed says so
+/// now rather than at the next `git fetch`. (Coder refreshes one link after another here.) A
+/// refresh that fails leaves the link as stored; the state judged from it tells.
+pub async fn refreshed_links_of_user(
+    state: &AppState,
+    user_id: &str,
+) -> Result<Vec<LinkRecord>, ApiError> {
+    let links = state.store.links_of_user(user_id).await?;
+    let margin = i64::try_from(state.settings.refresh_margin.as_secs()).unwrap_or(i64::MAX);
+    let now = now();
+    let mut refreshing = tokio::task::JoinSet::new();
+    for link in &links {
+        let refreshable = state
+            .providers
+            .get(&link.provider_id)
+            .is_some_and(|p| !p.no_refresh)
+            && link.refresh_token.is_some();
+        let expiring = link
+            .expires_at
+            .is_some_and(|at| at.saturating_sub(now) <= margin);
+        if refreshable && expiring {
+            let (state, link) = (state.clone(), link.clone());
+            refreshing.spawn(async move {
+                let _ = refresh::refresh(&state, &link).await;
+            });
+        }
+    }
+    if refreshing.is_empty() {
+        return Ok(links);
+    }
+    // A provider that is down would hold the list for the whole retry budget; past this wait
+    // the refreshes go on in the background and the list shows the links as stored.
+    let waited = tokio::time::timeout(LIST_REFRESH_WAIT, async {
+        while refreshing.join_next().await.is_some() {}
+    })
+    .await;
+    if waited.is_err() {
+        refreshing.detach_all();
+    }
+    Ok(state.store.links_of_user(user_id).await?)
+}
+
 /// Records that git was refused with the current token, so the next lookup validates (and
 /// refreshes) it first. Whether there was a link.
 pub async fn mark_rejected(

@@ -505,3 +505,77 @@ async fn listen_validates_a_bad_token_once() {
         "one validation of the bad token, not one per wake-up"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_links_refreshes_the_expiring_ones_and_shows_what_failed() {
+    let w = world(&[]).await;
+    let old = w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Listed after expiry: refreshed on the spot (once), so the list shows the new expiry.
+    let listed = w.link_state().await;
+    assert_eq!(w.refreshes().await, 1);
+    let link = &listed["links"][0];
+    assert_eq!(link["authenticated"], true, "{listed}");
+    let expires = time::OffsetDateTime::parse(
+        link["expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        expires > time::OffsetDateTime::now_utc() + time::Duration::minutes(30),
+        "{listed}"
+    );
+    let (_, reply) = w.lookup().await;
+    let new = reply["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(w.refreshes().await, 1, "the lookup used the listed refresh");
+
+    // A refresh the provider refuses for good shows in the list, with its reason, at once.
+    answer(
+        w.admin
+            .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+            .header("X-CSRF-Token", &w.csrf),
+    )
+    .await;
+    w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    w.idp
+        .fault(json!({"path": "/token", "mode": "oauth", "error": "invalid_grant", "count": 1}))
+        .await;
+    let listed = w.link_state().await;
+    let link = &listed["links"][0];
+    assert_eq!(link["authenticated"], false, "{listed}");
+    assert_eq!(link["has_refresh_token"], false, "{listed}");
+    assert!(
+        link["validate_error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{listed}"
+    );
+
+    // A provider that is down: the list answers without waiting out the refresh's retries
+    // (10 s), the link as stored.
+    answer(
+        w.admin
+            .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
+            .header("X-CSRF-Token", &w.csrf),
+    )
+    .await;
+    w.link_expiring(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    w.idp
+        .fault(json!({"path": "/token", "mode": "status", "status": 503}))
+        .await;
+    let started = Instant::now();
+    let listed = w.link_state().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(listed["links"][0]["has_refresh_token"], true, "{listed}");
+    assert_eq!(listed["links"][0]["authenticated"], true, "{listed}");
+    w.idp.clear_faults().await;
+}

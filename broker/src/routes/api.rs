@@ -389,9 +389,7 @@ pub async fn external_auth_list_get(
             })
         })
         .collect();
-    let links: Vec<Value> = state
-        .store
-        .links_of_user(&caller.user.id)
+    let links: Vec<Value> = links::refreshed_links_of_user(&state, &caller.user.id)
         .await?
         .iter()
         .map(|link| {

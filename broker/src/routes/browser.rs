@@ -64,7 +64,7 @@ pub async fn home_get(
     user: BrowserUser,
     Query(q): Query<HomeQuery>,
 ) -> Result<Response, PageError> {
-    let links = state.store.links_of_user(&user.user.id).await?;
+    let links = links::refreshed_links_of_user(&state, &user.user.id).await?;
     let base = state.settings.base_path().to_owned();
     let providers = state
         .providers
