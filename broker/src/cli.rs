@@ -15,14 +15,9 @@ use crate::settings::{ServeArgs, Settings};
 #[command(name = "extauth-broker", version, about, long_about = None)]
 pub struct Cli {
     /// The broker's public base URL; callbacks are <access-url>/external-auth/<id>/callback.
-    #[arg(
-        long,
-        global = true,
-        env = "CODER_ACCESS_URL",
-        default_value = config_check::DEFAULT_ACCESS_URL,
-        value_name = "URL"
-    )]
-    pub access_url: String,
+    /// [default: http:// and the listen address, 127.0.0.1 for an unspecified one]
+    #[arg(long, global = true, env = "CODER_ACCESS_URL", value_name = "URL")]
+    pub access_url: Option<String>,
 
     #[command(flatten)]
     serve: ServeArgs,
@@ -110,17 +105,49 @@ enum ConfigCommand {
     Check(CheckArgs),
 }
 
+impl Cli {
+    /// The access URL as set, or else where a local user reaches the listen address (so that
+    /// changing only `CODER_HTTP_ADDRESS` keeps the links and callbacks right).
+    fn access_url(&self) -> String {
+        if let Some(url) = self.access_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            return url.to_owned();
+        }
+        default_access_url(&self.serve.http_address)
+    }
+}
+
+/// `http://<address>`, with a loopback address for an unspecified one (`0.0.0.0`, `::`).
+fn default_access_url(http_address: &str) -> String {
+    match http_address.parse::<std::net::SocketAddr>() {
+        Ok(address) => {
+            let ip = match address.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                }
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                    std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                }
+                ip => ip,
+            };
+            format!("http://{}", std::net::SocketAddr::new(ip, address.port()))
+        }
+        // The address itself is reported as an error where it is used.
+        Err(_) => config_check::DEFAULT_ACCESS_URL.to_owned(),
+    }
+}
+
 /// Runs the command line of the process.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let access_url = cli.access_url();
     match cli.command {
         Some(Command::Config(ConfigCommand::Check(args))) => {
-            let outcome = config_check::run(process_env(), &cli.access_url, &args);
+            let outcome = config_check::run(process_env(), &access_url, &args);
             print!("{}", outcome.stdout);
             eprint!("{}", outcome.stderr);
             ExitCode::from(outcome.status)
         }
-        Some(Command::Oidc(OidcCommand::Check)) => oidc_check(&cli.access_url),
+        Some(Command::Oidc(OidcCommand::Check)) => oidc_check(&access_url),
         Some(Command::Dbcrypt(command)) => {
             init_logging(false);
             block_on(dbcrypt(&cli.serve, command))
@@ -129,7 +156,7 @@ pub fn main() -> ExitCode {
             init_logging(false);
             block_on(store_migrate(&from, &to))
         }
-        None => serve(&cli.access_url, &cli.serve),
+        None => serve(&access_url, &cli.serve),
     }
 }
 
@@ -501,4 +528,24 @@ pub fn process_env() -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_access_url;
+
+    #[test]
+    fn the_default_access_url_follows_the_listen_address() {
+        assert_eq!(
+            default_access_url("127.0.0.1:3000"),
+            "http://127.0.0.1:3000"
+        );
+        assert_eq!(default_access_url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(default_access_url("[::]:8080"), "http://[::1]:8080");
+        assert_eq!(default_access_url("10.1.2.3:80"), "http://10.1.2.3:80");
+        assert_eq!(
+            default_access_url("not an address"),
+            "http://127.0.0.1:3000"
+        );
+    }
 }

@@ -267,3 +267,21 @@ fn default_access_url_and_empty_config() {
         "http://127.0.0.1:3000/external-auth/github/callback"
     );
 }
+
+#[test]
+fn without_an_access_url_the_listen_address_gives_it() {
+    let o = run(
+        &[
+            ("CODER_HTTP_ADDRESS", "0.0.0.0:8080"),
+            ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+            ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+        ],
+        &["--output", "json"],
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["access_url"], "http://127.0.0.1:8080/");
+    assert_eq!(
+        v["providers"][0]["callback_url"],
+        "http://127.0.0.1:8080/external-auth/github/callback"
+    );
+}
