@@ -220,6 +220,7 @@ async function run(browser) {
   assert.equal(failed.status(), 400);
   assert.match(failed.headers()['content-type'], /^text\/html/, 'browser routes answer with pages, not JSON');
   await page.getByText('The user denied access').waitFor();
+  assert.ok(await page.getByRole('navigation', { name: 'Main' }).getByText('alice').isVisible(), 'the error page keeps the navigation');
   await checkAccessible(page);
   await shot(page, '08-error');
   const missing = await page.goto(`${broker}/external-auth/no-such-provider`);
