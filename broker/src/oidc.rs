@@ -312,6 +312,48 @@ fn refused(message: impl Into<String>, detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message, detail)
 }
 
+/// OpenID Connect Core §3.1.3.8: an `at_hash` claim binds the ID token to the access token
+/// that came with it; a mismatch means the two were not issued together (a substituted token).
+/// Without the claim, or without an access token, there is nothing to compare.
+pub fn check_at_hash(
+    id_token: &str,
+    claims: &Map<String, Value>,
+    access_token: &str,
+) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+
+    let Some(expected) = claims.get("at_hash").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if access_token.is_empty() {
+        return Ok(());
+    }
+    let alg = jsonwebtoken::decode_header(id_token)
+        .map(|h| h.alg)
+        .map_err(|e| refused("The ID token is not a valid JWT.", e.to_string()))?;
+    // The hash of the signing algorithm, left half.
+    let digest = match alg {
+        Algorithm::RS384 | Algorithm::ES384 | Algorithm::PS384 | Algorithm::HS384 => {
+            sha2::Sha384::digest(access_token.as_bytes()).to_vec()
+        }
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::HS512 => {
+            sha2::Sha512::digest(access_token.as_bytes()).to_vec()
+        }
+        _ => sha2::Sha256::digest(access_token.as_bytes()).to_vec(),
+    };
+    let actual =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2]);
+    if extauth_providers::constant_time_eq(actual.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(refused(
+            "The ID token does not belong to the access token sent with it.",
+            "its at_hash does not match; sign in again",
+        ))
+    }
+}
+
 impl Oidc {
     /// A client for `settings`.
     pub fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
@@ -740,6 +782,25 @@ pub fn identity(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn at_hash_is_the_left_half_of_the_access_tokens_hash() {
+        // OpenID Connect Core, Appendix A.3 (an RS256 ID token).
+        let id_token = "eyJhbGciOiJSUzI1NiJ9.e30.c2ln";
+        let access = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
+        let claims = |at_hash: &str| {
+            let mut m = Map::new();
+            m.insert("at_hash".into(), Value::from(at_hash));
+            m
+        };
+        assert!(check_at_hash(id_token, &claims("77QmUPtjPfzWtF2AnpK9RQ"), access).is_ok());
+        let wrong = check_at_hash(id_token, &claims("77QmUPtjPfzWtF2AnpK9RA"), access).unwrap_err();
+        assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+        assert!(
+            check_at_hash(id_token, &Map::new(), access).is_ok(),
+            "no claim, nothing to check"
+        );
+    }
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

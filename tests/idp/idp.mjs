@@ -232,7 +232,13 @@ function rewriteIdToken(res, overrides, hs256Secret) {
       const answer = JSON.parse(body.toString());
       if (answer.id_token) {
         const payload = JSON.parse(Buffer.from(answer.id_token.split('.')[1], 'base64url').toString());
-        answer.id_token = signJwt({ ...payload, ...overrides }, hs256Secret);
+        const claims = { ...payload, ...overrides };
+        // `at_hash: "computed"`: the right value for the access token sent with it (RS256/HS256).
+        if (claims.at_hash === 'computed') {
+          const digest = crypto.createHash('sha256').update(answer.access_token).digest();
+          claims.at_hash = digest.subarray(0, 16).toString('base64url');
+        }
+        answer.id_token = signJwt(claims, hs256Secret);
       }
       return end(JSON.stringify(answer), ...rest);
     } catch {

@@ -177,6 +177,11 @@ async fn forged_or_stale_id_tokens_are_refused() {
             Some("not-the-client-secret"),
             "The ID token's HS256 signature does not match CODER_OIDC_CLIENT_SECRET.",
         ),
+        (
+            json!({"at_hash": "QzRbTr0Pcs3XtGpL2hI2wQ"}),
+            None,
+            "The ID token does not belong to the access token sent with it.",
+        ),
     ] {
         let mut fault = json!({"path": "/token", "mode": "id_token", "claims": claims, "count": 1});
         if let Some(secret) = hs256_secret {
@@ -195,6 +200,13 @@ async fn forged_or_stale_id_tokens_are_refused() {
             "no session after a refusal"
         );
     }
+    // The right at_hash passes.
+    w.idp
+        .fault(json!({"path": "/token", "mode": "id_token", "claims": {"at_hash": "computed"}, "count": 1}))
+        .await;
+    let (browser, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(me(&browser, &w).await.0, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread")]

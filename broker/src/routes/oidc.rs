@@ -193,6 +193,7 @@ pub async fn callback_get(
         .get("access_token")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    crate::oidc::check_at_hash(id_token, &claims, access_token)?;
     let userinfo = if access_token.is_empty() {
         serde_json::Map::new()
     } else {
