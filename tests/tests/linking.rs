@@ -824,5 +824,60 @@ async fn errors_are_pages_for_browsers_and_json_for_programs() {
             "the sign-out form carries the session's CSRF token"
         );
     }
+
+    // A request axum cannot read (its own plain-text rejections) gets the same shapes: JSON
+    // {message, detail} for a program, the page for a browser.
+    let (_, home) = html(http.get(format!("{site}/")).header("Cookie", &cookie)).await;
+    let csrf = csrf_of(&home);
+    let tokens = format!("{site}/api/v2/users/me/workspace-tokens");
+    for (content_type, body, status, message, detail) in [
+        (
+            "application/json",
+            "{not json",
+            StatusCode::BAD_REQUEST,
+            "The request could not be read.",
+            "Failed to parse the request body as JSON",
+        ),
+        (
+            "text/plain",
+            "name=x",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The request's content type is not accepted here.",
+            "Content-Type: application/json",
+        ),
+        (
+            "application/json",
+            r#"{"name": 5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The request's fields are not what this route takes.",
+            "invalid type: integer `5`, expected a string",
+        ),
+    ] {
+        let response = http
+            .post(&tokens)
+            .header("Cookie", &cookie)
+            .header("X-CSRF-Token", &csrf)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["message"], message, "{answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains(detail),
+            "{answer}"
+        );
+    }
+    let (status, page) = html(
+        http.post(format!("{site}/logout"))
+            .header("Cookie", &cookie)
+            .form(&[("other", "x")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("missing field `csrf`"), "{page}");
+    assert!(page.contains(r#"<nav aria-label="Main">"#), "{page}");
     assert!(broker.stop());
 }

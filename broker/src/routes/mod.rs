@@ -115,7 +115,7 @@ pub fn router(state: AppState) -> Router {
         Router::new().nest(base, routes)
     };
     site.fallback(unknown_route)
-        .layer(axum::middleware::from_fn_with_state(state, error_pages))
+        .layer(axum::middleware::from_fn_with_state(state, error_answers))
 }
 
 /// Nothing is served at this path: a page for a browser, JSON for an API client, never an
@@ -142,28 +142,59 @@ async fn unsupported_method(
     answer_as_asked(&headers, error)
 }
 
-fn answer_as_asked(headers: &HeaderMap, error: ApiError) -> Response {
-    let wants_page = headers
+/// Whether the client is a browser asking for a page.
+fn wants_page(headers: &HeaderMap) -> bool {
+    headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
-    if wants_page {
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+fn answer_as_asked(headers: &HeaderMap, error: ApiError) -> Response {
+    if wants_page(headers) {
         PageError(error).into_response()
     } else {
         error.into_response()
     }
 }
 
-/// Renders the error a browser route failed with ([`PageErrorMark`]) as the site's error page.
-/// Here, rather than where the error is raised, because this is where the path prefix and the
-/// signed-in user (for the navigation) are known. The session is only looked up for an error.
-async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Every error answer takes one of the site's two shapes here, in one place. A browser route's
+/// error ([`PageErrorMark`]) becomes the site's error page: this is where the path prefix and
+/// the signed-in user (for the navigation) are known; the session is looked up only for an
+/// error. axum's own rejections of a request it cannot read (bad JSON, a wrong content type, a
+/// missing form field or query parameter: plain text) become `{message, detail}`, or that page
+/// for a browser.
+async fn error_answers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut cookies = HeaderMap::new();
     for value in request.headers().get_all(header::COOKIE) {
         cookies.append(header::COOKIE, value.clone());
     }
+    let wants_page = wants_page(request.headers());
     let mut response = next.run(request).await;
-    let Some(PageErrorMark(error)) = response.extensions_mut().remove::<PageErrorMark>() else {
+    let error = if let Some(PageErrorMark(error)) = response.extensions_mut().remove() {
+        error
+    } else if is_rejection(&response) {
+        let status = response.status();
+        let body = std::mem::take(response.body_mut());
+        let detail = axum::body::to_bytes(body, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let message = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "The request's content type is not accepted here."
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                "The request's fields are not what this route takes."
+            }
+            _ => "The request could not be read.",
+        };
+        let error = ApiError::new(status, message, detail);
+        if !wants_page {
+            return with_headers_of(response, error.into_response());
+        }
+        error
+    } else {
         return response;
     };
     let mut chrome = Chrome {
@@ -176,12 +207,25 @@ async fn error_pages(State(state): State<AppState>, request: Request, next: Next
         chrome.user = Some(user.username);
         chrome.csrf = session.csrf;
     }
-    let (parts, _) = response.into_parts();
-    let mut page = crate::pages::error_page(&error, chrome);
-    for (name, value) in &parts.headers {
+    with_headers_of(response, crate::pages::error_page(&error, chrome))
+}
+
+/// An error answer of axum itself: a client error in plain text (ours are JSON or HTML).
+fn is_rejection(response: &Response) -> bool {
+    response.status().is_client_error()
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/plain"))
+}
+
+/// `answer`, keeping the headers `original` set (cookies, `Allow`), but not its body's.
+fn with_headers_of(original: Response, mut answer: Response) -> Response {
+    for (name, value) in original.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            page.headers_mut().append(name, value.clone());
+            answer.headers_mut().append(name, value.clone());
         }
     }
-    page
+    answer
 }
