@@ -112,12 +112,15 @@ impl Cli {
         if let Some(url) = self.access_url.as_deref().filter(|u| !u.trim().is_empty()) {
             return url.to_owned();
         }
-        default_access_url(&self.serve.http_address)
+        let https = self.serve.tls_cert_file.is_some();
+        default_access_url(&self.serve.http_address, https)
     }
 }
 
-/// `http://<address>`, with a loopback address for an unspecified one (`0.0.0.0`, `::`).
-fn default_access_url(http_address: &str) -> String {
+/// `http://<address>` (`https://` when serving TLS), with a loopback address for an unspecified
+/// one (`0.0.0.0`, `::`).
+fn default_access_url(http_address: &str, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
     match http_address.parse::<std::net::SocketAddr>() {
         Ok(address) => {
             let ip = match address.ip() {
@@ -129,10 +132,13 @@ fn default_access_url(http_address: &str) -> String {
                 }
                 ip => ip,
             };
-            format!("http://{}", std::net::SocketAddr::new(ip, address.port()))
+            format!(
+                "{scheme}://{}",
+                std::net::SocketAddr::new(ip, address.port())
+            )
         }
         // The address itself is reported as an error where it is used.
-        Err(_) => config_check::DEFAULT_ACCESS_URL.to_owned(),
+        Err(_) => config_check::DEFAULT_ACCESS_URL.replacen("http", scheme, 1),
     }
 }
 
@@ -536,16 +542,15 @@ mod tests {
 
     #[test]
     fn the_default_access_url_follows_the_listen_address() {
+        let http = |address| default_access_url(address, false);
+        assert_eq!(http("127.0.0.1:3000"), "http://127.0.0.1:3000");
+        assert_eq!(http("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(http("[::]:8080"), "http://[::1]:8080");
+        assert_eq!(http("10.1.2.3:80"), "http://10.1.2.3:80");
+        assert_eq!(http("not an address"), "http://127.0.0.1:3000");
         assert_eq!(
-            default_access_url("127.0.0.1:3000"),
-            "http://127.0.0.1:3000"
-        );
-        assert_eq!(default_access_url("0.0.0.0:8080"), "http://127.0.0.1:8080");
-        assert_eq!(default_access_url("[::]:8080"), "http://[::1]:8080");
-        assert_eq!(default_access_url("10.1.2.3:80"), "http://10.1.2.3:80");
-        assert_eq!(
-            default_access_url("not an address"),
-            "http://127.0.0.1:3000"
+            default_access_url("0.0.0.0:443", true),
+            "https://127.0.0.1:443"
         );
     }
 }

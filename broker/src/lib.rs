@@ -27,4 +27,5 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod upstream;

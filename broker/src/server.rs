@@ -209,7 +209,7 @@ pub async fn serve(
         })?;
     let store = match &settings.postgres_url {
         None => open_sled(&settings)?,
-        Some(url) => connect_postgres(url.secret(), &listener).await?,
+        Some(url) => connect_postgres(url.secret(), &listener, settings.tls.clone()).await?,
     };
     // Before the keys are checked: a dbcrypt running now may be revoking some.
     store
@@ -245,8 +245,8 @@ pub async fn serve(
         // The one place a secret is printed: it is the point of --dev. To stdout, never a log.
         println!("Sign in as the local admin: {link}");
     }
-    axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let tls = state.settings.tls.clone();
+    serve_on(listener, tls, routes::router(state), shutdown_signal())
         .await
         .map_err(|source| StartError::Bind {
             address: address.to_string(),
@@ -260,7 +260,11 @@ pub async fn serve(
 /// waits instead of crash-looping). Meanwhile the listener answers `/healthz` with 200 and
 /// everything else, `/readyz` included, with 503 and the reason, so a load balancer sends no
 /// traffic yet.
-async fn connect_postgres(url: &str, listener: &TcpListener) -> Result<Arc<dyn Store>, StartError> {
+async fn connect_postgres(
+    url: &str,
+    listener: &TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<Arc<dyn Store>, StartError> {
     use axum::http::StatusCode;
     use axum::response::IntoResponse as _;
 
@@ -289,11 +293,10 @@ async fn connect_postgres(url: &str, listener: &TcpListener) -> Result<Arc<dyn S
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = std_listener.map(|l| {
         tokio::spawn(async move {
-            let _ = axum::serve(l, starting)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
+            let _ = serve_on(l, tls, starting, async {
+                let _ = stopped.await;
+            })
+            .await;
         })
     });
     let mut delay = std::time::Duration::from_millis(500);
@@ -324,6 +327,27 @@ async fn connect_postgres(url: &str, listener: &TcpListener) -> Result<Arc<dyn S
     }
     tracing::info!("PostgreSQL store reachable");
     Ok(Arc::new(store))
+}
+
+/// Serves `router` on `listener`, over TLS when `tls` is set, until `shutdown` completes.
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            axum::serve(crate::tls::TlsListener::new(listener, config)?, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// A second handle on the same listening socket, for the start-up responder.

@@ -102,11 +102,12 @@ pub struct ServeArgs {
     #[arg(long, env = "EXTAUTH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
-    /// TLS certificate; TLS is not served by this build (put a proxy in front).
+    /// Serve HTTPS with this certificate (PEM: the certificate, then its chain); with
+    /// --tls-key-file.
     #[arg(long, env = "CODER_TLS_CERT_FILE", value_name = "FILE")]
     pub tls_cert_file: Option<PathBuf>,
 
-    /// TLS key; see --tls-cert-file.
+    /// The private key of --tls-cert-file (PEM, unencrypted).
     #[arg(long, env = "CODER_TLS_KEY_FILE", value_name = "FILE")]
     pub tls_key_file: Option<PathBuf>,
 }
@@ -157,6 +158,8 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// JSON logs.
     pub json_logs: bool,
+    /// Serve HTTPS with this configuration (`CODER_TLS_CERT_FILE`, `CODER_TLS_KEY_FILE`).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Settings {
@@ -212,10 +215,31 @@ impl Settings {
                 );
             }
         }
-        if args.tls_cert_file.is_some() || args.tls_key_file.is_some() {
-            errors.push(
-                "CODER_TLS_CERT_FILE/CODER_TLS_KEY_FILE: this build does not terminate TLS; unset them and put a TLS proxy in front of the broker".to_owned(),
-            );
+        let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            (Some(_), None) => {
+                errors.push("CODER_TLS_KEY_FILE: unset while CODER_TLS_CERT_FILE is set; give the certificate's private key too".to_owned());
+                None
+            }
+            (None, Some(_)) => {
+                errors.push("CODER_TLS_CERT_FILE: unset while CODER_TLS_KEY_FILE is set; give the certificate too".to_owned());
+                None
+            }
+        };
+        if let Some(access) = &access {
+            if tls.is_some() && access.as_url().scheme() == "http" {
+                tracing::warn!(
+                    access_url = %access,
+                    "CODER_ACCESS_URL is http:// while the broker serves HTTPS; links and callbacks will point at http"
+                );
+            }
         }
         match (access, http_address, errors.is_empty()) {
             (Some(access_url), Some(http_address), true) => Ok(Self {
@@ -232,6 +256,7 @@ impl Settings {
                 upstream_timeout,
                 refresh_retry_timeout,
                 json_logs: args.log_format == "json",
+                tls,
             }),
             _ => Err(errors),
         }

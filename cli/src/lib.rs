@@ -226,7 +226,8 @@ fn workspace_client() -> Result<Client, Failure> {
 /// The login's credential, else the workspace's variables (an API token there works too).
 fn user_client() -> Result<Client, Failure> {
     if let Some(c) = credentials::load() {
-        return Ok(Client::new(Settings::new(&c.url, &c.token)));
+        let settings = Settings::new(&c.url, &c.token).map_err(|e| Failure(e.to_string(), 3))?;
+        return Ok(Client::new(settings));
     }
     match env_settings() {
         Some(settings) => Ok(Client::new(settings?)),
@@ -496,7 +497,7 @@ fn login(url: &str, token: Option<String>, out: &mut dyn Write) -> Outcome {
     if token.is_empty() {
         return Err(Failure("no token given".to_owned(), 2));
     }
-    let client = Client::new(Settings::new(url, &token));
+    let client = Client::new(Settings::new(url, &token).map_err(|e| Failure(e.to_string(), 3))?);
     let me = get_json(&client, "/api/v2/users/me")?;
     let stored = credentials::save(&credentials::Credential {
         url: url.to_owned(),

@@ -16,6 +16,9 @@ pub struct Settings {
     pub url_variable: &'static str,
     /// How long to wait for the user to link a provider.
     pub login_timeout: Duration,
+    /// Trust only these roots for an https broker (`EXTAUTH_CA_FILE`, else `SSL_CERT_FILE`);
+    /// none: the Mozilla roots built in.
+    roots: Option<Vec<ureq::tls::Certificate<'static>>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -68,6 +71,54 @@ pub enum ConfigError {
     /// A bad duration.
     #[error("EXTAUTH_LOGIN_TIMEOUT: {0:?} is not a duration; write e.g. 30s, 5m or 1h")]
     BadTimeout(String),
+    /// The CA file cannot be used.
+    #[error(
+        "{variable} {path}: {error}; give a PEM file of the CA certificates to trust for the broker"
+    )]
+    CaFile {
+        /// The variable.
+        variable: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// The roots to trust for an https broker: `EXTAUTH_CA_FILE`, else `SSL_CERT_FILE` (OpenSSL's
+/// variable, which environments with a private CA often set already). Read only for https, so
+/// a plain-http broker costs nothing.
+fn roots_from(
+    url: &str,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Vec<ureq::tls::Certificate<'static>>>, ConfigError> {
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let Some((variable, path)) = ["EXTAUTH_CA_FILE", "SSL_CERT_FILE"]
+        .into_iter()
+        .find_map(|v| get(v).filter(|p| !p.trim().is_empty()).map(|p| (v, p)))
+    else {
+        return Ok(None);
+    };
+    let failed = |error: String| ConfigError::CaFile {
+        variable,
+        path: path.clone(),
+        error,
+    };
+    let pem = std::fs::read(&path).map_err(|e| failed(e.to_string()))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| failed(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(failed("no certificate in it".to_owned()));
+    }
+    Ok(Some(certs))
 }
 
 impl Settings {
@@ -120,22 +171,28 @@ impl Settings {
             None => Duration::from_secs(300),
             Some(text) => parse_duration(&text).ok_or(ConfigError::BadTimeout(text))?,
         };
+        let roots = roots_from(&url, get)?;
         Ok(Self {
             url,
             token,
             url_variable,
             login_timeout,
+            roots,
         })
     }
 
-    /// Settings for an explicit broker URL and token (the CLI's login).
-    pub fn new(url: &str, token: &str) -> Self {
-        Self {
-            url: url.trim_end_matches('/').to_owned(),
+    /// Settings for an explicit broker URL and token (the CLI's login), trusting the roots the
+    /// process environment names (see [`Settings::from_env`]).
+    pub fn new(url: &str, token: &str) -> Result<Self, ConfigError> {
+        let url = url.trim_end_matches('/').to_owned();
+        let roots = roots_from(&url, |name| std::env::var(name).ok())?;
+        Ok(Self {
+            url,
             token: token.to_owned(),
             url_variable: "EXTAUTH_URL",
             login_timeout: Duration::from_secs(300),
-        }
+            roots,
+        })
     }
 }
 
@@ -220,7 +277,15 @@ pub struct Client {
 impl Client {
     /// A client; nothing is connected or set up before the first request.
     pub fn new(settings: Settings) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if let Some(roots) = &settings.roots {
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(roots))
+                    .build(),
+            );
+        }
+        let agent: ureq::Agent = config
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
             .user_agent(concat!("extauth/", env!("CARGO_PKG_VERSION")))
@@ -258,9 +323,20 @@ impl Client {
     ) -> Result<(u16, String), ClientError> {
         let url = self.url(path, query);
         let auth = format!("Bearer {}", self.settings.token);
-        let unreachable = |e: ureq::Error| ClientError::Unreachable {
-            url: self.settings.url.clone(),
-            error: e.to_string(),
+        let unreachable = |e: ureq::Error| {
+            let mut error = e.to_string();
+            if error.contains("certificate") {
+                // The usual cause: the broker's certificate comes from a private CA.
+                error.push_str(if self.settings.roots.is_some() {
+                    "; the CA file given (EXTAUTH_CA_FILE or SSL_CERT_FILE) does not vouch for it"
+                } else {
+                    "; if the broker's certificate comes from a private CA, set EXTAUTH_CA_FILE to that CA's PEM file"
+                });
+            }
+            ClientError::Unreachable {
+                url: self.settings.url.clone(),
+                error,
+            }
         };
         let response = match (method, body) {
             ("GET", _) => {
