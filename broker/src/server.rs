@@ -338,6 +338,10 @@ async fn serve_on(
 ) -> std::io::Result<()> {
     match tls {
         None => {
+            // As for TLS: no answer held back by Nagle's algorithm.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await

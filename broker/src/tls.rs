@@ -84,6 +84,9 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // A TLS answer is several records; Nagle's algorithm would hold the last ones
+                // back waiting for an acknowledgement (tens of milliseconds).
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, done) = (acceptor.clone(), done.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
