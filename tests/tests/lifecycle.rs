@@ -83,6 +83,16 @@ impl World {
         self.broker.lookup(&self.token, "id=forge").await
     }
 
+    /// Unlinks `forge` through the API; its answer.
+    async fn unlink(&self) -> Value {
+        answer(
+            self.admin
+                .delete(format!("{}/api/v2/external-auth/forge", self.broker.url))
+                .header("X-CSRF-Token", &self.csrf),
+        )
+        .await
+    }
+
     async fn link_state(&self) -> Value {
         answer(
             self.admin
@@ -374,12 +384,7 @@ async fn a_failed_revocation_is_retried_until_it_succeeds() {
         .fault(json!({"path": "/token/revocation", "mode": "status", "status": 503}))
         .await;
 
-    let unlinked: Value = answer(
-        w.admin
-            .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
-            .header("X-CSRF-Token", &w.csrf),
-    )
-    .await;
+    let unlinked = w.unlink().await;
     assert_eq!(unlinked["token_revoked"], false);
     assert_eq!(unlinked["revocation_pending"], true);
     assert!(
@@ -532,12 +537,7 @@ async fn listing_links_refreshes_the_expiring_ones_and_shows_what_failed() {
     assert_eq!(w.refreshes().await, 1, "the lookup used the listed refresh");
 
     // A refresh the provider refuses for good shows in the list, with its reason, at once.
-    answer(
-        w.admin
-            .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
-            .header("X-CSRF-Token", &w.csrf),
-    )
-    .await;
+    w.unlink().await;
     w.link_expiring(1).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     w.idp
@@ -557,12 +557,7 @@ async fn listing_links_refreshes_the_expiring_ones_and_shows_what_failed() {
 
     // A provider that is down: the list answers without waiting out the refresh's retries
     // (10 s), the link as stored.
-    answer(
-        w.admin
-            .delete(format!("{}/api/v2/external-auth/forge", w.broker.url))
-            .header("X-CSRF-Token", &w.csrf),
-    )
-    .await;
+    w.unlink().await;
     w.link_expiring(1).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     w.idp

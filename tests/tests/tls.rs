@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use extauth_tests::{Broker, Idp, binary, client, free_port, provider_env};
+use extauth_tests::{Broker, Idp, answer, binary, client, free_port, provider_env};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A CA and a certificate it issued for 127.0.0.1, made with the `openssl` command.
 fn private_ca(dir: &Path) {
@@ -136,16 +136,13 @@ async fn the_broker_serves_https_and_workspaces_trust_a_private_ca() {
         linked.url().as_str(),
         format!("{site}/external-auth/forge?redirected=true")
     );
-    let created: Value = browser
-        .post(format!("{site}/api/v2/users/me/workspace-tokens"))
-        .header("X-CSRF-Token", &csrf)
-        .json(&json!({"name": "ws"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = answer(
+        browser
+            .post(format!("{site}/api/v2/users/me/workspace-tokens"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"name": "ws"})),
+    )
+    .await;
     let token = created["token"].as_str().unwrap().to_owned();
 
     // The workspace side: the CA from EXTAUTH_CA_FILE, or from SSL_CERT_FILE.
