@@ -209,7 +209,10 @@ pub async fn serve(
         })?;
     let store = match &settings.postgres_url {
         None => open_sled(&settings)?,
-        Some(url) => connect_postgres(url.secret(), &listener, settings.tls.clone()).await?,
+        Some(url) => {
+            let tls = settings.tls.as_ref().map(|(config, _)| config.clone());
+            connect_postgres(url.secret(), &listener, tls).await?
+        }
     };
     // Before the keys are checked: a dbcrypt running now may be revoking some.
     store
@@ -229,6 +232,9 @@ pub async fn serve(
         }
     }
     crate::revocations::spawn_worker(state.clone());
+    if let Some((_, certificate)) = &state.settings.tls {
+        certificate.watch();
+    }
     let access = state.settings.access_url.clone();
     tracing::info!(
         address = %listener.local_addr().map_or(address, |a| a),
@@ -245,7 +251,11 @@ pub async fn serve(
         // The one place a secret is printed: it is the point of --dev. To stdout, never a log.
         println!("Sign in as the local admin: {link}");
     }
-    let tls = state.settings.tls.clone();
+    let tls = state
+        .settings
+        .tls
+        .as_ref()
+        .map(|(config, _)| config.clone());
     serve_on(listener, tls, routes::router(state), shutdown_signal())
         .await
         .map_err(|source| StartError::Bind {

@@ -158,8 +158,12 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// JSON logs.
     pub json_logs: bool,
-    /// Serve HTTPS with this configuration (`CODER_TLS_CERT_FILE`, `CODER_TLS_KEY_FILE`).
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Serve HTTPS with this configuration and certificate (`CODER_TLS_CERT_FILE`,
+    /// `CODER_TLS_KEY_FILE`).
+    pub tls: Option<(
+        std::sync::Arc<rustls::ServerConfig>,
+        std::sync::Arc<crate::tls::Certificate>,
+    )>,
 }
 
 impl Settings {
@@ -218,7 +222,7 @@ impl Settings {
         let tls = match (&args.tls_cert_file, &args.tls_key_file) {
             (None, None) => None,
             (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
-                Ok(config) => Some(config),
+                Ok(served) => Some(served),
                 Err(e) => {
                     errors.push(e);
                     None

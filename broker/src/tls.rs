@@ -1,15 +1,19 @@
 //! Serving HTTPS itself (`CODER_TLS_CERT_FILE` + `CODER_TLS_KEY_FILE`), for deployments without
 //! a TLS proxy in front. Handshakes run in tasks of their own, so a slow or silent client never
-//! holds up the others; connections reach axum only once their handshake is done.
+//! holds up the others; connections reach axum only once their handshake is done. A renewed
+//! certificate is picked up without a restart.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -18,9 +22,111 @@ use tokio_rustls::server::TlsStream;
 /// How long a client may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads the certificate chain and key (PEM) into a server configuration. Errors name the
-/// variable and say what to fix.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, String> {
+/// The certificate being served, read again from its files on `SIGHUP` and when they change
+/// (renewals by certbot or cert-manager need no restart). A renewal that cannot be used is
+/// logged and the current certificate kept.
+#[derive(Debug)]
+pub struct Certificate {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// Modification times of the two files when last read.
+    read_at: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+}
+
+impl Certificate {
+    /// Reads the files; errors name the variable and say what to fix.
+    fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, String> {
+        let read_at = (modified(cert_file), modified(key_file));
+        let key = certified_key(cert_file, key_file, &provider)?;
+        Ok(Self {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            provider,
+            current: RwLock::new(Arc::new(key)),
+            read_at: Mutex::new(read_at),
+        })
+    }
+
+    /// The certificate chain and key served now.
+    pub fn served(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|key| key.clone())
+    }
+
+    /// Reads the files again (when `only_if_changed`, only if either changed since).
+    pub fn reload(&self, only_if_changed: bool) {
+        let stamps = (modified(&self.cert_file), modified(&self.key_file));
+        if only_if_changed && self.read_at.lock().is_ok_and(|seen| *seen == stamps) {
+            return;
+        }
+        match certified_key(&self.cert_file, &self.key_file, &self.provider) {
+            Ok(key) => {
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(key);
+                }
+                if let Ok(mut seen) = self.read_at.lock() {
+                    *seen = stamps;
+                }
+                tracing::info!(cert_file = %self.cert_file.display(), "TLS certificate loaded");
+            }
+            Err(e) => tracing::error!(
+                error = e,
+                "TLS certificate not reloaded; serving the previous one"
+            ),
+        }
+    }
+
+    /// Reloads on `SIGHUP`, and every minute if the files changed, until the process ends.
+    pub fn watch(self: &Arc<Self>) {
+        let certificate = self.clone();
+        // Installed before returning: from here on SIGHUP reloads rather than ends the process.
+        #[cfg(unix)]
+        let mut hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                #[cfg(unix)]
+                let hangup = async {
+                    match hangups.as_mut() {
+                        Some(signals) => {
+                            signals.recv().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hangup = std::future::pending::<()>();
+                tokio::select! {
+                    () = hangup => certificate.reload(false),
+                    _ = tick.tick() => certificate.reload(true),
+                }
+            }
+        });
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.served()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(Iterator::collect)
         .map_err(|e| {
@@ -41,20 +147,29 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
             key_file.display()
         )
     })?;
+    CertifiedKey::from_der(certs, key, provider).map_err(|e| {
+        format!(
+            "CODER_TLS_CERT_FILE / CODER_TLS_KEY_FILE: the key does not fit the certificate ({e}); give the key the certificate was issued for"
+        )
+    })
+}
+
+/// The server configuration for the certificate and key files (PEM), and the certificate
+/// handle to [`Certificate::watch`].
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Arc<ServerConfig>, Arc<Certificate>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certificate = Arc::new(Certificate::load(cert_file, key_file, provider.clone())?);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "CODER_TLS_CERT_FILE / CODER_TLS_KEY_FILE: the key does not fit the certificate ({e}); give the key the certificate was issued for"
-            )
-        })?;
+        .with_cert_resolver(certificate.clone());
     // This server speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), certificate))
 }
 
 /// A listener whose connections are TLS sessions, for `axum::serve`.

@@ -179,6 +179,38 @@ async fn the_broker_serves_https_and_workspaces_trust_a_private_ca() {
         "{said}"
     );
 
+    // A renewed certificate (from another CA here, so the switch is visible) is served after
+    // SIGHUP, without a restart.
+    let renewed = tempfile::tempdir().unwrap();
+    private_ca(renewed.path());
+    for name in ["server.pem", "server.key"] {
+        std::fs::copy(renewed.path().join(name), certs.path().join(name)).unwrap();
+    }
+    let trusting = |ca: &Path| {
+        reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let (old_ca, new_ca) = (trusting(&ca), trusting(&renewed.path().join("ca.pem")));
+    assert!(new_ca.get(format!("{site}/healthz")).send().await.is_err());
+    let hup = Command::new("kill")
+        .args(["-HUP", &broker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while new_ca.get(format!("{site}/healthz")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate is served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(old_ca.get(format!("{site}/healthz")).send().await.is_err());
+
     // A CA file that is not one: the variable is named.
     let mut bad = Command::new(binary("extauth"));
     let out = bad
@@ -237,4 +269,61 @@ fn a_key_that_does_not_fit_or_a_missing_half_is_refused_at_start() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains(says), "{pairs:?}: {said}");
     }
+}
+
+#[test]
+fn a_certificate_is_read_again_only_when_its_files_change() {
+    let certs = tempfile::tempdir().unwrap();
+    private_ca(certs.path());
+    let (cert, key) = (
+        certs.path().join("server.pem"),
+        certs.path().join("server.key"),
+    );
+    let (_, certificate) = extauth_broker::tls::server_config(&cert, &key).unwrap();
+    let first = certificate.served().unwrap();
+    certificate.reload(true);
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &certificate.served().unwrap()),
+        "unchanged files are not read again"
+    );
+
+    // A broken renewal keeps the current certificate.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    certificate.reload(true);
+    assert_eq!(certificate.served().unwrap().cert, first.cert);
+
+    // A good one replaces it, at the next check.
+    let renewed = tempfile::tempdir().unwrap();
+    private_ca(renewed.path());
+    std::fs::copy(renewed.path().join("server.pem"), &cert).unwrap();
+    std::fs::copy(renewed.path().join("server.key"), &key).unwrap();
+    // Modification times have a coarse grain on some file systems: make the change visible.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    for file in [&cert, &key] {
+        std::fs::File::options()
+            .write(true)
+            .open(file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+    }
+    certificate.reload(true);
+    let now = certificate.served().unwrap();
+    assert_ne!(now.cert, first.cert);
+    assert_eq!(
+        now.cert[0].as_ref(),
+        rustls_cert_der(&renewed.path().join("server.pem")).as_slice()
+    );
+}
+
+/// The DER of the first certificate of a PEM file.
+fn rustls_cert_der(pem: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(pem).unwrap();
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap()
 }
