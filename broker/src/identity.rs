@@ -155,7 +155,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let invalid = || ApiError::unauthorized("Invalid or expired token.");
     let (kind, id, secret) = parse_token(token).ok_or_else(invalid)?;
-    let record = state.store.token(id).await?.ok_or_else(invalid)?;
+    let (record, user) = state.store.token_with_user(id).await?.ok_or_else(invalid)?;
     if record.kind != kind
         || !constant_time_eq(hash(secret).as_bytes(), record.secret_hash.as_bytes())
     {
@@ -164,11 +164,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller,
     if record.expires_at.is_some_and(|at| at <= now()) {
         return Err(invalid());
     }
-    let user = state
-        .store
-        .user(&record.user_id)
-        .await?
-        .ok_or_else(invalid)?;
+    let user = user.ok_or_else(invalid)?;
     Ok(Caller {
         user,
         credential: Credential::Token(record),

@@ -177,8 +177,19 @@ pub async fn tokens(store: &dyn Store) {
         ..token("t5", "u2", TokenKind::Workspace, 6)
     };
     store.create_token(&narrowed).await.unwrap();
-    assert_eq!(store.token("t5").await.unwrap(), Some(narrowed));
+    assert_eq!(store.token("t5").await.unwrap(), Some(narrowed.clone()));
     assert_eq!(store.token("t1").await.unwrap().unwrap().user_id, "u1");
+
+    // With its user, in one read where the backend can; a token whose user is gone has none.
+    let alice = user("u2", "alice");
+    store.create_user(&alice).await.unwrap();
+    assert_eq!(
+        store.token_with_user("t5").await.unwrap(),
+        Some((narrowed, Some(alice)))
+    );
+    let (orphan, nobody) = store.token_with_user("t1").await.unwrap().unwrap();
+    assert_eq!((orphan.id.as_str(), nobody), ("t1", None));
+    assert_eq!(store.token_with_user("t9").await.unwrap(), None);
 
     let ids = |tokens: Vec<TokenRecord>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(

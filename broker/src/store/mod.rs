@@ -423,6 +423,15 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;
     /// A token by lookup id.
     async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
+    /// A token by lookup id and the user it belongs to (`None` if that user is gone): what
+    /// every token-authenticated request needs, in one read where the backend can.
+    async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
+        let Some(token) = self.token(id).await? else {
+            return Ok(None);
+        };
+        let user = self.user(&token.user_id).await?;
+        Ok(Some((token, user)))
+    }
     /// A user's tokens of one kind, oldest first.
     async fn tokens_of_user(&self, user_id: &str, kind: TokenKind)
     -> StoreResult<Vec<TokenRecord>>;

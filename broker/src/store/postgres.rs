@@ -199,20 +199,33 @@ fn sealed_at(row: &Row, data: &str, key: &str) -> StoreResult<Option<Sealed>> {
 }
 
 fn user_of(row: &Row) -> StoreResult<User> {
-    let issuer: Option<String> = row.try_get("oidc_issuer").map_err(pg)?;
-    let subject: Option<String> = row.try_get("oidc_subject").map_err(pg)?;
+    user_at(row, "")
+}
+
+/// The user in `row` whose columns are named `<prefix><column>` (a join names them apart).
+fn user_at(row: &Row, prefix: &str) -> StoreResult<User> {
+    let get = |column: &str| format!("{prefix}{column}");
+    let issuer: Option<String> = row.try_get(get("oidc_issuer").as_str()).map_err(pg)?;
+    let subject: Option<String> = row.try_get(get("oidc_subject").as_str()).map_err(pg)?;
     Ok(User {
-        id: row.try_get("id").map_err(pg)?,
-        username: row.try_get("username").map_err(pg)?,
-        email: row.try_get("email").map_err(pg)?,
-        name: row.try_get("name").map_err(pg)?,
-        is_admin: row.try_get("is_admin").map_err(pg)?,
+        id: row.try_get(get("id").as_str()).map_err(pg)?,
+        username: row.try_get(get("username").as_str()).map_err(pg)?,
+        email: row.try_get(get("email").as_str()).map_err(pg)?,
+        name: row.try_get(get("name").as_str()).map_err(pg)?,
+        is_admin: row.try_get(get("is_admin").as_str()).map_err(pg)?,
         oidc: issuer
             .zip(subject)
             .map(|(issuer, subject)| OidcIdentity { issuer, subject }),
-        created_at: row.try_get("created_at").map_err(pg)?,
+        created_at: row.try_get(get("created_at").as_str()).map_err(pg)?,
     })
 }
+
+/// A token and its user in one round trip (every token-authenticated request reads both).
+const TOKEN_WITH_USER: &str = "SELECT t.*, u.id AS u_id, u.username AS u_username,
+     u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin,
+     u.oidc_issuer AS u_oidc_issuer, u.oidc_subject AS u_oidc_subject,
+     u.created_at AS u_created_at
+     FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.id = $1";
 
 fn session_of(row: &Row) -> StoreResult<Session> {
     let oidc: bool = row.try_get("oidc").map_err(pg)?;
@@ -836,6 +849,16 @@ impl Store for PgStore {
             .one("SELECT * FROM api_tokens WHERE id = $1", &[&id])
             .await?;
         row.as_ref().map(token_of).transpose()
+    }
+
+    async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
+        let Some(row) = self.one(TOKEN_WITH_USER, &[&id]).await? else {
+            return Ok(None);
+        };
+        let token = token_of(&row)?;
+        let user_id: Option<String> = row.try_get("u_id").map_err(pg)?;
+        let user = user_id.map(|_| user_at(&row, "u_")).transpose()?;
+        Ok(Some((token, user)))
     }
 
     async fn tokens_of_user(
