@@ -214,11 +214,6 @@ pub async fn serve(
             connect_postgres(url.secret(), &listener, tls).await?
         }
     };
-    // Before the keys are checked: a dbcrypt running now may be revoking some.
-    store
-        .register_replica()
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
     let state = build_state(settings, providers, oidc, Some(metrics), store).await?;
     if let Some(oidc) = &state.oidc {
         // A self-test at start: a mistake here is better seen now than at the first sign-in.
@@ -267,76 +262,144 @@ pub async fn serve(
 }
 
 /// Connects to PostgreSQL, retrying until it answers (a replica started before its database
-/// waits instead of crash-looping). Meanwhile the listener answers `/healthz` with 200 and
-/// everything else, `/readyz` included, with 503 and the reason, so a load balancer sends no
-/// traffic yet.
+/// waits instead of crash-looping), then registers as a serving replica (waiting while a
+/// `dbcrypt` runs). Meanwhile the listener answers `/healthz` with 200 and everything else,
+/// `/readyz` included, with 503 and the reason, so a load balancer sends no traffic yet.
 async fn connect_postgres(
     url: &str,
     listener: &TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<Arc<dyn Store>, StartError> {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse as _;
-
-    let first = crate::store::PgStore::connect(url).await;
-    let error = match first {
-        Ok(store) => return Ok(Arc::new(store)),
-        Err(e) => e.to_string(),
-    };
-    let reason = Arc::new(Mutex::new(error));
-    let waiting_reason = reason.clone();
-    let starting = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .fallback(move || {
-            let reason = waiting_reason.clone();
-            async move {
-                let detail = reason.lock().map(|r| r.clone()).unwrap_or_default();
-                crate::error::ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The broker is starting: its PostgreSQL store is unreachable.",
-                    detail,
-                )
-                .into_response()
-            }
-        });
-    let std_listener = duplicate(listener).ok();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std_listener.map(|l| {
-        tokio::spawn(async move {
-            let _ = serve_on(l, tls, starting, async {
-                let _ = stopped.await;
-            })
-            .await;
-        })
-    });
+    let mut starting: Option<Starting> = None;
     let mut delay = std::time::Duration::from_millis(500);
     let store = loop {
-        if let Ok(r) = reason.lock() {
-            tracing::warn!(error = %r, retry_in_ms = delay.as_millis() as u64, "PostgreSQL store unreachable; retrying");
-        }
+        let error = match crate::store::PgStore::connect(url).await {
+            Ok(store) => break store,
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL store unreachable; retrying");
+        Starting::show(
+            &mut starting,
+            (listener, &tls),
+            "The broker is starting: its PostgreSQL store is unreachable.",
+            error,
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown_signal() => {
-                let _ = stop.send(());
                 return Err(StartError::Store("stopped while waiting for PostgreSQL".to_owned()));
             }
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(10));
-        match crate::store::PgStore::connect(url).await {
-            Ok(store) => break store,
-            Err(e) => {
-                if let Ok(mut r) = reason.lock() {
-                    *r = e.to_string();
+    };
+    if starting.is_some() {
+        tracing::info!("PostgreSQL store reachable");
+    }
+    {
+        // Before the keys are checked: a dbcrypt running now may be revoking some.
+        let register = store.register_replica();
+        tokio::pin!(register);
+        let registered = match tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            &mut register,
+        )
+        .await
+        {
+            Ok(registered) => registered,
+            Err(_) => {
+                Starting::show(
+                    &mut starting,
+                    (listener, &tls),
+                    "The broker is starting: a maintenance command (dbcrypt) runs on its database.",
+                    "it serves once the command has finished".to_owned(),
+                );
+                tokio::select! {
+                    registered = &mut register => registered,
+                    () = shutdown_signal() => {
+                        return Err(StartError::Store("stopped while waiting for dbcrypt to finish".to_owned()));
+                    }
                 }
             }
-        }
-    };
-    let _ = stop.send(());
-    if let Some(server) = server {
-        let _ = server.await;
+        };
+        registered.map_err(|e| StartError::Store(e.to_string()))?;
     }
-    tracing::info!("PostgreSQL store reachable");
+    if let Some(starting) = starting {
+        starting.end().await;
+    }
     Ok(Arc::new(store))
+}
+
+/// What the listener answers while the broker cannot serve yet: `/healthz` 200, anything else
+/// 503 with why.
+struct Starting {
+    reason: Arc<Mutex<(&'static str, String)>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Starting {
+    /// Shows `message` and `detail`, starting to answer if not yet.
+    fn show(
+        slot: &mut Option<Self>,
+        (listener, tls): (&TcpListener, &Option<Arc<rustls::ServerConfig>>),
+        message: &'static str,
+        detail: String,
+    ) {
+        match slot {
+            Some(starting) => starting.says(message, detail),
+            None => *slot = Some(Self::begin(listener, tls.clone(), (message, detail))),
+        }
+    }
+
+    fn begin(
+        listener: &TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        reason: (&'static str, String),
+    ) -> Self {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse as _;
+
+        // Set before the first request can be answered.
+        let reason = Arc::new(Mutex::new(reason));
+        let shown = reason.clone();
+        let router = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .fallback(move || {
+                let (message, detail) = shown.lock().map(|r| r.clone()).unwrap_or_default();
+                async move {
+                    crate::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message, detail)
+                        .into_response()
+                }
+            });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = duplicate(listener).ok().map(|l| {
+            tokio::spawn(async move {
+                let _ = serve_on(l, tls, router, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            })
+        });
+        Self {
+            reason,
+            stop,
+            server,
+        }
+    }
+
+    fn says(&self, message: &'static str, detail: String) {
+        if let Ok(mut reason) = self.reason.lock() {
+            *reason = (message, detail);
+        }
+    }
+
+    /// Stops answering (the real router takes over the listener).
+    async fn end(self) {
+        let _ = self.stop.send(());
+        if let Some(server) = self.server {
+            let _ = server.await;
+        }
+    }
 }
 
 /// Serves `router` on `listener`, over TLS when `tls` is set, until `shutdown` completes.

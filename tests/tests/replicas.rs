@@ -376,15 +376,35 @@ async fn a_replica_starting_during_dbcrypt_waits_for_it() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let healthz = format!("http://127.0.0.1:{}/healthz", cluster.ports[0]);
+    // Alive, not ready, and saying why (a load balancer sends it nothing yet).
+    let site = format!("http://127.0.0.1:{}", cluster.ports[0]);
+    let status = |path: &'static str| {
+        let url = format!("{site}{path}");
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (ready, why) = loop {
+        match reqwest::get(format!("{site}/readyz")).await {
+            Ok(response) => break (response.status(), response.text().await.unwrap()),
+            Err(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the replica answers while it waits"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
-        http.get(&healthz).send().await.is_err(),
-        "not serving while the command runs"
+        why.contains("a maintenance command (dbcrypt) runs on its database"),
+        "{why}"
     );
+    assert_eq!(status("/healthz").await.0, StatusCode::OK);
+
     maintenance
         .execute("SELECT pg_advisory_unlock($1)", &[&lock])
         .await
@@ -393,8 +413,8 @@ async fn a_replica_starting_during_dbcrypt_waits_for_it() {
         l.starts_with("Sign in as the local admin: ")
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while http.get(&healthz).send().await.is_err() {
-        assert!(Instant::now() < deadline, "serving once the command ended");
+    while status("/readyz").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "ready once the command ended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(waiting.terminate());
