@@ -109,8 +109,12 @@ fn unescape(html: &str) -> String {
 }
 
 async fn me(browser: &reqwest::Client, w: &World) -> (StatusCode, Value) {
+    get(browser, w, "/api/v2/users/me").await
+}
+
+async fn get(browser: &reqwest::Client, w: &World, path: &str) -> (StatusCode, Value) {
     let response = browser
-        .get(format!("{}/api/v2/users/me", w.broker.url))
+        .get(format!("{}{path}", w.broker.url))
         .send()
         .await
         .unwrap();
@@ -139,9 +143,28 @@ async fn signing_in_creates_the_user_linked_by_issuer_and_subject() {
     assert_eq!(me(&again, &w).await.1["id"], alice["id"]);
     w.idp.set_account("bob").await;
     let (bob, ..) = sign_in(&w).await;
-    let (_, bob) = me(&bob, &w).await;
-    assert_eq!(bob["username"], "bob");
-    assert_eq!(bob["is_admin"], false);
+    let (_, bob_user) = me(&bob, &w).await;
+    assert_eq!(bob_user["username"], "bob");
+    assert_eq!(bob_user["is_admin"], false);
+
+    // The claims of each one's latest sign-in (ID token and userinfo merged) are kept for
+    // troubleshooting: each user sees their own, an admin anyone's.
+    let (status, mine) = get(&again, &w, "/api/v2/users/oidc-claims").await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(mine["username"], "alice");
+    assert_eq!(mine["claims"]["email"], "alice@example.com");
+    assert_eq!(mine["claims"]["iss"], w.idp.issuer);
+    assert!(
+        mine["claims"]["sub"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(mine["signed_in_at"].is_string());
+    let (status, bobs) = get(&again, &w, "/api/v2/users/bob/oidc-claims").await;
+    assert_eq!(status, StatusCode::OK, "{bobs}");
+    assert_eq!(bobs["claims"]["preferred_username"], "bob");
+    let (status, refused) = get(&bob, &w, "/api/v2/users/alice/oidc-claims").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -129,6 +129,34 @@ pub async fn user_get(
     Ok(Json(json!(UserBody::from(&user))))
 }
 
+/// `GET /api/v2/users/<user>/oidc-claims` (and Coder's `/api/v2/users/oidc-claims` for the
+/// caller): what the IdP said at the user's latest OIDC sign-in, to see why a sign-in rule
+/// (email domain, groups, `email_verified`) matched or not. Others' only for admins.
+pub async fn oidc_claims_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    user: Option<Path<String>>,
+) -> Result<Json<Value>, ApiError> {
+    require_full_access(&caller)?;
+    let user = match user {
+        Some(Path(user)) => target_user(&state, &caller, &user).await?,
+        None => caller.user.clone(),
+    };
+    let Some(kept) = state.store.oidc_claims(&user.id).await? else {
+        return Err(ApiError::not_found(
+            format!("No OIDC sign-in recorded for {:?}.", user.username),
+            "claims are kept from the next sign-in with the identity provider",
+        ));
+    };
+    let claims: Value = serde_json::from_str(&kept.claims).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "user_id": user.id,
+        "username": user.username,
+        "claims": claims,
+        "signed_in_at": rfc3339(kept.updated_at),
+    })))
+}
+
 #[derive(Deserialize)]
 pub struct NewUser {
     username: String,

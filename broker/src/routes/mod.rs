@@ -54,6 +54,11 @@ pub fn router(state: AppState) -> Router {
         // User API.
         .route("/api/v2/users", post(api::user_create_post))
         .route("/api/v2/users/{user}", get(api::user_get))
+        .route("/api/v2/users/oidc-claims", get(api::oidc_claims_get))
+        .route(
+            "/api/v2/users/{user}/oidc-claims",
+            get(api::oidc_claims_get),
+        )
         .route(
             "/api/v2/users/{user}/workspace-tokens",
             get(api::workspace_tokens_get).post(api::workspace_tokens_post),

@@ -201,6 +201,17 @@ pub async fn callback_get(
     };
     let who = crate::oidc::identity(&oidc.settings, &claims, &userinfo)?;
     let user = provision(&state, oidc, &who).await?;
+    // For troubleshooting sign-in rules later (`GET /api/v2/users/<user>/oidc-claims`).
+    let mut merged = claims.clone();
+    merged.extend(userinfo.clone());
+    state
+        .store
+        .put_oidc_claims(&crate::store::OidcClaims {
+            user_id: user.id.clone(),
+            claims: Value::Object(merged).to_string(),
+            updated_at: now(),
+        })
+        .await?;
     let seal = |field: &str, value: &str| {
         state.keys.seal(
             &crate::oidc::session_purpose(&user.id, field),

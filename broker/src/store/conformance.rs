@@ -502,6 +502,14 @@ async fn populate(store: &dyn Store) {
         .await
         .unwrap();
     store.revoke_key_ids(&["old".into()], 7).await.unwrap();
+    store
+        .put_oidc_claims(&OidcClaims {
+            user_id: "u1".into(),
+            claims: r#"{"sub":"sub-u1","groups":["dev"]}"#.into(),
+            updated_at: 8,
+        })
+        .await
+        .unwrap();
 }
 
 pub async fn snapshot_and_import(store: &dyn Store) {
@@ -510,7 +518,7 @@ pub async fn snapshot_and_import(store: &dyn Store) {
     let before = store.snapshot().await.unwrap();
     assert_eq!(
         before.counts(),
-        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1"
+        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1, OIDC claims 1"
     );
     assert_eq!(
         before.links[0].refresh_failure.as_deref(),
@@ -591,6 +599,26 @@ pub async fn snapshot_and_import(store: &dyn Store) {
         Err(StoreError::Conflict("username"))
     ));
     assert_eq!(store.user("u9").await.unwrap(), None);
+}
+
+pub async fn oidc_claims(store: &dyn Store) {
+    assert_eq!(store.oidc_claims("u1").await.unwrap(), None);
+    let first = OidcClaims {
+        user_id: "u1".into(),
+        claims: r#"{"sub":"a","email":"a@example.com"}"#.into(),
+        updated_at: 1,
+    };
+    store.put_oidc_claims(&first).await.unwrap();
+    assert_eq!(store.oidc_claims("u1").await.unwrap(), Some(first));
+    // The latest sign-in replaces what was kept.
+    let latest = OidcClaims {
+        user_id: "u1".into(),
+        claims: r#"{"sub":"a","groups":["ops"]}"#.into(),
+        updated_at: 2,
+    };
+    store.put_oidc_claims(&latest).await.unwrap();
+    assert_eq!(store.oidc_claims("u1").await.unwrap(), Some(latest));
+    assert_eq!(store.oidc_claims("u2").await.unwrap(), None);
 }
 
 pub async fn revoked_keys(store: &dyn Store) {
@@ -759,7 +787,7 @@ macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@tests $factory;
             users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
-            snapshot_and_import, revoked_keys, locks, device_flows);
+            snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

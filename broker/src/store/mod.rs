@@ -230,19 +230,35 @@ pub struct Snapshot {
     pub pending_revocations: Vec<PendingRevocation>,
     /// Encryption key ids revoked by `dbcrypt`.
     pub revoked_keys: Vec<String>,
+    /// The claims of each user's latest OIDC sign-in.
+    #[serde(default)]
+    pub oidc_claims: Vec<OidcClaims>,
+}
+
+/// What the IdP said about a user at their latest OIDC sign-in (ID token and userinfo claims,
+/// merged), kept for troubleshooting sign-in rules (`GET /api/v2/users/<user>/oidc-claims`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcClaims {
+    /// Whose.
+    pub user_id: String,
+    /// A JSON object.
+    pub claims: String,
+    /// Unix seconds.
+    pub updated_at: i64,
 }
 
 impl Snapshot {
     /// `users 3, sessions 2, …`, for reports.
     pub fn counts(&self) -> String {
         format!(
-            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}",
+            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}, OIDC claims {}",
             self.users.len(),
             self.sessions.len(),
             self.tokens.len(),
             self.links.len(),
             self.pending_revocations.len(),
-            self.revoked_keys.len()
+            self.revoked_keys.len(),
+            self.oidc_claims.len()
         )
     }
 
@@ -255,6 +271,7 @@ impl Snapshot {
             .sort_by(|a, b| (&a.user_id, &a.provider_id).cmp(&(&b.user_id, &b.provider_id)));
         self.pending_revocations.sort_by(|a, b| a.id.cmp(&b.id));
         self.revoked_keys.sort();
+        self.oidc_claims.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         self
     }
 }
@@ -512,6 +529,11 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces every record of `snapshot` (by key): running it twice is harmless.
     /// `Conflict` when a username or OIDC identity belongs to another user id.
     async fn import(&self, snapshot: &Snapshot) -> StoreResult<()>;
+
+    /// Keeps the claims of a user's latest OIDC sign-in (replacing earlier ones).
+    async fn put_oidc_claims(&self, claims: &OidcClaims) -> StoreResult<()>;
+    /// The claims of a user's latest OIDC sign-in.
+    async fn oidc_claims(&self, user_id: &str) -> StoreResult<Option<OidcClaims>>;
 
     /// Encryption key ids `dbcrypt` revoked.
     async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>>;

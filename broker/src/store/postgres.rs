@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::Row;
 
 use super::{
-    DeviceFlowRecord, HeldLock, LinkChanged, LinkRecord, OidcIdentity, OidcSession,
+    DeviceFlowRecord, HeldLock, LinkChanged, LinkRecord, OidcClaims, OidcIdentity, OidcSession,
     PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind,
     TokenRecord, User,
 };
@@ -122,7 +122,29 @@ CREATE TABLE device_flows (
 CREATE INDEX device_flows_expiry ON device_flows (expires_ms);
 ",
     ),
+    (
+        3,
+        r"
+CREATE TABLE oidc_claims (
+    user_id text PRIMARY KEY,
+    claims text NOT NULL,
+    updated_at bigint NOT NULL
+);
+",
+    ),
 ];
+
+const UPSERT_OIDC_CLAIMS: &str = "INSERT INTO oidc_claims (user_id, claims, updated_at)
+     VALUES ($1, $2, $3)
+     ON CONFLICT (user_id) DO UPDATE SET claims = $2, updated_at = $3";
+
+fn oidc_claims_of(row: &Row) -> StoreResult<OidcClaims> {
+    Ok(OidcClaims {
+        user_id: row.try_get("user_id").map_err(pg)?,
+        claims: row.try_get("claims").map_err(pg)?,
+        updated_at: row.try_get("updated_at").map_err(pg)?,
+    })
+}
 
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
@@ -1185,6 +1207,7 @@ impl Store for PgStore {
                 r.try_get(0).map_err(pg)
             })
             .await?,
+            oidc_claims: rows(&tx, "SELECT * FROM oidc_claims", &[], oidc_claims_of).await?,
         };
         tx.commit().await.map_err(pg)?;
         Ok(snapshot.sorted())
@@ -1242,8 +1265,32 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         }
+        for claims in &snapshot.oidc_claims {
+            tx.execute(
+                UPSERT_OIDC_CLAIMS,
+                &[&claims.user_id, &claims.claims, &claims.updated_at],
+            )
+            .await
+            .map_err(pg)?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(())
+    }
+
+    async fn put_oidc_claims(&self, claims: &OidcClaims) -> StoreResult<()> {
+        self.execute(
+            UPSERT_OIDC_CLAIMS,
+            &[&claims.user_id, &claims.claims, &claims.updated_at],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn oidc_claims(&self, user_id: &str) -> StoreResult<Option<OidcClaims>> {
+        let row = self
+            .one("SELECT * FROM oidc_claims WHERE user_id = $1", &[&user_id])
+            .await?;
+        row.as_ref().map(oidc_claims_of).transpose()
     }
 
     async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>> {

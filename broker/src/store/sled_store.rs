@@ -12,8 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    DeviceFlowRecord, LinkChanged, LinkRecord, PendingRevocation, Session, Snapshot, Store,
-    StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
+    DeviceFlowRecord, LinkChanged, LinkRecord, OidcClaims, PendingRevocation, Session, Snapshot,
+    Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -33,6 +33,7 @@ pub struct SledStore {
     links: sled::Tree,
     revocations: sled::Tree,
     revoked_keys: sled::Tree,
+    oidc_claims: sled::Tree,
     device_flows: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
@@ -92,6 +93,7 @@ impl SledStore {
             links: db.open_tree("links")?,
             revocations: db.open_tree("revocations")?,
             revoked_keys: db.open_tree("revoked_keys")?,
+            oidc_claims: db.open_tree("oidc_claims")?,
             device_flows: db.open_tree("device_flows")?,
             db,
             events,
@@ -523,6 +525,7 @@ impl Store for SledStore {
                 .keys()
                 .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
                 .collect::<StoreResult<_>>()?,
+            oidc_claims: all(&self.oidc_claims)?,
         }
         .sorted())
     }
@@ -590,7 +593,21 @@ impl Store for SledStore {
         for id in &snapshot.revoked_keys {
             self.revoked_keys.insert(id.as_bytes(), &[])?;
         }
+        for claims in &snapshot.oidc_claims {
+            self.oidc_claims
+                .insert(claims.user_id.as_bytes(), encode(claims)?)?;
+        }
         self.flush().await
+    }
+
+    async fn put_oidc_claims(&self, claims: &OidcClaims) -> StoreResult<()> {
+        self.oidc_claims
+            .insert(claims.user_id.as_bytes(), encode(claims)?)?;
+        self.flush().await
+    }
+
+    async fn oidc_claims(&self, user_id: &str) -> StoreResult<Option<OidcClaims>> {
+        Self::get(&self.oidc_claims, user_id.as_bytes())
     }
 
     async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>> {
