@@ -36,7 +36,8 @@ function signJwt(payload, hs256Secret) {
 }
 
 // Claims by account name: `unverified…` accounts have an unverified email, `ops…` accounts are
-// in the ops group.
+// in the ops group. Tests can override claims for every account (/test/config `claims`).
+let claimOverrides = {};
 function claimsOf(id) {
   return {
     sub: id,
@@ -45,6 +46,7 @@ function claimsOf(id) {
     name: `${id[0].toUpperCase()}${id.slice(1)} Tester`,
     preferred_username: id,
     groups: id.startsWith('ops') ? ['ops', 'devs'] : ['devs'],
+    ...claimOverrides,
   };
 }
 
@@ -172,6 +174,7 @@ async function control(provider, req, res) {
     const update = JSON.parse(await readBody(req));
     if (update.accessTokenTtl) accessTokenTtl = update.accessTokenTtl;
     if (update.account) account = update.account;
+    if (update.claims) claimOverrides = update.claims;
     json(res, 200, { accessTokenTtl, account });
   } else if (path === '/test/logout-token' && req.method === 'POST') {
     // A back-channel logout token as the IdP would send it (OpenID Back-Channel Logout 1.0 §2.4).

@@ -290,6 +290,16 @@ impl Idp {
             .unwrap();
     }
 
+    /// Claims every account reports from now on, over its usual ones (`{}` resets).
+    pub async fn set_claims(&self, claims: Value) {
+        reqwest::Client::new()
+            .post(format!("{}/test/config", self.issuer))
+            .json(&json!({ "claims": claims }))
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// A back-channel logout token signed by the IdP.
     pub async fn logout_token(&self, claims: Value) -> String {
         let answer: Value = reqwest::Client::new()

@@ -293,6 +293,30 @@ async fn sign_in_rules_refuse_with_clear_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_sign_in_of_a_known_user_keeps_its_claims() {
+    let w = world(&[]).await;
+    let (alice, status, ..) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::OK);
+    // The IdP starts reporting alice's email as unverified: her next sign-in is refused, and
+    // what the IdP said is there to see why.
+    w.idp.set_claims(json!({"email_verified": false})).await;
+    let (_, status, _, page) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    let (status, kept) = get(&alice, &w, "/api/v2/users/oidc-claims").await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["claims"]["email_verified"], false);
+    // An unknown account refused leaves nothing behind.
+    w.idp.set_account("nobody").await;
+    w.idp
+        .set_claims(json!({"email": "nobody@elsewhere.example", "email_verified": false}))
+        .await;
+    let (_, status, ..) = sign_in(&w).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = get(&alice, &w, "/api/v2/users/nobody/oidc-claims").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn hs256_id_tokens_verify_with_the_client_secret() {
     let w = world_with(&[], true, "").await;
     let (browser, status, _, page) = sign_in(&w).await;

@@ -199,19 +199,30 @@ pub async fn callback_get(
     } else {
         oidc.userinfo(&discovery, access_token, &sub).await?
     };
-    let who = crate::oidc::identity(&oidc.settings, &claims, &userinfo)?;
-    let user = provision(&state, oidc, &who).await?;
-    // For troubleshooting sign-in rules later (`GET /api/v2/users/<user>/oidc-claims`).
+    // Kept for troubleshooting sign-in rules (`GET /api/v2/users/<user>/oidc-claims`), also
+    // when a known user is refused: that is when an admin needs to see them.
     let mut merged = claims.clone();
     merged.extend(userinfo.clone());
-    state
-        .store
-        .put_oidc_claims(&crate::store::OidcClaims {
-            user_id: user.id.clone(),
-            claims: Value::Object(merged).to_string(),
-            updated_at: now(),
-        })
-        .await?;
+    let keep = |user_id: String| crate::store::OidcClaims {
+        user_id,
+        claims: Value::Object(merged.clone()).to_string(),
+        updated_at: now(),
+    };
+    let who = match crate::oidc::identity(&oidc.settings, &claims, &userinfo) {
+        Ok(who) => who,
+        Err(refused) => {
+            let issuer = claims
+                .get("iss")
+                .and_then(Value::as_str)
+                .unwrap_or(&oidc.settings.issuer);
+            if let Ok(Some(known)) = state.store.user_by_oidc(issuer, &sub).await {
+                let _ = state.store.put_oidc_claims(&keep(known.id)).await;
+            }
+            return Err(refused.into());
+        }
+    };
+    let user = provision(&state, oidc, &who).await?;
+    state.store.put_oidc_claims(&keep(user.id.clone())).await?;
     let seal = |field: &str, value: &str| {
         state.keys.seal(
             &crate::oidc::session_purpose(&user.id, field),
