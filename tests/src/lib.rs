@@ -62,8 +62,38 @@ pub async fn answer(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a server a test starts later (its IdP client must know the
+/// port first). Picked below the kernel's ephemeral range: ports there are handed to every
+/// `bind(0)` and outgoing connection on the machine, and one of those could take the port
+/// between this check and the server's own bind (seen once under load). Never the same port
+/// twice in one process.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1000 {
+        let span = u64::from(ephemeral_low - LOWEST);
+        let random = std::collections::hash_map::RandomState::new();
+        for attempt in 0u64..1000 {
+            let mut hasher = random.build_hasher();
+            hasher.write_u64(attempt);
+            hasher.write_u32(std::process::id());
+            let port = LOWEST + u16::try_from(hasher.finish() % span).unwrap_or(0);
+            let mut given = GIVEN.lock().unwrap();
+            if given.contains(&port) {
+                continue;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
