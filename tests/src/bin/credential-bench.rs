@@ -1,5 +1,5 @@
 //! Credential latency benchmark: `git credential fill` answered by `git-credential-extauth`
-//! (broker on loopback) against peers, side by side in one hyperfine run: `git credential-store`,
+//! (broker on loopback, over plain HTTP and over HTTPS with a private CA) against peers, side by side in one hyperfine run: `git credential-store`,
 //! `git-credential-oauth` behind a warm `git credential-cache`, and `gh auth git-credential`.
 //! Prints medians and ratios to credential-store (the target: extauth ≤ 1.5×).
 //!
@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use extauth_tests::{Broker, Idp, binary, client, free_port};
+use extauth_tests::{Broker, Idp, answer, binary, client, csrf_of, free_port, private_ca};
 use serde_json::{Value, json};
 
 fn sh_quote(s: &str) -> String {
@@ -26,9 +26,13 @@ async fn main() {
     let runs: u32 = std::env::args()
         .nth(1)
         .map_or(300, |a| a.parse().expect("runs is a number"));
-    let port = free_port();
+    let (port, tls_port) = (free_port(), free_port());
+    let tls_site = format!("https://127.0.0.1:{tls_port}");
     let idp = Idp::start(json!({
-        "clients": [client("bench", "bench-secret", &[format!("http://127.0.0.1:{port}/external-auth/forge/callback")], false)]
+        "clients": [client("bench", "bench-secret", &[
+            format!("http://127.0.0.1:{port}/external-auth/forge/callback"),
+            format!("{tls_site}/external-auth/forge/callback"),
+        ], false)]
     }));
     let iss = idp.issuer.clone();
     let env: Vec<(String, String)> = [
@@ -58,6 +62,44 @@ async fn main() {
     let token = broker
         .workspace_token(&admin, &csrf, "me", json!({"name": "bench"}))
         .await;
+
+    // The same broker serving HTTPS itself, with a certificate from a private CA.
+    let certs = tempfile::tempdir().unwrap();
+    private_ca(certs.path());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let mut tls_env = env.clone();
+    tls_env.extend([
+        ("CODER_ACCESS_URL".to_owned(), format!("{tls_site}/")),
+        ("CODER_TLS_CERT_FILE".to_owned(), file("server.pem")),
+        ("CODER_TLS_KEY_FILE".to_owned(), file("server.key")),
+    ]);
+    let tls_data = tempfile::tempdir().unwrap();
+    let tls_broker = Broker::start(tls_port, tls_data.path(), &tls_env);
+    let browser = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(file("ca.pem")).unwrap()).unwrap(),
+        )
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let home = browser.get(&tls_broker.login_link).send().await.unwrap();
+    let tls_csrf = csrf_of(&home.text().await.unwrap());
+    let linked = browser
+        .get(format!("{tls_site}/external-auth/forge"))
+        .send()
+        .await
+        .unwrap();
+    assert!(linked.url().as_str().ends_with("?redirected=true"));
+    let tls_token = answer(
+        browser
+            .post(format!("{tls_site}/api/v2/users/me/workspace-tokens"))
+            .header("X-CSRF-Token", &tls_csrf)
+            .json(&json!({"name": "bench"})),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -96,6 +138,18 @@ async fn main() {
                 home("extauth"),
                 broker.url,
                 token,
+                sh_quote(&helper.display().to_string()),
+                sh_quote(&input.display().to_string())
+            ),
+        ),
+        (
+            "extauth (https, private CA)",
+            format!(
+                "HOME={} GIT_CONFIG_NOSYSTEM=1 EXTAUTH_URL={} EXTAUTH_TOKEN={} EXTAUTH_CA_FILE={} git -c credential.helper= -c credential.helper={} credential fill < {}",
+                home("extauth-https"),
+                tls_site,
+                tls_token,
+                sh_quote(&file("ca.pem")),
                 sh_quote(&helper.display().to_string()),
                 sh_quote(&input.display().to_string())
             ),
@@ -184,4 +238,5 @@ async fn main() {
         .env("HOME", &cache_home)
         .status();
     broker.stop();
+    tls_broker.stop();
 }
