@@ -25,7 +25,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The certificate being served, read again from its files on `SIGHUP` and when they change
 /// (renewals by certbot or cert-manager need no restart). A renewal that cannot be used is
 /// logged and the current certificate kept.
-#[derive(Debug)]
 pub struct Certificate {
     cert_file: PathBuf,
     key_file: PathBuf,
@@ -109,6 +108,16 @@ impl Certificate {
                 }
             }
         });
+    }
+}
+
+/// Names the files only: the key itself never reaches a log.
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
     }
 }
 
