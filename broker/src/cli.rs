@@ -148,7 +148,16 @@ pub fn main() -> ExitCode {
     let access_url = cli.access_url();
     match cli.command {
         Some(Command::Config(ConfigCommand::Check(args))) => {
-            let outcome = config_check::run(process_env(), &access_url, &args);
+            let mut other = config_check::OtherSettings::default();
+            if let Err(errors) = Settings::from_args(&access_url, &cli.serve) {
+                other.errors.extend(errors);
+            }
+            if let Err(errors) =
+                crate::oidc::OidcSettings::from_vars(&process_env(), &mut other.warnings)
+            {
+                other.errors.extend(errors);
+            }
+            let outcome = config_check::run(process_env(), &access_url, &args, &other);
             print!("{}", outcome.stdout);
             eprint!("{}", outcome.stderr);
             ExitCode::from(outcome.status)

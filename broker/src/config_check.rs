@@ -111,8 +111,38 @@ impl From<&ConfigWarning> for Finding {
     }
 }
 
+impl Finding {
+    /// A message of the form `VARIABLE: what is wrong; the fix`.
+    fn from_message(message: &str) -> Self {
+        let variable = message
+            .split([':', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            variable,
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// What the rest of the broker's configuration (server, store, TLS, OIDC sign-in) says, checked
+/// by the same code as at start, so `config check` passes only when start would.
+#[derive(Debug, Default)]
+pub struct OtherSettings {
+    /// Messages that would stop the broker, each starting with its variable.
+    pub errors: Vec<String>,
+    /// Messages it would log as warnings.
+    pub warnings: Vec<String>,
+}
+
 /// Runs `config check` over `vars` (normally the process environment).
-pub fn run(vars: Vec<(String, String)>, access_url: &str, args: &CheckArgs) -> Outcome {
+pub fn run(
+    vars: Vec<(String, String)>,
+    access_url: &str,
+    args: &CheckArgs,
+    other: &OtherSettings,
+) -> Outcome {
     let access = AccessUrl::parse(access_url);
     let loaded = Providers::from_vars(vars);
     let (providers, mut errors, warnings) = match loaded {
@@ -154,6 +184,18 @@ pub fn run(vars: Vec<(String, String)>, access_url: &str, args: &CheckArgs) -> O
         }
     };
 
+    let mut error_findings: Vec<Finding> = errors.iter().map(Finding::from).collect();
+    // The access URL is already reported above, from the same value.
+    error_findings.extend(
+        other
+            .errors
+            .iter()
+            .map(|m| Finding::from_message(m))
+            .filter(|f| f.variable != "CODER_ACCESS_URL"),
+    );
+    let mut warning_findings: Vec<Finding> = warnings.iter().map(Finding::from).collect();
+    warning_findings.extend(other.warnings.iter().map(|m| Finding::from_message(m)));
+    let status = u8::from(!error_findings.is_empty());
     let report = Report {
         access_url: access.as_ref().map(ToString::to_string),
         providers: providers
@@ -161,10 +203,9 @@ pub fn run(vars: Vec<(String, String)>, access_url: &str, args: &CheckArgs) -> O
             .map(|p| provider_report(p, access.as_ref()))
             .collect(),
         matched,
-        warnings: warnings.iter().map(Finding::from).collect(),
-        errors: errors.iter().map(Finding::from).collect(),
+        warnings: warning_findings,
+        errors: error_findings,
     };
-    let status = u8::from(!errors.is_empty());
     match args.output {
         OutputFormat::Json => Outcome {
             stdout: serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",

@@ -285,3 +285,48 @@ fn without_an_access_url_the_listen_address_gives_it() {
         "http://127.0.0.1:8080/external-auth/github/callback"
     );
 }
+
+#[test]
+fn the_rest_of_the_configuration_is_checked_as_at_start() {
+    let env = [
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+        ("EXTAUTH_REFRESH_MARGIN", "soon"),
+        (
+            "CODER_PG_CONNECTION_URL",
+            "postgres://extauth@127.0.0.1/extauth",
+        ),
+        ("CODER_TLS_CERT_FILE", "/nonexistent/cert.pem"),
+        ("CODER_OIDC_ISSUER_URL", "https://idp.example.com/"),
+        ("CODER_OIDC_CLIENT_ID", "extauth"),
+    ];
+    let o = run(&env, &["--output", "json"]);
+    assert_eq!(o.status.code(), Some(1), "start would be refused");
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let variables: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["variable"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        variables,
+        [
+            "EXTAUTH_REFRESH_MARGIN",
+            "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS",
+            "CODER_TLS_KEY_FILE",
+            "CODER_OIDC_CLIENT_SECRET"
+        ],
+        "{v}"
+    );
+    assert_eq!(
+        v["providers"][0]["id"], "github",
+        "providers are still shown"
+    );
+    let text = run(&env, &[]);
+    assert!(
+        stderr(&text).contains("  - EXTAUTH_REFRESH_MARGIN: \"soon\" is not a duration"),
+        "{}",
+        stderr(&text)
+    );
+}
