@@ -218,12 +218,7 @@ fn errors_are_all_listed_with_exit_1() {
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["providers"], json!([]));
-    let variables: Vec<&str> = v["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["variable"].as_str().unwrap())
-        .collect();
+    let variables = error_variables(&v);
     assert_eq!(
         variables,
         [
@@ -303,12 +298,7 @@ fn the_rest_of_the_configuration_is_checked_as_at_start() {
     let o = run(&env, &["--output", "json"]);
     assert_eq!(o.status.code(), Some(1), "start would be refused");
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let variables: Vec<&str> = v["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["variable"].as_str().unwrap())
-        .collect();
+    let variables = error_variables(&v);
     assert_eq!(
         variables,
         [
@@ -329,4 +319,14 @@ fn the_rest_of_the_configuration_is_checked_as_at_start() {
         "{}",
         stderr(&text)
     );
+}
+
+/// The `variable` of each error in a JSON report, in order.
+fn error_variables(report: &Value) -> Vec<&str> {
+    report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["variable"].as_str().unwrap())
+        .collect()
 }

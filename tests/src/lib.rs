@@ -310,24 +310,25 @@ impl Idp {
         self.counters().await["faulted"][path].as_u64().unwrap_or(0)
     }
 
-    /// Which account the next login at the IdP signs in as.
-    pub async fn set_account(&self, account: &str) {
-        reqwest::Client::new()
+    /// Changes the IdP's test settings (`/test/config` in `idp.mjs`).
+    async fn configure(&self, settings: Value) {
+        let response = reqwest::Client::new()
             .post(format!("{}/test/config", self.issuer))
-            .json(&json!({ "account": account }))
+            .json(&settings)
             .send()
             .await
             .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// Which account the next login at the IdP signs in as.
+    pub async fn set_account(&self, account: &str) {
+        self.configure(json!({ "account": account })).await;
     }
 
     /// Claims every account reports from now on, over its usual ones (`{}` resets).
     pub async fn set_claims(&self, claims: Value) {
-        reqwest::Client::new()
-            .post(format!("{}/test/config", self.issuer))
-            .json(&json!({ "claims": claims }))
-            .send()
-            .await
-            .unwrap();
+        self.configure(json!({ "claims": claims })).await;
     }
 
     /// A back-channel logout token signed by the IdP.
@@ -346,12 +347,7 @@ impl Idp {
 
     /// Lifetime of access tokens issued from now on.
     pub async fn set_access_token_ttl(&self, seconds: u64) {
-        reqwest::Client::new()
-            .post(format!("{}/test/config", self.issuer))
-            .json(&json!({ "accessTokenTtl": seconds }))
-            .send()
-            .await
-            .unwrap();
+        self.configure(json!({ "accessTokenTtl": seconds })).await;
     }
 
     /// Approves a device code as a person would at the IdP: code page, confirm, login, consent.
