@@ -41,6 +41,11 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, message, "")
     }
 
+    /// 401 with a detail saying what to do.
+    pub fn unauthorized_with(message: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message, detail)
+    }
+
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, message, "")

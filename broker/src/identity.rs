@@ -176,7 +176,7 @@ pub async fn session_of(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(User, Session)>, ApiError> {
-    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+    let Some(value) = site_cookie(state, headers, SESSION_COOKIE) else {
         return Ok(None);
     };
     let Some(session) = state.store.session(&hash(value)).await? else {
@@ -193,35 +193,73 @@ pub async fn session_of(
         .map(|user| (user, session)))
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// The caller of a workspace route (`/api/v2/workspaceagents/me/…`): any credential, workspace
+/// tokens included. Every other API route takes a [`Caller`], which refuses workspace tokens:
+/// the type decides, so no handler can forget to.
+#[derive(Debug, Clone)]
+pub struct WorkspaceCaller(pub Caller);
+
+impl std::ops::Deref for WorkspaceCaller {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+/// Whoever the request's token or session says, with no check of what it may do.
+async fn any_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    if let Some(token) = presented_token(&parts.headers) {
+        return authenticate_token(state, token).await;
+    }
+    let Some((user, session)) = session_of(state, &parts.headers).await? else {
+        return Err(ApiError::unauthorized(
+            "Authentication required: send a token as `Authorization: Bearer <token>`.",
+        ));
+    };
+    // Cookies ride along on cross-site requests; writes must also prove the page's token.
+    if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        let presented = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
+            return Err(ApiError::forbidden(
+                "Missing or wrong X-CSRF-Token header for a cookie-authenticated request.",
+            ));
+        }
+    }
+    Ok(Caller {
+        user,
+        credential: Credential::Session(session),
+    })
+}
+
+impl FromRequestParts<AppState> for WorkspaceCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(token) = presented_token(&parts.headers) {
-            return authenticate_token(state, token).await;
-        }
-        let Some((user, session)) = session_of(state, &parts.headers).await? else {
-            return Err(ApiError::unauthorized(
-                "Authentication required: send a token as `Authorization: Bearer <token>`.",
+        any_caller(parts, state).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// A session or an API token: a workspace token fetches provider tokens and nothing else.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = any_caller(parts, state).await?;
+        if let Credential::Token(TokenRecord {
+            kind: TokenKind::Workspace,
+            ..
+        }) = &caller.credential
+        {
+            return Err(ApiError::forbidden(
+                "A workspace token can only fetch provider tokens; use a session or an API token.",
             ));
-        };
-        // Cookies ride along on cross-site requests; writes must also prove the page's token.
-        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            let presented = parts
-                .headers
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            if !constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
-                return Err(ApiError::forbidden(
-                    "Missing or wrong X-CSRF-Token header for a cookie-authenticated request.",
-                ));
-            }
         }
-        Ok(Caller {
-            user,
-            credential: Credential::Session(session),
-        })
+        Ok(caller)
     }
 }
 
@@ -319,11 +357,29 @@ pub async fn start_session_with(
     Ok(cookie_header(state, SESSION_COOKIE, &value, Some(lifetime)))
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, scoped to the access URL's path, Secure
-/// behind https. `max_age` `None` = session cookie; `Some(0)` deletes it.
+/// The name cookie `name` goes by: `__Host-<name>` where the access URL allows it (https, the
+/// site at the host's root). Browsers then refuse the cookie from anything but this origin over
+/// https, so neither another site on the host nor a sibling subdomain can plant or overwrite it.
+pub fn cookie_name(state: &AppState, name: &str) -> String {
+    if state.settings.secure_cookies && state.settings.base_path() == "/" {
+        format!("__Host-{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The value of this site's cookie `name` (under [`cookie_name`]).
+pub fn site_cookie<'a>(state: &AppState, headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie(headers, &cookie_name(state, name))
+}
+
+/// A `Set-Cookie` value for this site's cookie `name` (under [`cookie_name`]): HttpOnly,
+/// SameSite=Lax, scoped to the access URL's path, Secure behind https. `max_age` `None` =
+/// session cookie; `Some(0)` deletes it.
 pub fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<i64>) -> String {
     let mut cookie = format!(
-        "{name}={value}; Path={}; HttpOnly; SameSite=Lax",
+        "{}={value}; Path={}; HttpOnly; SameSite=Lax",
+        cookie_name(state, name),
         state.settings.base_path()
     );
     if let Some(age) = max_age {

@@ -17,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod identity;
 pub mod links;
+pub mod login_flow;
 pub mod oidc;
 pub mod pages;
 pub mod random;

@@ -6,6 +6,7 @@
 //!
 //! Users are linked by `iss`+`sub` only, never by email.
 
+use extauth_providers::ClientSecret;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ pub struct OidcSettings {
     pub issuer: String,
     /// `CODER_OIDC_CLIENT_ID`.
     pub client_id: String,
-    client_secret: String,
+    client_secret: ClientSecret,
     /// `CODER_OIDC_EMAIL_DOMAIN`: `example.com` (exactly) or `*.example.com` (subdomains).
     pub email_domains: Vec<String>,
     /// `CODER_OIDC_SCOPES`.
@@ -219,7 +220,7 @@ impl OidcSettings {
         Ok(Some(Self {
             issuer,
             client_id,
-            client_secret,
+            client_secret: ClientSecret::new(client_secret),
             email_domains,
             scopes,
             auth_url_params,
@@ -244,7 +245,7 @@ impl OidcSettings {
 
     /// The client secret (token endpoint authentication, HS256 verification).
     pub fn client_secret(&self) -> &str {
-        &self.client_secret
+        self.client_secret.secret()
     }
 
     /// Whether `email`'s domain is allowed: exact domains, or `*.domain` for its subdomains.
@@ -503,7 +504,7 @@ impl Oidc {
                         "the IdP signs ID tokens with HS256 (the client secret); in authentik, select a signing key for the provider to use RS256"
                     );
                 }
-                DecodingKey::from_secret(self.settings.client_secret.as_bytes())
+                DecodingKey::from_secret(self.settings.client_secret().as_bytes())
             }
             alg @ (Algorithm::RS256
             | Algorithm::RS384
@@ -576,7 +577,7 @@ impl Oidc {
                 url::form_urlencoded::byte_serialize(self.settings.client_id.as_bytes())
                     .collect::<String>(),
                 Some(
-                    url::form_urlencoded::byte_serialize(self.settings.client_secret.as_bytes())
+                    url::form_urlencoded::byte_serialize(self.settings.client_secret().as_bytes())
                         .collect::<String>(),
                 ),
             )
@@ -587,7 +588,7 @@ impl Oidc {
         let response = match basic {
             Ok(r) if r.status() == 401 => {
                 form.push(("client_id", self.settings.client_id.clone()));
-                form.push(("client_secret", self.settings.client_secret.clone()));
+                form.push(("client_secret", self.settings.client_secret().to_owned()));
                 self.http
                     .post(&discovery.token_endpoint)
                     .header("accept", "application/json")

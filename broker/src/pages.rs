@@ -182,39 +182,59 @@ pub fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The icon tile of one provider type, or the generic key.
+#[derive(Template)]
+#[template(path = "icon.svg")]
+struct IconSvg {
+    label: &'static str,
+    color: &'static str,
+    initials: Option<&'static str>,
+}
+
+/// The icons the broker has: a fixed set built into the binary. Nothing of the request is ever
+/// written into an answer (a file name reflected into an SVG ran script as the broker).
+const ICONS: &[(&str, IconSvg)] = &[
+    ("github", IconSvg { label: "GitHub", color: "#24292f", initials: Some("GH") }),
+    ("gitlab", IconSvg { label: "GitLab", color: "#e24329", initials: Some("GL") }),
+    ("bitbucket", IconSvg { label: "Bitbucket", color: "#2684ff", initials: Some("BB") }),
+    ("azure-devops", IconSvg { label: "Azure DevOps", color: "#0078d4", initials: Some("AZ") }),
+    ("gitea", IconSvg { label: "Gitea", color: "#609926", initials: Some("Gt") }),
+    ("jfrog", IconSvg { label: "JFrog", color: "#40be46", initials: Some("JF") }),
+    ("slack", IconSvg { label: "Slack", color: "#4a154b", initials: Some("Sl") }),
+];
+
+/// Generic providers get a drawn key: no font on the system needs to have a key glyph.
+const KEY_ICON: IconSvg = IconSvg {
+    label: "Provider",
+    color: "#6b7280",
+    initials: None,
+};
+
 /// A provider icon: a rounded tile in the provider's colour with its initials. Answers Coder's
-/// built-in paths (`/icon/github.svg`, `/emojis/1f511.png`) so configured `DISPLAY_ICON`s work.
+/// built-in paths (`/icon/github.svg`, `/emojis/1f511.png`) so configured `DISPLAY_ICON`s work;
+/// any other `.svg`/`.png` name gets the key, anything else is not found.
 pub fn icon(file: &str) -> Response {
-    let name = file.trim_end_matches(".svg").trim_end_matches(".png");
-    let (color, text) = match name {
-        "github" => ("#24292f", "GH"),
-        "gitlab" => ("#e24329", "GL"),
-        "bitbucket" => ("#2684ff", "BB"),
-        "azure-devops" => ("#0078d4", "AZ"),
-        "gitea" => ("#609926", "Gt"),
-        "jfrog" => ("#40be46", "JF"),
-        "slack" => ("#4a154b", "Sl"),
-        _ => ("#6b7280", ""),
+    let Some(name) = file
+        .strip_suffix(".svg")
+        .or_else(|| file.strip_suffix(".png"))
+    else {
+        return ApiError::not_found("No such icon.", "icons are .svg or .png files").into_response();
     };
-    // Generic providers get a drawn key: no font on the system needs to have a key glyph.
-    let mark = if text.is_empty() {
-        r##"<circle cx="24" cy="32" r="9" fill="none" stroke="#fff" stroke-width="5"/><path d="M33 32h18v8M44 32v6" fill="none" stroke="#fff" stroke-width="5" stroke-linecap="round"/>"##.to_owned()
-    } else {
-        format!(
-            r##"<text x="32" y="41" font-family="system-ui,sans-serif" font-size="24" font-weight="700" fill="#fff" text-anchor="middle">{text}</text>"##
+    let svg = ICONS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map_or(&KEY_ICON, |(_, svg)| svg);
+    match svg.render() {
+        Ok(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            svg,
         )
-    };
-    let svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64" role="img" aria-label="{name}"><rect width="64" height="64" rx="14" fill="{color}"/>{mark}</svg>"##
-    );
-    (
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        svg,
-    )
-        .into_response()
+            .into_response(),
+        Err(e) => ApiError::internal(format!("template: {e}")).into_response(),
+    }
 }
 
 /// Where a provider's icon is served from: absolute URLs as configured, paths under the base.

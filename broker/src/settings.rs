@@ -206,6 +206,13 @@ impl Settings {
             .external_token_encryption_keys
             .clone()
             .filter(|k| !k.trim().is_empty());
+        // Parsed here as start parses them, so `config check` refuses what start would.
+        if let Some(Err(e)) = encryption_keys
+            .as_deref()
+            .map(crate::crypto::KeyRing::parse)
+        {
+            errors.push(e.to_string());
+        }
         let postgres_url = args.postgres_url.clone().filter(|u| !u.trim().is_empty());
         if let Some(url) = &postgres_url {
             if let Err(e) = crate::store::postgres_tls::prepare(url) {

@@ -330,3 +330,30 @@ fn error_variables(report: &Value) -> Vec<&str> {
         .map(|e| e["variable"].as_str().unwrap())
         .collect()
 }
+
+#[test]
+fn an_encryption_key_start_would_refuse_is_an_error() {
+    for (keys, says) in [
+        ("c2hvcnQ=", "key number 1 is not a base64-encoded 32-byte key"),
+        (
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "key number 2 repeats an earlier key",
+        ),
+    ] {
+        let env = [
+            ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+            ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+            ("CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS", keys),
+        ];
+        let o = run(&env, &["--output", "json"]);
+        assert_eq!(o.status.code(), Some(1), "start would be refused: {keys}");
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(
+            error_variables(&v),
+            ["CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS"],
+            "{v}"
+        );
+        assert!(v.to_string().contains(says), "{v}");
+        assert!(!v.to_string().contains(keys), "the key itself is never echoed: {v}");
+    }
+}

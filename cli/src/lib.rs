@@ -16,7 +16,9 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use extauth_git_askpass::workspace::{By, Client, ClientError, Lookup, Settings, api_error};
+use extauth_git_askpass::workspace::{
+    By, Client, ClientError, Lookup, Settings, api_error, terminal_safe,
+};
 use serde_json::{Value, json};
 
 const EXAMPLES: &str = "Examples:
@@ -608,13 +610,17 @@ fn workspace_token(command: WorkspaceToken, out: &mut dyn Write) -> Outcome {
                             .join(",")
                     })
                     .unwrap_or_else(|| "all".to_owned());
+                // Names are the users' own words: escaped, never written raw to a terminal.
+                let shown = |v: &Value| terminal_safe(v.as_str().unwrap_or_default());
                 let _ = writeln!(
                     out,
                     "{:<18} {:<24} {:<20} {}",
-                    t["id"].as_str().unwrap_or_default(),
-                    t["name"].as_str().unwrap_or_default(),
-                    providers,
-                    t["expires_at"].as_str().unwrap_or("never")
+                    shown(&t["id"]),
+                    shown(&t["name"]),
+                    terminal_safe(&providers),
+                    t["expires_at"]
+                        .as_str()
+                        .map_or_else(|| "never".to_owned(), terminal_safe)
                 );
             }
             Ok(())

@@ -449,15 +449,40 @@ pub fn api_error(status: u16, text: &str) -> ClientError {
     let e = error_body(text);
     ClientError::Api {
         status,
-        message: e.message,
-        detail: e.detail,
+        message: terminal_safe(&e.message),
+        detail: terminal_safe(&e.detail),
     }
+}
+
+/// `text` with its control characters escaped (`\u{1b}`, `\n`), for a terminal: a name or a
+/// message from the broker can carry anything, and raw escape sequences would be run by the
+/// terminal (rewrite the screen, set the title, worse).
+pub fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(terminal_safe("laptop"), "laptop");
+        assert_eq!(terminal_safe("naïve ✓"), "naïve ✓");
+        let hostile = "a\u{1b}]0;pwned\u{7}b\r\nc\u{9b}2J";
+        let safe = terminal_safe(hostile);
+        assert!(!safe.chars().any(char::is_control), "{safe:?}");
+        assert_eq!(safe, "a\\u{1b}]0;pwned\\u{7}b\\r\\nc\\u{9b}2J");
+    }
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = vars

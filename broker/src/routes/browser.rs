@@ -4,27 +4,19 @@
 use axum::extract::{Path, Query, RawForm, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use extauth_providers::{PkceMethod, constant_time_eq};
+use extauth_providers::PkceMethod;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, PageError};
-use crate::identity::{self, BrowserUser, SESSION_COOKIE, cookie, cookie_header};
+use crate::identity::{self, BrowserUser, SESSION_COOKIE, cookie_header};
 use crate::links::{self, Lookup};
+use crate::login_flow;
 use crate::pages::{self, Chrome};
-use crate::random;
 use crate::routes::api;
 use crate::state::AppState;
 use crate::store::TokenKind;
 use crate::upstream::UpstreamError;
 
-const STATE_COOKIE: &str = "oauth_state";
-const VERIFIER_COOKIE: &str = "oauth_pkce_verifier";
-const REDIRECT_COOKIE: &str = "oauth_redirect";
-/// The provider login must finish within this long.
-const FLOW_COOKIE_SECONDS: i64 = 600;
 
 fn chrome(state: &AppState, user: &BrowserUser, nav: &'static str) -> Chrome {
     Chrome {
@@ -177,7 +169,7 @@ pub async fn logout_post(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
-    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(value) = identity::site_cookie(&state, &headers, SESSION_COOKIE) {
         state.store.delete_session(&identity::hash(value)).await?;
     }
     // Signed in with OIDC: end the IdP session too (RP-initiated logout), which comes back to
@@ -276,14 +268,13 @@ pub struct CallbackQuery {
     redirect: Option<String>,
 }
 
-/// `GET /external-auth/<id>/callback`: without `code`, starts the provider login (state and
-/// PKCE verifier in HttpOnly cookies); with it, finishes: checks state, exchanges the code,
-/// stores the link.
+/// `GET /external-auth/<id>/callback`: without `code`, starts the provider login (its state kept
+/// on the server, bound to this session); with it, finishes: the state must be one this session
+/// started and not used yet, then the code is exchanged and the link stored.
 pub async fn callback_get(
     State(state): State<AppState>,
     user: BrowserUser,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, PageError> {
     let provider = api::provider(&state, &id)?;
@@ -295,75 +286,67 @@ pub async fn callback_get(
         .into());
     }
     let callback = provider.callback_url(&state.settings.access_url);
-    let clear = |name: &str| cookie_header(&state, name, "", Some(0));
+    let purpose = login_flow::Purpose::Link(provider.id.as_str());
+    // The session is what the flow is bound to: its id hash never leaves the server.
+    let binding = &user.session.id_hash;
 
     if let Some(error) = q.error {
-        let detail = [q.error_description, q.error_uri]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
+        // The provider's words (and anyone's who crafted this link) go to the log, not the page.
+        tracing::warn!(
+            provider = id,
+            error = %error.escape_debug(),
+            description = %q.error_description.unwrap_or_default().escape_debug(),
+            uri = %q.error_uri.unwrap_or_default().escape_debug(),
+            "the provider refused the login"
+        );
         return Err(ApiError::bad_request(
-            format!("{} refused the login: {error}", provider.display_name),
-            detail,
+            format!(
+                "{} refused the login ({}).",
+                provider.display_name,
+                oauth_error_code(&error)
+            ),
+            "start linking again, or ask an admin to look at the broker's log",
         )
         .into());
     }
 
     let Some(code) = q.code else {
-        let oauth_state = random::hex_token::<16>();
-        let verifier = URL_SAFE_NO_PAD.encode(random::bytes::<32>());
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        let pkce = provider.pkce == PkceMethod::S256;
         let redirect = q
             .redirect
             .as_deref()
             .and_then(safe_redirect)
             .unwrap_or_default();
-        let age = Some(FLOW_COOKIE_SECONDS);
-        let mut cookies = vec![
-            cookie_header(&state, STATE_COOKIE, &oauth_state, age),
-            // Always written, even empty, so an old redirect cannot apply to this login.
-            cookie_header(
-                &state,
-                REDIRECT_COOKIE,
-                &url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
-                age,
-            ),
-        ];
-        if pkce {
-            cookies.push(cookie_header(&state, VERIFIER_COOKIE, &verifier, age));
-        }
+        let started = login_flow::start(
+            &state,
+            purpose,
+            binding,
+            &user.user.id,
+            provider.pkce == PkceMethod::S256,
+            &redirect,
+        )
+        .await?;
         let authorize = state.upstream.authorize_url(
             provider,
             &callback,
-            &oauth_state,
-            pkce.then_some(challenge.as_str()),
+            &started.state,
+            started.challenge.as_deref(),
         );
-        let mut response = see_other(authorize.as_str(), cookies);
+        let mut response = Redirect::to(authorize.as_str()).into_response();
         *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
         return Ok(response);
     };
 
-    let Some(returned_state) = q.state.filter(|s| !s.is_empty()) else {
-        return Err(ApiError::bad_request("State must be provided.", "").into());
-    };
-    let Some(expected_state) = cookie(&headers, STATE_COOKIE).filter(|s| !s.is_empty()) else {
-        return Err(ApiError::unauthorized(
-            "Cookie \"oauth_state\" must be provided: start linking again from the broker's page.",
-        )
-        .into());
-    };
-    if !constant_time_eq(returned_state.as_bytes(), expected_state.as_bytes()) {
-        return Err(ApiError::unauthorized("State mismatched.").into());
-    }
-    let verifier = cookie(&headers, VERIFIER_COOKIE).filter(|v| !v.is_empty());
-    if provider.pkce == PkceMethod::S256 && verifier.is_none() {
-        return Err(ApiError::bad_request("PKCE challenge must be provided.", "").into());
-    }
+    let finished = login_flow::finish(
+        &state,
+        purpose,
+        binding,
+        &user.user.id,
+        q.state.as_deref().unwrap_or_default(),
+    )
+    .await?;
     let tokens = state
         .upstream
-        .exchange_code(provider, &code, &callback, verifier)
+        .exchange_code(provider, &code, &callback, finished.verifier.as_deref())
         .await
         .map_err(|e| match e {
             UpstreamError::OAuth { .. } => {
@@ -373,28 +356,38 @@ pub async fn callback_get(
         })?;
     links::save_link(&state, &user.user.id, provider, &tokens).await?;
 
-    let redirect = cookie(&headers, REDIRECT_COOKIE)
-        .map(|r| {
-            url::form_urlencoded::parse(format!("r={r}").as_bytes())
-                .map(|(_, v)| v.into_owned())
-                .collect::<String>()
-        })
-        .as_deref()
-        .and_then(safe_redirect)
-        .unwrap_or_else(|| {
-            format!(
-                "{}external-auth/{id}?redirected=true",
-                state.settings.base_path()
-            )
-        });
-    Ok(see_other(
-        &redirect,
-        vec![
-            clear(STATE_COOKIE),
-            clear(VERIFIER_COOKIE),
-            clear(REDIRECT_COOKIE),
-        ],
-    ))
+    let redirect = safe_redirect(&finished.redirect).unwrap_or_else(|| {
+        format!(
+            "{}external-auth/{id}?redirected=true",
+            state.settings.base_path()
+        )
+    });
+    Ok(see_other(&redirect, vec![]))
+}
+
+/// An OAuth error code as shown on a page: one of RFC 6749's, or a fixed word. The parameter is
+/// anyone's to write into a link, so nothing else of it is shown.
+pub fn oauth_error_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "access_denied",
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "invalid_scope",
+        "unauthorized_client",
+        "unsupported_response_type",
+        "server_error",
+        "temporarily_unavailable",
+        "login_required",
+        "consent_required",
+        "interaction_required",
+        "account_selection_required",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("an unknown error")
 }
 
 pub async fn unlink_post(
@@ -433,11 +426,8 @@ pub struct HomeQuery {
 
 /// What the home page says after an unlink: whether the provider still honours the old token.
 fn unlink_notice(state: &AppState, q: &HomeQuery) -> Option<String> {
-    let id = q.unlinked.as_deref()?;
-    let name = state
-        .providers
-        .get(id)
-        .map_or_else(|| id.to_owned(), |p| p.display_name.clone());
+    // The query is anyone's to write into a link: only a configured provider's name is shown.
+    let name = state.providers.get(q.unlinked.as_deref()?)?.display_name.clone();
     Some(match q.revoked.as_deref() {
         Some("yes") => format!("{name} unlinked, and its token revoked at {name}."),
         Some("pending") => format!(

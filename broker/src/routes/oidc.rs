@@ -5,25 +5,21 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use extauth_providers::constant_time_eq;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, PageError};
-use crate::identity::{self, cookie, cookie_header, now};
+use crate::identity::{self, cookie_header, now};
+use crate::login_flow;
 use crate::oidc::{Identity, Oidc};
 use crate::random;
 use crate::routes::browser::safe_redirect;
 use crate::state::AppState;
 use crate::store::{OidcIdentity, OidcSession, StoreError, User};
 
-const STATE: &str = "oidc_state";
-const NONCE: &str = "oidc_nonce";
-const VERIFIER: &str = "oidc_pkce_verifier";
-const REDIRECT: &str = "oidc_redirect";
+/// The cookie that binds a sign-in in progress to its browser.
+const SIGNIN: &str = "extauth_signin";
 
 fn configured(state: &AppState) -> Result<&Oidc, ApiError> {
     state.oidc.as_ref().ok_or_else(|| {
@@ -72,23 +68,44 @@ pub async fn callback_get(
 ) -> Result<Response, PageError> {
     let oidc = configured(&state)?;
     if let Some(error) = q.error {
+        // The IdP's words (and anyone's who crafted this link) go to the log, not the page.
+        tracing::warn!(
+            error = %error.escape_debug(),
+            description = %q.error_description.unwrap_or_default().escape_debug(),
+            "the identity provider refused the sign-in"
+        );
         return Err(ApiError::bad_request(
-            format!("The identity provider refused the sign-in: {error}"),
-            q.error_description.unwrap_or_default(),
+            format!(
+                "The identity provider refused the sign-in ({}).",
+                crate::routes::browser::oauth_error_code(&error)
+            ),
+            "sign in again, or ask an admin to look at the broker's log",
         )
         .into());
     }
     let discovery = oidc.discovery().await?;
-    let age = Some(600);
     let Some(code) = q.code else {
-        let oauth_state = random::hex_token::<16>();
-        let nonce = random::hex_token::<16>();
-        let verifier = URL_SAFE_NO_PAD.encode(random::bytes::<32>());
         let pkce = discovery.code_challenge_methods_supported.is_empty()
             || discovery
                 .code_challenge_methods_supported
                 .iter()
                 .any(|m| m == "S256");
+        let redirect = q
+            .redirect
+            .as_deref()
+            .and_then(safe_redirect)
+            .unwrap_or_default();
+        // What binds the sign-in to this browser: only its hash is stored.
+        let binding = random::hex_token::<32>();
+        let started = login_flow::start(
+            &state,
+            login_flow::Purpose::SignIn,
+            &identity::hash(&binding),
+            "",
+            pkce,
+            &redirect,
+        )
+        .await?;
         let mut url = url::Url::parse(&discovery.authorization_endpoint).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -103,62 +120,39 @@ pub async fn callback_get(
                 .append_pair("client_id", &oidc.settings.client_id)
                 .append_pair("redirect_uri", &redirect_uri(&state))
                 .append_pair("scope", &oidc.settings.scopes.join(" "))
-                .append_pair("state", &oauth_state)
-                .append_pair("nonce", &nonce);
-            if pkce {
-                let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+                .append_pair("state", &started.state)
+                .append_pair("nonce", &started.nonce);
+            if let Some(challenge) = &started.challenge {
                 query
-                    .append_pair("code_challenge", &challenge)
+                    .append_pair("code_challenge", challenge)
                     .append_pair("code_challenge_method", "S256");
             }
             for (k, v) in &oidc.settings.auth_url_params {
                 query.append_pair(k, v);
             }
         }
-        let redirect = q
-            .redirect
-            .as_deref()
-            .and_then(safe_redirect)
-            .unwrap_or_default();
-        let mut cookies = vec![
-            cookie_header(&state, STATE, &oauth_state, age),
-            cookie_header(&state, NONCE, &nonce, age),
-            cookie_header(
-                &state,
-                REDIRECT,
-                &url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
-                age,
-            ),
-        ];
-        if pkce {
-            cookies.push(cookie_header(&state, VERIFIER, &verifier, age));
-        }
+        let age = Some(login_flow::LIFETIME_MS / 1000);
         return Ok(with_cookies(
             Redirect::to(url.as_str()).into_response(),
-            cookies,
+            vec![cookie_header(&state, SIGNIN, &binding, age)],
         ));
     };
 
-    let expected = cookie(&headers, STATE).filter(|s| !s.is_empty());
-    let returned = q.state.unwrap_or_default();
-    match expected {
-        None => {
-            return Err(ApiError::unauthorized(
-                "Cookie \"oidc_state\" must be provided: start signing in again.",
-            )
-            .into());
-        }
-        Some(expected) if !constant_time_eq(expected.as_bytes(), returned.as_bytes()) => {
-            return Err(ApiError::unauthorized("State mismatched.").into());
-        }
-        Some(_) => {}
-    }
+    let binding = identity::site_cookie(&state, &headers, SIGNIN).unwrap_or_default();
+    let finished = login_flow::finish(
+        &state,
+        login_flow::Purpose::SignIn,
+        &identity::hash(binding),
+        "",
+        q.state.as_deref().unwrap_or_default(),
+    )
+    .await?;
     let tokens = oidc
         .exchange(
             &discovery,
             &code,
             &redirect_uri(&state),
-            cookie(&headers, VERIFIER).filter(|v| !v.is_empty()),
+            finished.verifier.as_deref(),
         )
         .await?;
     let id_token = tokens
@@ -171,7 +165,7 @@ pub async fn callback_get(
             )
         })?;
     let claims = oidc.verify(id_token, true).await?;
-    let nonce = cookie(&headers, NONCE).unwrap_or_default();
+    let nonce = finished.nonce.as_str();
     let token_nonce = claims
         .get("nonce")
         .and_then(Value::as_str)
@@ -243,24 +237,13 @@ pub async fn callback_get(
         username = user.username,
         "signed in with OIDC"
     );
-    let to = cookie(&headers, REDIRECT)
-        .map(|r| {
-            url::form_urlencoded::parse(format!("r={r}").as_bytes())
-                .map(|(_, v)| v.into_owned())
-                .collect::<String>()
-        })
-        .as_deref()
-        .and_then(safe_redirect)
+    let to = safe_redirect(&finished.redirect)
         .unwrap_or_else(|| state.settings.base_path().to_owned());
-    let clear = |name: &str| cookie_header(&state, name, "", Some(0));
     Ok(with_cookies(
         Redirect::to(&to).into_response(),
         vec![
             session_cookie,
-            clear(STATE),
-            clear(NONCE),
-            clear(VERIFIER),
-            clear(REDIRECT),
+            cookie_header(&state, SIGNIN, "", Some(0)),
         ],
     ))
 }

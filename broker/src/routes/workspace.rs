@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
-use crate::identity::Caller;
+use crate::identity::WorkspaceCaller;
 use crate::links::{self, Lookup};
 use crate::routes::api;
 use crate::state::AppState;
@@ -77,7 +77,7 @@ fn non_empty(value: Option<String>) -> Option<String> {
 /// `GET /api/v2/workspaceagents/me/external-auth` (and the legacy `/gitauth`).
 pub async fn external_auth_get(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: WorkspaceCaller,
     Query(query): Query<ExternalAuthQuery>,
 ) -> Result<Json<ExternalAuthResponse>, ApiError> {
     let id = non_empty(query.id);
@@ -155,7 +155,7 @@ pub struct Rejected {
 /// token; the next lookup validates (and refreshes) it first.
 pub async fn rejected_post(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: WorkspaceCaller,
     Json(body): Json<Rejected>,
 ) -> Result<StatusCode, ApiError> {
     let provider = choose(
@@ -177,7 +177,7 @@ pub async fn rejected_post(
 /// per host — each provider's host and whether the repository path must be sent to choose it.
 pub async fn git_config_get(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: WorkspaceCaller,
 ) -> Json<serde_json::Value> {
     let providers: Vec<_> = state
         .providers

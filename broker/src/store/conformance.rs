@@ -716,6 +716,47 @@ pub async fn device_flows(store: &dyn Store) {
     assert!(store.device_flow("h3").await.unwrap().is_some());
 }
 
+/// A login flow finishes once: the first taker gets it, a replay gets nothing, and an expired
+/// one is never handed out.
+pub async fn login_flows(store: &dyn Store) {
+    let now = unix_millis();
+    let flow = LoginFlow {
+        state_hash: "s1".into(),
+        binding_hash: "b1".into(),
+        user_id: "u1".into(),
+        purpose: "link:github".into(),
+        verifier: Some(Sealed {
+            key_id: "k1".into(),
+            data: "c2VhbGVk".into(),
+        }),
+        nonce: String::new(),
+        redirect: "/after".into(),
+        expires_ms: now + 600_000,
+    };
+    store.put_login_flow(&flow).await.unwrap();
+    let signin = LoginFlow {
+        state_hash: "s2".into(),
+        user_id: String::new(),
+        purpose: "oidc".into(),
+        verifier: None,
+        nonce: "n".into(),
+        ..flow.clone()
+    };
+    store.put_login_flow(&signin).await.unwrap();
+    assert_eq!(store.take_login_flow("s1").await.unwrap(), Some(flow.clone()));
+    assert_eq!(store.take_login_flow("s1").await.unwrap(), None, "used once");
+    assert_eq!(store.take_login_flow("nope").await.unwrap(), None);
+    assert_eq!(store.take_login_flow("s2").await.unwrap(), Some(signin));
+
+    let expired = LoginFlow {
+        state_hash: "old".into(),
+        expires_ms: now - 1,
+        ..flow.clone()
+    };
+    store.put_login_flow(&expired).await.unwrap();
+    assert_eq!(store.take_login_flow("old").await.unwrap(), None, "expired");
+}
+
 /// A database of its own for one test, on the local PostgreSQL (`EXTAUTH_TEST_PG_URL`, default
 /// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards. Panics, never skips, when
 /// the server cannot be reached: these tests must run in CI.
@@ -787,7 +828,7 @@ macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@tests $factory;
             users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
-            snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims);
+            snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

@@ -182,6 +182,30 @@ pub struct DeviceFlowRecord {
     pub expires_ms: i64,
 }
 
+/// A login in progress at a provider (linking) or at the OIDC identity provider (signing in),
+/// kept on the server: its `state` is bound to the browser that started it and can finish it
+/// once. A cookie alone was neither (a replayed callback was exchanged again; a cookie planted on
+/// the host could finish someone's link with another code). Ephemeral: not part of snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginFlow {
+    /// sha256 of the `state` sent to the provider, hex.
+    pub state_hash: String,
+    /// sha256 of what binds the flow to its browser: the session (linking) or a sign-in cookie.
+    pub binding_hash: String,
+    /// Who started it (empty when signing in).
+    pub user_id: String,
+    /// `link:<provider id>` or `oidc`.
+    pub purpose: String,
+    /// The PKCE verifier, sealed.
+    pub verifier: Option<Sealed>,
+    /// The OIDC nonce (empty when linking).
+    pub nonce: String,
+    /// Where to go afterwards (a path on this site, or empty).
+    pub redirect: String,
+    /// Unix milliseconds after which it cannot finish.
+    pub expires_ms: i64,
+}
+
 /// A change of a link, sent to `listen` waiters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkChanged {
@@ -529,6 +553,12 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces every record of `snapshot` (by key): running it twice is harmless.
     /// `Conflict` when a username or OIDC identity belongs to another user id.
     async fn import(&self, snapshot: &Snapshot) -> StoreResult<()>;
+
+    /// Stores a login in progress (dropping expired ones).
+    async fn put_login_flow(&self, flow: &LoginFlow) -> StoreResult<()>;
+    /// Removes and returns the login whose state hashes to `state_hash`, if it has not expired:
+    /// of two callers with the same state, one gets it.
+    async fn take_login_flow(&self, state_hash: &str) -> StoreResult<Option<LoginFlow>>;
 
     /// Keeps the claims of a user's latest OIDC sign-in (replacing earlier ones).
     async fn put_oidc_claims(&self, claims: &OidcClaims) -> StoreResult<()>;

@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::Row;
 
 use super::{
+    LoginFlow,
     DeviceFlowRecord, HeldLock, LinkChanged, LinkRecord, OidcClaims, OidcIdentity, OidcSession,
     PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind,
     TokenRecord, User,
@@ -130,6 +131,23 @@ CREATE TABLE oidc_claims (
     claims text NOT NULL,
     updated_at bigint NOT NULL
 );
+",
+    ),
+    (
+        4,
+        r"
+CREATE TABLE login_flows (
+    state_hash text PRIMARY KEY,
+    binding_hash text NOT NULL,
+    user_id text NOT NULL,
+    purpose text NOT NULL,
+    verifier text,
+    verifier_key_id text,
+    nonce text NOT NULL,
+    redirect text NOT NULL,
+    expires_ms bigint NOT NULL
+);
+CREATE INDEX login_flows_expiry ON login_flows (expires_ms);
 ",
     ),
 ];
@@ -317,6 +335,19 @@ fn device_flow_of(row: &Row) -> StoreResult<DeviceFlowRecord> {
         provider_id: row.try_get("provider_id").map_err(pg)?,
         interval_ms: row.try_get("interval_ms").map_err(pg)?,
         next_poll_ms: row.try_get("next_poll_ms").map_err(pg)?,
+        expires_ms: row.try_get("expires_ms").map_err(pg)?,
+    })
+}
+
+fn login_flow_of(row: &Row) -> StoreResult<LoginFlow> {
+    Ok(LoginFlow {
+        state_hash: row.try_get("state_hash").map_err(pg)?,
+        binding_hash: row.try_get("binding_hash").map_err(pg)?,
+        user_id: row.try_get("user_id").map_err(pg)?,
+        purpose: row.try_get("purpose").map_err(pg)?,
+        verifier: sealed_at(row, "verifier", "verifier_key_id")?,
+        nonce: row.try_get("nonce").map_err(pg)?,
+        redirect: row.try_get("redirect").map_err(pg)?,
         expires_ms: row.try_get("expires_ms").map_err(pg)?,
     })
 }
@@ -1075,6 +1106,47 @@ impl Store for PgStore {
         let client = self.client().await?;
         client.execute("SELECT 1", &[]).await.map_err(pg)?;
         Ok(())
+    }
+
+    async fn put_login_flow(&self, flow: &LoginFlow) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute(
+            "DELETE FROM login_flows WHERE expires_ms < $1",
+            &[&super::unix_millis()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO login_flows (state_hash, binding_hash, user_id, purpose, verifier,
+                 verifier_key_id, nonce, redirect, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &flow.state_hash,
+                &flow.binding_hash,
+                &flow.user_id,
+                &flow.purpose,
+                &flow.verifier.as_ref().map(|v| v.data.as_str()),
+                &flow.verifier.as_ref().map(|v| v.key_id.as_str()),
+                &flow.nonce,
+                &flow.redirect,
+                &flow.expires_ms,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn take_login_flow(&self, state_hash: &str) -> StoreResult<Option<LoginFlow>> {
+        let row = self
+            .one(
+                "DELETE FROM login_flows WHERE state_hash = $1 RETURNING *",
+                &[&state_hash],
+            )
+            .await?;
+        let flow = row.as_ref().map(login_flow_of).transpose()?;
+        Ok(flow.filter(|f| f.expires_ms >= super::unix_millis()))
     }
 
     async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {

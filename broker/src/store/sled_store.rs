@@ -12,6 +12,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
+    LoginFlow,
     DeviceFlowRecord, LinkChanged, LinkRecord, OidcClaims, PendingRevocation, Session, Snapshot,
     Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
@@ -35,6 +36,7 @@ pub struct SledStore {
     revoked_keys: sled::Tree,
     oidc_claims: sled::Tree,
     device_flows: sled::Tree,
+    login_flows: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -95,6 +97,7 @@ impl SledStore {
             revoked_keys: db.open_tree("revoked_keys")?,
             oidc_claims: db.open_tree("oidc_claims")?,
             device_flows: db.open_tree("device_flows")?,
+            login_flows: db.open_tree("login_flows")?,
             db,
             events,
         })
@@ -448,6 +451,30 @@ impl Store for SledStore {
     async fn ping(&self) -> StoreResult<()> {
         self.db.was_recovered(); // Touching the handle is enough: sled is in-process.
         Ok(())
+    }
+
+    async fn put_login_flow(&self, flow: &LoginFlow) -> StoreResult<()> {
+        let now = super::unix_millis();
+        for entry in self.login_flows.iter() {
+            let (key, value) = entry?;
+            let stale: LoginFlow = decode(&value)?;
+            if stale.expires_ms < now {
+                self.login_flows.remove(key)?;
+            }
+        }
+        self.login_flows
+            .insert(flow.state_hash.as_bytes(), encode(flow)?)?;
+        self.flush().await
+    }
+
+    async fn take_login_flow(&self, state_hash: &str) -> StoreResult<Option<LoginFlow>> {
+        // `remove` is atomic: of two callbacks with the same state, one gets the flow.
+        let Some(value) = self.login_flows.remove(state_hash.as_bytes())? else {
+            return Ok(None);
+        };
+        self.flush().await?;
+        let flow: LoginFlow = decode(&value)?;
+        Ok((flow.expires_ms >= super::unix_millis()).then_some(flow))
     }
 
     async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
