@@ -182,6 +182,18 @@ pub fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The pages' script (no page has inline script: the CSP forbids it).
+pub fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../assets/pages.js"),
+    )
+        .into_response()
+}
+
 /// The icon tile of one provider type, or the generic key.
 #[derive(Template)]
 #[template(path = "icon.svg")]

@@ -3,6 +3,7 @@
 mod api;
 pub(crate) mod browser;
 mod oidc;
+mod security_headers;
 mod workspace;
 
 use axum::Router;
@@ -10,7 +11,7 @@ use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 use crate::error::{ApiError, PageError, PageErrorMark};
 use crate::identity::session_of;
@@ -22,95 +23,65 @@ pub fn oidc_redirect_uri(state: &AppState) -> String {
     oidc::redirect_uri(state)
 }
 
+/// Every route: the paths and what answers them. The router is built from this list, and tests
+/// walk it (hostile input, security headers), so a new route is covered without anyone
+/// remembering to add it there.
+fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    use axum::routing::delete;
+    vec![
+        ("/healthz", get(|| async { "ok" })),
+        ("/readyz", get(api::readyz)),
+        ("/metrics", get(api::metrics_get)),
+        // Browser.
+        ("/", get(browser::home_get)),
+        ("/login", get(browser::login_get)),
+        ("/login/dev", get(browser::dev_login_get)),
+        ("/logout", post(browser::logout_post)),
+        ("/external-auth/{id}", get(browser::provider_get)),
+        ("/external-auth/{id}/callback", get(browser::callback_get)),
+        ("/gitauth/{id}/callback", get(browser::callback_get)),
+        ("/external-auth/{id}/unlink", post(browser::unlink_post)),
+        ("/workspace-tokens", get(browser::tokens_get).post(browser::tokens_post)),
+        ("/workspace-tokens/{id}/revoke", post(browser::token_revoke_post)),
+        ("/assets/style.css", get(|| async { crate::pages::stylesheet() })),
+        ("/assets/pages.js", get(|| async { crate::pages::script() })),
+        ("/icon/{file}", get(browser::icon_get)),
+        ("/emojis/{file}", get(browser::icon_get)),
+        // User API.
+        ("/api/v2/users", post(api::user_create_post)),
+        ("/api/v2/users/{user}", get(api::user_get)),
+        ("/api/v2/users/oidc-claims", get(api::oidc_claims_get)),
+        ("/api/v2/users/{user}/oidc-claims", get(api::oidc_claims_get)),
+        ("/api/v2/users/{user}/workspace-tokens", get(api::workspace_tokens_get).post(api::workspace_tokens_post)),
+        ("/api/v2/users/{user}/workspace-tokens/{id}", delete(api::workspace_token_delete)),
+        ("/api/v2/users/{user}/keys/tokens", get(api::api_tokens_get).post(api::api_tokens_post)),
+        ("/api/v2/users/{user}/keys/tokens/{id}", delete(api::api_token_delete)),
+        ("/api/v2/external-auth", get(api::external_auth_list_get)),
+        ("/api/v2/external-auth/{id}", get(api::external_auth_get).delete(api::external_auth_delete)),
+        ("/api/v2/external-auth/{id}/device", get(api::device_get).post(api::device_post)),
+        // Workspace API.
+        ("/api/v2/workspaceagents/me/external-auth", get(workspace::external_auth_get)),
+        ("/api/v2/workspaceagents/me/gitauth", get(workspace::external_auth_get)),
+        ("/api/v2/workspaceagents/me/external-auth/rejected", post(workspace::rejected_post)),
+        ("/api/v2/workspaceagents/me/git-config", get(workspace::git_config_get)),
+        // OIDC sign-in.
+        ("/api/v2/users/oidc/callback", get(oidc::callback_get)),
+        ("/api/v2/users/oidc/backchannel-logout", post(oidc::backchannel_post)),
+        ("/api/v2/users/authmethods", get(oidc::authmethods_get)),
+        ("/cli-auth", get(browser::cli_auth_get).post(browser::cli_auth_post)),
+    ]
+}
+
+/// The paths of every route, as the router has them (without the access URL's prefix).
+pub fn paths() -> Vec<&'static str> {
+    table().into_iter().map(|(path, _)| path).collect()
+}
+
 /// Every route, mounted under the access URL's path prefix.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics_get))
-        // Browser.
-        .route("/", get(browser::home_get))
-        .route("/login", get(browser::login_get))
-        .route("/login/dev", get(browser::dev_login_get))
-        .route("/logout", post(browser::logout_post))
-        .route("/external-auth/{id}", get(browser::provider_get))
-        .route("/external-auth/{id}/callback", get(browser::callback_get))
-        .route("/gitauth/{id}/callback", get(browser::callback_get))
-        .route("/external-auth/{id}/unlink", post(browser::unlink_post))
-        .route(
-            "/workspace-tokens",
-            get(browser::tokens_get).post(browser::tokens_post),
-        )
-        .route(
-            "/workspace-tokens/{id}/revoke",
-            post(browser::token_revoke_post),
-        )
-        .route(
-            "/assets/style.css",
-            get(|| async { crate::pages::stylesheet() }),
-        )
-        .route("/icon/{file}", get(browser::icon_get))
-        .route("/emojis/{file}", get(browser::icon_get))
-        // User API.
-        .route("/api/v2/users", post(api::user_create_post))
-        .route("/api/v2/users/{user}", get(api::user_get))
-        .route("/api/v2/users/oidc-claims", get(api::oidc_claims_get))
-        .route(
-            "/api/v2/users/{user}/oidc-claims",
-            get(api::oidc_claims_get),
-        )
-        .route(
-            "/api/v2/users/{user}/workspace-tokens",
-            get(api::workspace_tokens_get).post(api::workspace_tokens_post),
-        )
-        .route(
-            "/api/v2/users/{user}/workspace-tokens/{id}",
-            axum::routing::delete(api::workspace_token_delete),
-        )
-        .route(
-            "/api/v2/users/{user}/keys/tokens",
-            get(api::api_tokens_get).post(api::api_tokens_post),
-        )
-        .route(
-            "/api/v2/users/{user}/keys/tokens/{id}",
-            axum::routing::delete(api::api_token_delete),
-        )
-        .route("/api/v2/external-auth", get(api::external_auth_list_get))
-        .route(
-            "/api/v2/external-auth/{id}",
-            get(api::external_auth_get).delete(api::external_auth_delete),
-        )
-        .route(
-            "/api/v2/external-auth/{id}/device",
-            get(api::device_get).post(api::device_post),
-        )
-        // Workspace API.
-        .route(
-            "/api/v2/workspaceagents/me/external-auth",
-            get(workspace::external_auth_get),
-        )
-        .route(
-            "/api/v2/workspaceagents/me/gitauth",
-            get(workspace::external_auth_get),
-        )
-        .route(
-            "/api/v2/workspaceagents/me/external-auth/rejected",
-            post(workspace::rejected_post),
-        )
-        .route(
-            "/api/v2/workspaceagents/me/git-config",
-            get(workspace::git_config_get),
-        )
-        .route("/api/v2/users/oidc/callback", get(oidc::callback_get))
-        .route(
-            "/api/v2/users/oidc/backchannel-logout",
-            post(oidc::backchannel_post),
-        )
-        .route("/api/v2/users/authmethods", get(oidc::authmethods_get))
-        .route(
-            "/cli-auth",
-            get(browser::cli_auth_get).post(browser::cli_auth_post),
-        )
+    let routes = table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, answer)| router.route(path, answer))
         .method_not_allowed_fallback(unsupported_method)
         .with_state(state.clone());
     let base = state.settings.base_path().trim_end_matches('/');
@@ -119,8 +90,13 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new().nest(base, routes)
     };
+    let headers = security_headers::Policy::new(&state);
     site.fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(state, error_answers))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(headers),
+            security_headers::apply,
+        ))
 }
 
 /// Nothing is served at this path: a page for a browser, JSON for an API client, never an
