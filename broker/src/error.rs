@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// More context; may be empty.
     pub detail: String,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,6 +30,20 @@ impl ApiError {
             status,
             message: message.into(),
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: too many attempts; retry in `after`.
+    pub fn too_many(message: impl Into<String>, after: std::time::Duration) -> Self {
+        let secs = after.as_secs().max(1);
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                message,
+                format!("retry in {secs} s"),
+            )
         }
     }
 
@@ -107,7 +123,13 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             validations: Vec::new(),
         };
+        let retry_after = self.retry_after;
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -12,6 +12,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use extauth_providers::constant_time_eq;
 use sha2::{Digest, Sha256};
 
+use std::net::IpAddr;
+
+use crate::auth_failures::Refusal;
 use crate::error::ApiError;
 use crate::random;
 use crate::state::AppState;
@@ -151,24 +154,64 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Checks a presented token.
-pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-    let invalid = || ApiError::unauthorized("Invalid or expired token.");
-    let (kind, id, secret) = parse_token(token).ok_or_else(invalid)?;
-    let (record, user) = state.store.token_with_user(id).await?.ok_or_else(invalid)?;
+/// Checks a presented token; a refusal says why, for the failure count.
+async fn check_token(
+    state: &AppState,
+    token: &str,
+) -> Result<Result<Caller, (Refusal, Option<String>)>, ApiError> {
+    let Some((kind, id, secret)) = parse_token(token) else {
+        return Ok(Err((Refusal::Malformed, None)));
+    };
+    let refused = |why: Refusal| Ok(Err((why, Some(id.to_owned()))));
+    let Some((record, user)) = state.store.token_with_user(id).await? else {
+        return refused(Refusal::Unknown);
+    };
     if record.kind != kind
         || !constant_time_eq(hash(secret).as_bytes(), record.secret_hash.as_bytes())
     {
-        return Err(invalid());
+        return refused(Refusal::WrongSecret);
     }
     if record.expires_at.is_some_and(|at| at <= now()) {
-        return Err(invalid());
+        return refused(Refusal::Expired);
     }
-    let user = user.ok_or_else(invalid)?;
-    Ok(Caller {
+    let Some(user) = user else {
+        return refused(Refusal::NoUser);
+    };
+    Ok(Ok(Caller {
         user,
         credential: Credential::Token(record),
-    })
+    }))
+}
+
+/// Checks a token presented by `client` (when known): a client that failed too often is
+/// refused with 429 before any lookup, and each failure is counted against it.
+pub async fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    client: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    if let Some(wait) = client.and_then(|c| state.auth_failures.throttled(c)) {
+        return Err(ApiError::too_many(
+            "Too many failed token checks from this address.",
+            wait,
+        ));
+    }
+    match check_token(state, token).await? {
+        Ok(caller) => Ok(caller),
+        Err((refusal, id)) => {
+            let client = client.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+            state.auth_failures.failed(client, refusal, id.as_deref());
+            Err(ApiError::unauthorized("Invalid or expired token."))
+        }
+    }
+}
+
+/// The client address of a request: its connection's peer, or what a trusted proxy says.
+pub fn client_of(state: &AppState, parts: &Parts) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::connections::Peer>>()?;
+    Some(state.settings.client_address.of(peer.0.0.ip(), &parts.headers))
 }
 
 /// The session of a request's cookie, if valid.
@@ -210,7 +253,7 @@ impl std::ops::Deref for WorkspaceCaller {
 /// Whoever the request's token or session says, with no check of what it may do.
 async fn any_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     if let Some(token) = presented_token(&parts.headers) {
-        return authenticate_token(state, token).await;
+        return authenticate_token(state, token, client_of(state, parts)).await;
     }
     let Some((user, session)) = session_of(state, &parts.headers).await? else {
         return Err(ApiError::unauthorized(

@@ -9,8 +9,11 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod auth_failures;
 pub mod cli;
+pub mod client_address;
 pub mod config_check;
+pub mod connections;
 pub mod crypto;
 pub mod dbcrypt;
 pub mod device;

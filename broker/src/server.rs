@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use extauth_providers::Providers;
 use tokio::net::TcpListener;
 
+use crate::connections::{Gate, Limits, PlainListener};
 use crate::crypto::KeyRing;
 use crate::identity;
 use crate::refresh::RefreshLocks;
@@ -168,6 +169,7 @@ pub async fn build_state(
 ) -> Result<AppState, StartError> {
     let keys = key_ring(&settings)?;
     check_keys(&*store, &keys, &settings).await?;
+    let settings_failure_limit = settings.auth_failure_limit;
     let upstream =
         Upstream::new(settings.upstream_timeout).map_err(|e| StartError::Http(e.to_string()))?;
     let oidc = oidc
@@ -184,6 +186,7 @@ pub async fn build_state(
         dev_login: Mutex::new(None),
         oidc,
         metrics,
+        auth_failures: crate::auth_failures::AuthFailures::new(settings_failure_limit),
         warned: Mutex::new(Default::default()),
     }))
 }
@@ -251,7 +254,8 @@ pub async fn serve(
         .tls
         .as_ref()
         .map(|(config, _)| config.clone());
-    serve_on(listener, tls, routes::router(state), shutdown_signal())
+    let limits = state.settings.connections;
+    serve_on(listener, tls, limits, routes::router(state), shutdown_signal())
         .await
         .map_err(|source| StartError::Bind {
             address: address.to_string(),
@@ -374,7 +378,7 @@ impl Starting {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = duplicate(listener).ok().map(|l| {
             tokio::spawn(async move {
-                let _ = serve_on(l, tls, router, async {
+                let _ = serve_on(l, tls, Limits::default(), router, async {
                     let _ = stopped.await;
                 })
                 .await;
@@ -402,25 +406,25 @@ impl Starting {
     }
 }
 
-/// Serves `router` on `listener`, over TLS when `tls` is set, until `shutdown` completes.
+/// Serves `router` on `listener`, over TLS when `tls` is set, until `shutdown` completes, with
+/// `limits` on the connections. Each request knows its peer (`ConnectInfo`).
 async fn serve_on(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let gate = Gate::new(listener, limits);
+    let app = router.into_make_service_with_connect_info::<crate::connections::Peer>();
     match tls {
         None => {
-            // As for TLS: no answer held back by Nagle's algorithm.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
+            axum::serve(PlainListener(gate), app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
         Some(config) => {
-            axum::serve(crate::tls::TlsListener::new(listener, config)?, router)
+            axum::serve(crate::tls::TlsListener::new(gate, config)?, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }

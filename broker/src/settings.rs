@@ -110,6 +110,64 @@ pub struct ServeArgs {
     /// The private key of --tls-cert-file (PEM, unencrypted).
     #[arg(long, env = "CODER_TLS_KEY_FILE", value_name = "FILE")]
     pub tls_key_file: Option<PathBuf>,
+
+    /// Longest a client may take to send a request's headers (from the connection's start or
+    /// the end of its previous answer's idle time).
+    #[arg(
+        long,
+        env = "EXTAUTH_HTTP_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub http_header_timeout: String,
+
+    /// Longest a kept-alive connection may wait idle for its next request.
+    #[arg(
+        long,
+        env = "EXTAUTH_HTTP_IDLE_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub http_idle_timeout: String,
+
+    /// Most connections served at once; more wait in the kernel's queue until one closes.
+    #[arg(
+        long,
+        env = "EXTAUTH_HTTP_MAX_CONNECTIONS",
+        default_value = "4096",
+        value_name = "N"
+    )]
+    pub http_max_connections: String,
+
+    /// Failed token checks a client address may make per minute before its token-authenticated
+    /// requests are answered 429 for a while; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "EXTAUTH_AUTH_FAILURE_LIMIT",
+        default_value = "60",
+        value_name = "N"
+    )]
+    pub auth_failure_limit: String,
+
+    /// Headers that carry the client's address from a trusted proxy (Coder's setting), e.g.
+    /// X-Forwarded-For; read only from CODER_PROXY_TRUSTED_ORIGINS.
+    #[arg(
+        long,
+        env = "CODER_PROXY_TRUSTED_HEADERS",
+        value_delimiter = ',',
+        value_name = "HEADERS"
+    )]
+    pub proxy_trusted_headers: Vec<String>,
+
+    /// Proxies (CIDR ranges or addresses) whose client-address headers are believed (Coder's
+    /// setting).
+    #[arg(
+        long,
+        env = "CODER_PROXY_TRUSTED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "CIDRS"
+    )]
+    pub proxy_trusted_origins: Vec<String>,
 }
 
 /// A setting that may hold a secret (keys, a database password): never shown by `Debug`.
@@ -158,6 +216,12 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// JSON logs.
     pub json_logs: bool,
+    /// Limits on the connections served.
+    pub connections: crate::connections::Limits,
+    /// Failed token checks allowed per client address and minute (0: no limit).
+    pub auth_failure_limit: u32,
+    /// Where a request's client address is read from.
+    pub client_address: crate::client_address::ClientAddress,
     /// Serve HTTPS with this configuration and certificate (`CODER_TLS_CERT_FILE`,
     /// `CODER_TLS_KEY_FILE`).
     pub tls: Option<(
@@ -202,6 +266,40 @@ impl Settings {
         let upstream_timeout = duration("EXTAUTH_UPSTREAM_TIMEOUT", &args.upstream_timeout);
         let refresh_retry_timeout =
             duration("EXTAUTH_REFRESH_RETRY_TIMEOUT", &args.refresh_retry_timeout);
+        let header_timeout = duration("EXTAUTH_HTTP_HEADER_TIMEOUT", &args.http_header_timeout);
+        let idle_timeout = duration("EXTAUTH_HTTP_IDLE_TIMEOUT", &args.http_idle_timeout);
+        for (variable, value) in [
+            ("EXTAUTH_HTTP_HEADER_TIMEOUT", header_timeout),
+            ("EXTAUTH_HTTP_IDLE_TIMEOUT", idle_timeout),
+        ] {
+            if value.is_zero() {
+                errors.push(format!(
+                    "{variable}: must be longer than 0, or no request could be read; write e.g. 10s"
+                ));
+            }
+        }
+        let mut count = |variable: &str, value: &str, min: u32| match value.trim().parse::<u32>() {
+            Ok(n) if n >= min => n,
+            _ => {
+                errors.push(format!(
+                    "{variable}: {value:?} is not a whole number of at least {min}; write e.g. {}",
+                    if min == 0 { "30" } else { "4096" }
+                ));
+                0
+            }
+        };
+        let max_connections = count(
+            "EXTAUTH_HTTP_MAX_CONNECTIONS",
+            &args.http_max_connections,
+            1,
+        );
+        let auth_failure_limit = count("EXTAUTH_AUTH_FAILURE_LIMIT", &args.auth_failure_limit, 0);
+        let client_address = crate::client_address::ClientAddress::parse(
+            &args.proxy_trusted_headers,
+            &args.proxy_trusted_origins,
+        )
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
         let encryption_keys = args
             .external_token_encryption_keys
             .clone()
@@ -268,6 +366,13 @@ impl Settings {
                 refresh_retry_timeout,
                 json_logs: args.log_format == "json",
                 tls,
+                connections: crate::connections::Limits {
+                    header_timeout,
+                    idle_timeout,
+                    max_connections: max_connections as usize,
+                },
+                auth_failure_limit,
+                client_address,
             }),
             _ => Err(errors),
         }

@@ -36,6 +36,8 @@ pub struct Inner {
     pub oidc: Option<crate::oidc::Oidc>,
     /// Renders `/metrics`; `None` when no recorder is installed (library use, tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Failed token checks per client address.
+    pub auth_failures: crate::auth_failures::AuthFailures,
     /// Per-provider timestamps for throttled warnings.
     pub warned: Mutex<HashMap<String, std::time::Instant>>,
 }

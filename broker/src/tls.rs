@@ -14,7 +14,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::connections::{Gate, Watched};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -181,41 +183,31 @@ pub fn server_config(
     Ok((Arc::new(config), certificate))
 }
 
-/// A listener whose connections are TLS sessions, for `axum::serve`.
+/// A listener whose connections are TLS sessions, for `axum::serve`. Connections count against
+/// the [`Gate`]'s limit from their TCP accept, handshake included.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Watched<TlsStream<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    /// Accepts on `listener` and handshakes with `config`; stops when this listener is dropped.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+    /// Accepts through `gate` and handshakes with `config`; stops when this listener is dropped.
+    pub fn new(mut gate: Gate, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+        let local = gate.local_addr()?;
+        let limits = gate.limits();
         let (done, ready) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let accepted = tokio::select! {
+                let (tcp, peer, slot) = tokio::select! {
                     () = done.closed() => return,
-                    accepted = listener.accept() => accepted,
+                    accepted = gate.accept() => accepted,
                 };
-                let (tcp, peer) = match accepted {
-                    Ok(connection) => connection,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                // A TLS answer is several records; Nagle's algorithm would hold the last ones
-                // back waiting for an acknowledgement (tens of milliseconds).
-                let _ = tcp.set_nodelay(true);
                 let (acceptor, done) = (acceptor.clone(), done.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
-                            let _ = done.send((tls, peer)).await;
+                            let _ = done.send((Watched::new(tls, slot, limits), peer)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -230,7 +222,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Watched<TlsStream<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
