@@ -161,133 +161,153 @@ async fn browser_flow_links_and_workspaces_get_the_token() {
     assert_eq!(one["supports_revocation"], true);
 }
 
-/// Starts the browser flow without following redirects; returns the cookies it set.
-async fn start_flow(
-    broker: &Broker,
-    session_cookie: &str,
-    redirect: Option<&str>,
-) -> (String, String, String) {
-    let client = reqwest::Client::builder()
+/// A client that keeps cookies (the IdP's) but follows no redirect, sending `session`.
+fn manual_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts linking `forge` with `session` without following redirects: the `state` sent to the
+/// provider, and the authorization URL.
+async fn start_flow(broker: &Broker, session: &str, redirect: Option<&str>) -> (String, String) {
     let mut url =
         reqwest::Url::parse(&format!("{}/external-auth/forge/callback", broker.url)).unwrap();
     if let Some(r) = redirect {
         url.query_pairs_mut().append_pair("redirect", r);
     }
-    let response = client
+    let response = manual_client()
         .get(url)
-        .header("Cookie", session_cookie)
+        .header("Cookie", session)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
-    let cookies: Vec<String> = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-        .collect();
-    let get = |name: &str| {
-        cookies
-            .iter()
-            .find_map(|c| c.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} cookie in {cookies:?}"))
-            .to_owned()
-    };
-    (
-        get("oauth_state"),
-        get("oauth_pkce_verifier"),
-        get("oauth_redirect"),
-    )
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "the flow lives on the server, not in cookies"
+    );
+    let authorize: reqwest::Url = response.headers()["location"].to_str().unwrap().parse().unwrap();
+    let state = authorize
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert!(
+        authorize.query_pairs().any(|(k, _)| k == "code_challenge"),
+        "PKCE: {authorize}"
+    );
+    (state, authorize.to_string())
+}
+
+/// Walks the IdP's login and consent from `authorize` until it redirects back to the broker's
+/// callback; that callback URL (with `code` and `state`), not yet visited.
+async fn callback_url(broker: &Broker, authorize: &str) -> String {
+    let client = manual_client();
+    let mut url = authorize.to_owned();
+    for _ in 0..20 {
+        if url.starts_with(&broker.url) {
+            return url;
+        }
+        let response = client.get(&url).send().await.unwrap();
+        let next = match response.headers().get("location") {
+            Some(location) => location.to_str().unwrap().to_owned(),
+            None => {
+                // The IdP's sign-in form: post the account name.
+                let page = response.text().await.unwrap();
+                let action = regex::Regex::new(r#"action="([^"]+)""#).unwrap().captures(&page)
+                    .unwrap_or_else(|| panic!("no form in {page}"))[1]
+                    .replace("&amp;", "&");
+                let target = reqwest::Url::parse(&url).unwrap().join(&action).unwrap();
+                let posted = client
+                    .post(target)
+                    .form(&[("username", "alice"), ("prompt", "login")])
+                    .send()
+                    .await
+                    .unwrap();
+                posted.headers()["location"].to_str().unwrap().to_owned()
+            }
+        };
+        url = reqwest::Url::parse(&url).unwrap().join(&next).unwrap().to_string();
+    }
+    panic!("the IdP never redirected back to the broker");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn callback_checks_state_and_pkce() {
+async fn callback_checks_state_before_anything_reaches_the_provider() {
     let w = world();
     let session = w.broker.session_cookie().await;
-    let (state, verifier, _) = start_flow(&w.broker, &session, None).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let callback = |query: &str| format!("{}/external-auth/forge/callback?{query}", w.broker.url);
+    let exchanges = || async { w.idp.counters().await["grants"]["authorization_code"].as_u64().unwrap_or(0) };
+    let base = w.broker.url.clone();
+    let callback = |query: &str| format!("{base}/external-auth/forge/callback?{query}");
+    let get = |url: String, cookie: String| async move {
+        let response = manual_client().get(url).header("Cookie", cookie).send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    };
 
-    let mismatch = client
-        .get(callback("code=abc&state=not-the-state"))
-        .header(
-            "Cookie",
-            format!("{session}; oauth_state={state}; oauth_pkce_verifier={verifier}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(mismatch.status(), StatusCode::UNAUTHORIZED);
-    assert!(mismatch.text().await.unwrap().contains("State mismatched."));
+    // A state nobody started.
+    let (status, page) = get(callback("code=abc&state=not-a-state"), session.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("This login is unknown, was already finished or has expired."), "{page}");
+    let (status, _) = get(callback("code=abc"), session.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no state");
 
-    let no_cookie = client
-        .get(callback(&format!("code=abc&state={state}")))
-        .header("Cookie", session.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_cookie.status(), StatusCode::UNAUTHORIZED);
+    // A whole login, finished once; the same callback again is refused before the provider
+    // sees its code a second time.
+    let (_, authorize) = start_flow(&w.broker, &session, None).await;
+    let finish = callback_url(&w.broker, &authorize).await;
+    let (status, _) = get(finish.clone(), session.clone()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the first callback links");
+    assert_eq!(exchanges().await, 1);
+    let (status, page) = get(finish.clone(), session.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a replay: {page}");
+    assert_eq!(exchanges().await, 1, "the replayed code never reached the provider");
 
-    let no_verifier = client
-        .get(callback(&format!("code=abc&state={state}")))
-        .header("Cookie", format!("{session}; oauth_state={state}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_verifier.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        no_verifier
-            .text()
-            .await
-            .unwrap()
-            .contains("PKCE challenge must be provided.")
-    );
+    // A state started by another session (a second sign-in of the same admin after a restart)
+    // cannot be finished by this one, and is used up by trying.
+    let (_, authorize) = start_flow(&w.broker, &session, None).await;
+    let finish = callback_url(&w.broker, &authorize).await;
+    assert!(w.broker.stop());
+    let broker = Broker::start(w.port, w.data.path(), &w.env);
+    let other_session = broker.session_cookie().await;
+    assert_ne!(other_session, session);
+    let (status, page) = get(finish.clone(), other_session).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
+    assert!(page.contains("This login was not started in this browser session."), "{page}");
+    let (status, _) = get(finish, session.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "used up by the attempt");
+    assert_eq!(exchanges().await, 1, "neither reached the provider");
 
-    let refused = client
-        .get(callback(
-            "error=access_denied&error_description=The+user+said+no",
-        ))
-        .header("Cookie", session.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    let page = refused.text().await.unwrap();
-    assert!(
-        page.contains("refused the login: access_denied") && page.contains("The user said no"),
-        "{page}"
-    );
+    // A refusal shows the error code, never the text that came with it (anyone can craft it).
+    let (status, page) = get(
+        callback("error=access_denied&error_description=%3Cb%3EYour+account+is+locked%2C+call+555%3C%2Fb%3E"),
+        session.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("refused the login (access_denied)."), "{page}");
+    assert!(!page.contains("call 555") && !page.contains("locked"), "{page}");
+    let (_, page) = get(callback("error=%3Cscript%3Ex"), session).await;
+    assert!(page.contains("refused the login (an unknown error)."), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redirects_off_site_are_ignored() {
     let w = world();
-    let session = w.broker.session_cookie().await;
     for evil in ["https://evil.example", "//evil.example", "/\\evil.example"] {
-        let (_, _, redirect) = start_flow(&w.broker, &session, Some(evil)).await;
-        assert_eq!(redirect, "", "{evil} must not be remembered");
+        // End to end: the flow lands on the broker, not on the other site.
+        let (admin, _) = w.broker.admin().await;
+        let mut start =
+            reqwest::Url::parse(&format!("{}/external-auth/forge/callback", w.broker.url)).unwrap();
+        start.query_pairs_mut().append_pair("redirect", evil);
+        let response = admin.get(start).send().await.unwrap();
+        assert_eq!(response.url().host_str(), Some("127.0.0.1"), "{evil}");
+        assert_eq!(response.url().port(), Some(w.port), "{evil}");
+        assert_eq!(response.url().path(), "/external-auth/forge", "{evil}");
     }
-    let (_, _, kept) = start_flow(&w.broker, &session, Some("/workspace-tokens")).await;
-    assert_eq!(kept, "%2Fworkspace-tokens");
-
-    // And end to end: the flow lands on the broker, not on the other site.
-    let (admin, _) = w.broker.admin().await;
-    let response = admin
-        .get(format!(
-            "{}/external-auth/forge/callback?redirect=//evil.example",
-            w.broker.url
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.url().host_str(), Some("127.0.0.1"));
-    assert_eq!(response.url().port(), Some(w.port));
     let (admin, _) = w.broker.admin().await;
     let response = admin
         .get(format!(
@@ -806,7 +826,7 @@ async fn errors_are_pages_for_browsers_and_json_for_programs() {
         (
             "/external-auth/forge/callback?error=access_denied&error_description=Denied+by+the+user",
             StatusCode::BAD_REQUEST,
-            "Denied by the user",
+            "refused the login (access_denied).",
         ),
     ] {
         let (got, page) = html(http.get(format!("{site}{path}")).header("Cookie", &cookie)).await;
