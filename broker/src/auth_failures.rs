@@ -76,7 +76,8 @@ impl AuthFailures {
 
     fn refill(&self, bucket: &mut Bucket, now: Instant) {
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.allowance = (bucket.allowance + elapsed * self.per_second()).min(f64::from(self.limit));
+        bucket.allowance =
+            (bucket.allowance + elapsed * self.per_second()).min(f64::from(self.limit));
         bucket.updated = now;
     }
 
@@ -122,7 +123,10 @@ impl AuthFailures {
         self.refill(bucket, now);
         bucket.allowance = (bucket.allowance - 1.0).max(0.0);
         bucket.unlogged += 1;
-        if bucket.logged.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+        if bucket
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= LOG_EVERY)
+        {
             // An id is not a secret, but a prefix is enough to find the token in a list.
             let prefix: String = token_id.unwrap_or_default().chars().take(6).collect();
             tracing::warn!(
@@ -153,7 +157,10 @@ mod tests {
             limiter.failed(attacker, Refusal::Unknown, Some("abcdef0123"));
         }
         let wait = limiter.throttled(attacker).expect("throttled after 5");
-        assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(13), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(1) && wait <= Duration::from_secs(13),
+            "{wait:?}"
+        );
         assert_eq!(limiter.throttled(other), None);
     }
 

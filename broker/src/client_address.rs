@@ -36,7 +36,9 @@ impl Cidr {
         };
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -130,7 +132,10 @@ mod tests {
     fn headers_are_believed_only_from_trusted_proxies() {
         let c = ClientAddress::parse(&["X-Forwarded-For".into()], &["10.0.0.0/8".into()]).unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7".parse().unwrap());
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 1.2.3.4, 10.0.0.7".parse().unwrap(),
+        );
         assert_eq!(c.of(ip("10.0.0.1"), &headers), ip("1.2.3.4"));
         assert_eq!(
             c.of(ip("5.5.5.5"), &headers),

@@ -211,7 +211,12 @@ pub fn client_of(state: &AppState, parts: &Parts) -> Option<IpAddr> {
     let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<crate::connections::Peer>>()?;
-    Some(state.settings.client_address.of(peer.0.0.ip(), &parts.headers))
+    Some(
+        state
+            .settings
+            .client_address
+            .of(peer.0.0.ip(), &parts.headers),
+    )
 }
 
 /// The session of a request's cookie, if valid.

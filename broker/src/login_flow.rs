@@ -123,7 +123,10 @@ pub async fn finish(
     }
     let state_hash = hash(state);
     let Some(flow) = app.store.take_login_flow(&state_hash).await? else {
-        tracing::warn!(purpose = purpose.tag(), "callback with an unknown, used or expired state");
+        tracing::warn!(
+            purpose = purpose.tag(),
+            "callback with an unknown, used or expired state"
+        );
         return Err(ApiError::unauthorized_with(
             "This login is unknown, was already finished or has expired.",
             again,
@@ -146,7 +149,9 @@ pub async fn finish(
         .as_ref()
         .map(|sealed| app.keys.open_string(&verifier_purpose(&state_hash), sealed))
         .transpose()
-        .map_err(|e| ApiError::bad_request("This login cannot be finished.", format!("{e}; {again}")))?;
+        .map_err(|e| {
+            ApiError::bad_request("This login cannot be finished.", format!("{e}; {again}"))
+        })?;
     Ok(Finished {
         user_id: flow.user_id,
         verifier,

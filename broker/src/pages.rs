@@ -206,13 +206,62 @@ struct IconSvg {
 /// The icons the broker has: a fixed set built into the binary. Nothing of the request is ever
 /// written into an answer (a file name reflected into an SVG ran script as the broker).
 const ICONS: &[(&str, IconSvg)] = &[
-    ("github", IconSvg { label: "GitHub", color: "#24292f", initials: Some("GH") }),
-    ("gitlab", IconSvg { label: "GitLab", color: "#e24329", initials: Some("GL") }),
-    ("bitbucket", IconSvg { label: "Bitbucket", color: "#2684ff", initials: Some("BB") }),
-    ("azure-devops", IconSvg { label: "Azure DevOps", color: "#0078d4", initials: Some("AZ") }),
-    ("gitea", IconSvg { label: "Gitea", color: "#609926", initials: Some("Gt") }),
-    ("jfrog", IconSvg { label: "JFrog", color: "#40be46", initials: Some("JF") }),
-    ("slack", IconSvg { label: "Slack", color: "#4a154b", initials: Some("Sl") }),
+    (
+        "github",
+        IconSvg {
+            label: "GitHub",
+            color: "#24292f",
+            initials: Some("GH"),
+        },
+    ),
+    (
+        "gitlab",
+        IconSvg {
+            label: "GitLab",
+            color: "#e24329",
+            initials: Some("GL"),
+        },
+    ),
+    (
+        "bitbucket",
+        IconSvg {
+            label: "Bitbucket",
+            color: "#2684ff",
+            initials: Some("BB"),
+        },
+    ),
+    (
+        "azure-devops",
+        IconSvg {
+            label: "Azure DevOps",
+            color: "#0078d4",
+            initials: Some("AZ"),
+        },
+    ),
+    (
+        "gitea",
+        IconSvg {
+            label: "Gitea",
+            color: "#609926",
+            initials: Some("Gt"),
+        },
+    ),
+    (
+        "jfrog",
+        IconSvg {
+            label: "JFrog",
+            color: "#40be46",
+            initials: Some("JF"),
+        },
+    ),
+    (
+        "slack",
+        IconSvg {
+            label: "Slack",
+            color: "#4a154b",
+            initials: Some("Sl"),
+        },
+    ),
 ];
 
 /// Generic providers get a drawn key: no font on the system needs to have a key glyph.
@@ -230,7 +279,8 @@ pub fn icon(file: &str) -> Response {
         .strip_suffix(".svg")
         .or_else(|| file.strip_suffix(".png"))
     else {
-        return ApiError::not_found("No such icon.", "icons are .svg or .png files").into_response();
+        return ApiError::not_found("No such icon.", "icons are .svg or .png files")
+            .into_response();
     };
     let svg = ICONS
         .iter()

@@ -255,12 +255,18 @@ pub async fn serve(
         .as_ref()
         .map(|(config, _)| config.clone());
     let limits = state.settings.connections;
-    serve_on(listener, tls, limits, routes::router(state), shutdown_signal())
-        .await
-        .map_err(|source| StartError::Bind {
-            address: address.to_string(),
-            source,
-        })?;
+    serve_on(
+        listener,
+        tls,
+        limits,
+        routes::router(state),
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|source| StartError::Bind {
+        address: address.to_string(),
+        source,
+    })?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -334,7 +334,10 @@ fn error_variables(report: &Value) -> Vec<&str> {
 #[test]
 fn an_encryption_key_start_would_refuse_is_an_error() {
     for (keys, says) in [
-        ("c2hvcnQ=", "key number 1 is not a base64-encoded 32-byte key"),
+        (
+            "c2hvcnQ=",
+            "key number 1 is not a base64-encoded 32-byte key",
+        ),
         (
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
             "key number 2 repeats an earlier key",
@@ -354,6 +357,9 @@ fn an_encryption_key_start_would_refuse_is_an_error() {
             "{v}"
         );
         assert!(v.to_string().contains(says), "{v}");
-        assert!(!v.to_string().contains(keys), "the key itself is never echoed: {v}");
+        assert!(
+            !v.to_string().contains(keys),
+            "the key itself is never echoed: {v}"
+        );
     }
 }

@@ -109,10 +109,14 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, mut command: Command) -> Self {
+    fn spawn(name: &str, command: Command) -> Self {
+        Self::spawn_with_stderr(name, command, Stdio::inherit())
+    }
+
+    fn spawn_with_stderr(name: &str, mut command: Command, stderr: Stdio) -> Self {
         command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .stdin(Stdio::null());
         let mut child = command
             .spawn()
@@ -498,8 +502,27 @@ impl Broker {
         Self::ready(port, process)
     }
 
+    /// Starts like [`Broker::start`], its log (stderr) written to `log` for the test to read.
+    pub fn start_logging_to(
+        port: u16,
+        data_dir: &Path,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Self {
+        let command = Self::command(port, data_dir, env);
+        let file = std::fs::File::create(log).unwrap();
+        Self::ready(
+            port,
+            Process::spawn_with_stderr("extauth-broker", command, Stdio::from(file)),
+        )
+    }
+
     /// Spawns without waiting (for tests of start-up failures).
     pub fn spawn(port: u16, data_dir: &Path, env: &[(String, String)]) -> Process {
+        Process::spawn("extauth-broker", Self::command(port, data_dir, env))
+    }
+
+    fn command(port: u16, data_dir: &Path, env: &[(String, String)]) -> Command {
         let url = format!("http://127.0.0.1:{port}");
         let mut command = Command::new(binary("extauth-broker"));
         command
@@ -511,7 +534,7 @@ impl Broker {
             .env("EXTAUTH_DATA_DIR", data_dir)
             .env("EXTAUTH_LOG", "warn,extauth_broker=info")
             .envs(env.iter().map(|(k, v)| (k, v)));
-        Process::spawn("extauth-broker", command)
+        command
     }
 
     fn ready(port: u16, mut process: Process) -> Self {

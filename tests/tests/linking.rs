@@ -189,7 +189,11 @@ async fn start_flow(broker: &Broker, session: &str, redirect: Option<&str>) -> (
         response.headers().get("set-cookie").is_none(),
         "the flow lives on the server, not in cookies"
     );
-    let authorize: reqwest::Url = response.headers()["location"].to_str().unwrap().parse().unwrap();
+    let authorize: reqwest::Url = response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let state = authorize
         .query_pairs()
         .find(|(k, _)| k == "state")
@@ -202,7 +206,7 @@ async fn start_flow(broker: &Broker, session: &str, redirect: Option<&str>) -> (
     (state, authorize.to_string())
 }
 
-/// Walks the IdP's login and consent from `authorize` until it redirects back to the broker's
+/// Follows the IdP's automatic login and consent from `authorize` until it redirects back to the broker's
 /// callback; that callback URL (with `code` and `state`), not yet visited.
 async fn callback_url(broker: &Broker, authorize: &str) -> String {
     let client = manual_client();
@@ -214,23 +218,16 @@ async fn callback_url(broker: &Broker, authorize: &str) -> String {
         let response = client.get(&url).send().await.unwrap();
         let next = match response.headers().get("location") {
             Some(location) => location.to_str().unwrap().to_owned(),
-            None => {
-                // The IdP's sign-in form: post the account name.
-                let page = response.text().await.unwrap();
-                let action = regex::Regex::new(r#"action="([^"]+)""#).unwrap().captures(&page)
-                    .unwrap_or_else(|| panic!("no form in {page}"))[1]
-                    .replace("&amp;", "&");
-                let target = reqwest::Url::parse(&url).unwrap().join(&action).unwrap();
-                let posted = client
-                    .post(target)
-                    .form(&[("username", "alice"), ("prompt", "login")])
-                    .send()
-                    .await
-                    .unwrap();
-                posted.headers()["location"].to_str().unwrap().to_owned()
-            }
+            None => panic!(
+                "the IdP stopped at {url} instead of signing in: {}",
+                response.text().await.unwrap()
+            ),
         };
-        url = reqwest::Url::parse(&url).unwrap().join(&next).unwrap().to_string();
+        url = reqwest::Url::parse(&url)
+            .unwrap()
+            .join(&next)
+            .unwrap()
+            .to_string();
     }
     panic!("the IdP never redirected back to the broker");
 }
@@ -239,11 +236,20 @@ async fn callback_url(broker: &Broker, authorize: &str) -> String {
 async fn callback_checks_state_before_anything_reaches_the_provider() {
     let w = world();
     let session = w.broker.session_cookie().await;
-    let exchanges = || async { w.idp.counters().await["grants"]["authorization_code"].as_u64().unwrap_or(0) };
+    let exchanges = || async {
+        w.idp.counters().await["grants"]["authorization_code"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     let base = w.broker.url.clone();
     let callback = |query: &str| format!("{base}/external-auth/forge/callback?{query}");
     let get = |url: String, cookie: String| async move {
-        let response = manual_client().get(url).header("Cookie", cookie).send().await.unwrap();
+        let response = manual_client()
+            .get(url)
+            .header("Cookie", cookie)
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         (status, response.text().await.unwrap())
     };
@@ -251,7 +257,10 @@ async fn callback_checks_state_before_anything_reaches_the_provider() {
     // A state nobody started.
     let (status, page) = get(callback("code=abc&state=not-a-state"), session.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(page.contains("This login is unknown, was already finished or has expired."), "{page}");
+    assert!(
+        page.contains("This login is unknown, was already finished or has expired."),
+        "{page}"
+    );
     let (status, _) = get(callback("code=abc"), session.clone()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "no state");
 
@@ -264,7 +273,11 @@ async fn callback_checks_state_before_anything_reaches_the_provider() {
     assert_eq!(exchanges().await, 1);
     let (status, page) = get(finish.clone(), session.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a replay: {page}");
-    assert_eq!(exchanges().await, 1, "the replayed code never reached the provider");
+    assert_eq!(
+        exchanges().await,
+        1,
+        "the replayed code never reached the provider"
+    );
 
     // A state started by another session (a second sign-in of the same admin after a restart)
     // cannot be finished by this one, and is used up by trying.
@@ -276,7 +289,10 @@ async fn callback_checks_state_before_anything_reaches_the_provider() {
     assert_ne!(other_session, session);
     let (status, page) = get(finish.clone(), other_session).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
-    assert!(page.contains("This login was not started in this browser session."), "{page}");
+    assert!(
+        page.contains("This login was not started in this browser session."),
+        "{page}"
+    );
     let (status, _) = get(finish, session.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "used up by the attempt");
     assert_eq!(exchanges().await, 1, "neither reached the provider");
@@ -288,10 +304,19 @@ async fn callback_checks_state_before_anything_reaches_the_provider() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(page.contains("refused the login (access_denied)."), "{page}");
-    assert!(!page.contains("call 555") && !page.contains("locked"), "{page}");
+    assert!(
+        page.contains("refused the login (access_denied)."),
+        "{page}"
+    );
+    assert!(
+        !page.contains("call 555") && !page.contains("locked"),
+        "{page}"
+    );
     let (_, page) = get(callback("error=%3Cscript%3Ex"), session).await;
-    assert!(page.contains("refused the login (an unknown error)."), "{page}");
+    assert!(
+        page.contains("refused the login (an unknown error)."),
+        "{page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

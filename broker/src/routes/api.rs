@@ -275,7 +275,9 @@ pub async fn create_token(
                 .ok()
                 .filter(|secs| *secs <= MAX_TOKEN_LIFETIME_SECS)
                 .and_then(|secs| now().checked_add(secs))
-                .ok_or_else(|| invalid(&"longer than 100 years; leave it empty for a token that never expires"))?;
+                .ok_or_else(|| {
+                    invalid(&"longer than 100 years; leave it empty for a token that never expires")
+                })?;
             Some(at)
         }
     };

@@ -17,7 +17,6 @@ use crate::state::AppState;
 use crate::store::TokenKind;
 use crate::upstream::UpstreamError;
 
-
 fn chrome(state: &AppState, user: &BrowserUser, nav: &'static str) -> Chrome {
     Chrome {
         base: state.settings.base_path().to_owned(),
@@ -427,7 +426,11 @@ pub struct HomeQuery {
 /// What the home page says after an unlink: whether the provider still honours the old token.
 fn unlink_notice(state: &AppState, q: &HomeQuery) -> Option<String> {
     // The query is anyone's to write into a link: only a configured provider's name is shown.
-    let name = state.providers.get(q.unlinked.as_deref()?)?.display_name.clone();
+    let name = state
+        .providers
+        .get(q.unlinked.as_deref()?)?
+        .display_name
+        .clone();
     Some(match q.revoked.as_deref() {
         Some("yes") => format!("{name} unlinked, and its token revoked at {name}."),
         Some("pending") => format!(

@@ -41,9 +41,18 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/external-auth/{id}/callback", get(browser::callback_get)),
         ("/gitauth/{id}/callback", get(browser::callback_get)),
         ("/external-auth/{id}/unlink", post(browser::unlink_post)),
-        ("/workspace-tokens", get(browser::tokens_get).post(browser::tokens_post)),
-        ("/workspace-tokens/{id}/revoke", post(browser::token_revoke_post)),
-        ("/assets/style.css", get(|| async { crate::pages::stylesheet() })),
+        (
+            "/workspace-tokens",
+            get(browser::tokens_get).post(browser::tokens_post),
+        ),
+        (
+            "/workspace-tokens/{id}/revoke",
+            post(browser::token_revoke_post),
+        ),
+        (
+            "/assets/style.css",
+            get(|| async { crate::pages::stylesheet() }),
+        ),
         ("/assets/pages.js", get(|| async { crate::pages::script() })),
         ("/icon/{file}", get(browser::icon_get)),
         ("/emojis/{file}", get(browser::icon_get)),
@@ -51,24 +60,63 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v2/users", post(api::user_create_post)),
         ("/api/v2/users/{user}", get(api::user_get)),
         ("/api/v2/users/oidc-claims", get(api::oidc_claims_get)),
-        ("/api/v2/users/{user}/oidc-claims", get(api::oidc_claims_get)),
-        ("/api/v2/users/{user}/workspace-tokens", get(api::workspace_tokens_get).post(api::workspace_tokens_post)),
-        ("/api/v2/users/{user}/workspace-tokens/{id}", delete(api::workspace_token_delete)),
-        ("/api/v2/users/{user}/keys/tokens", get(api::api_tokens_get).post(api::api_tokens_post)),
-        ("/api/v2/users/{user}/keys/tokens/{id}", delete(api::api_token_delete)),
+        (
+            "/api/v2/users/{user}/oidc-claims",
+            get(api::oidc_claims_get),
+        ),
+        (
+            "/api/v2/users/{user}/workspace-tokens",
+            get(api::workspace_tokens_get).post(api::workspace_tokens_post),
+        ),
+        (
+            "/api/v2/users/{user}/workspace-tokens/{id}",
+            delete(api::workspace_token_delete),
+        ),
+        (
+            "/api/v2/users/{user}/keys/tokens",
+            get(api::api_tokens_get).post(api::api_tokens_post),
+        ),
+        (
+            "/api/v2/users/{user}/keys/tokens/{id}",
+            delete(api::api_token_delete),
+        ),
         ("/api/v2/external-auth", get(api::external_auth_list_get)),
-        ("/api/v2/external-auth/{id}", get(api::external_auth_get).delete(api::external_auth_delete)),
-        ("/api/v2/external-auth/{id}/device", get(api::device_get).post(api::device_post)),
+        (
+            "/api/v2/external-auth/{id}",
+            get(api::external_auth_get).delete(api::external_auth_delete),
+        ),
+        (
+            "/api/v2/external-auth/{id}/device",
+            get(api::device_get).post(api::device_post),
+        ),
         // Workspace API.
-        ("/api/v2/workspaceagents/me/external-auth", get(workspace::external_auth_get)),
-        ("/api/v2/workspaceagents/me/gitauth", get(workspace::external_auth_get)),
-        ("/api/v2/workspaceagents/me/external-auth/rejected", post(workspace::rejected_post)),
-        ("/api/v2/workspaceagents/me/git-config", get(workspace::git_config_get)),
+        (
+            "/api/v2/workspaceagents/me/external-auth",
+            get(workspace::external_auth_get),
+        ),
+        (
+            "/api/v2/workspaceagents/me/gitauth",
+            get(workspace::external_auth_get),
+        ),
+        (
+            "/api/v2/workspaceagents/me/external-auth/rejected",
+            post(workspace::rejected_post),
+        ),
+        (
+            "/api/v2/workspaceagents/me/git-config",
+            get(workspace::git_config_get),
+        ),
         // OIDC sign-in.
         ("/api/v2/users/oidc/callback", get(oidc::callback_get)),
-        ("/api/v2/users/oidc/backchannel-logout", post(oidc::backchannel_post)),
+        (
+            "/api/v2/users/oidc/backchannel-logout",
+            post(oidc::backchannel_post),
+        ),
         ("/api/v2/users/authmethods", get(oidc::authmethods_get)),
-        ("/cli-auth", get(browser::cli_auth_get).post(browser::cli_auth_post)),
+        (
+            "/cli-auth",
+            get(browser::cli_auth_get).post(browser::cli_auth_post),
+        ),
     ]
 }
 
@@ -81,7 +129,9 @@ pub fn paths() -> Vec<&'static str> {
 pub fn router(state: AppState) -> Router {
     let routes = table()
         .into_iter()
-        .fold(Router::new(), |router, (path, answer)| router.route(path, answer))
+        .fold(Router::new(), |router, (path, answer)| {
+            router.route(path, answer)
+        })
         .method_not_allowed_fallback(unsupported_method)
         .with_state(state.clone());
     let base = state.settings.base_path().trim_end_matches('/');

@@ -237,14 +237,11 @@ pub async fn callback_get(
         username = user.username,
         "signed in with OIDC"
     );
-    let to = safe_redirect(&finished.redirect)
-        .unwrap_or_else(|| state.settings.base_path().to_owned());
+    let to =
+        safe_redirect(&finished.redirect).unwrap_or_else(|| state.settings.base_path().to_owned());
     Ok(with_cookies(
         Redirect::to(&to).into_response(),
-        vec![
-            session_cookie,
-            cookie_header(&state, SIGNIN, "", Some(0)),
-        ],
+        vec![session_cookie, cookie_header(&state, SIGNIN, "", Some(0))],
     ))
 }
 

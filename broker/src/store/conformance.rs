@@ -743,8 +743,15 @@ pub async fn login_flows(store: &dyn Store) {
         ..flow.clone()
     };
     store.put_login_flow(&signin).await.unwrap();
-    assert_eq!(store.take_login_flow("s1").await.unwrap(), Some(flow.clone()));
-    assert_eq!(store.take_login_flow("s1").await.unwrap(), None, "used once");
+    assert_eq!(
+        store.take_login_flow("s1").await.unwrap(),
+        Some(flow.clone())
+    );
+    assert_eq!(
+        store.take_login_flow("s1").await.unwrap(),
+        None,
+        "used once"
+    );
     assert_eq!(store.take_login_flow("nope").await.unwrap(), None);
     assert_eq!(store.take_login_flow("s2").await.unwrap(), Some(signin));
 

@@ -19,10 +19,9 @@ use tokio::sync::broadcast;
 use tokio_postgres::Row;
 
 use super::{
-    LoginFlow,
-    DeviceFlowRecord, HeldLock, LinkChanged, LinkRecord, OidcClaims, OidcIdentity, OidcSession,
-    PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind,
-    TokenRecord, User,
+    DeviceFlowRecord, HeldLock, LinkChanged, LinkRecord, LoginFlow, OidcClaims, OidcIdentity,
+    OidcSession, PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock, StoreResult,
+    TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 

@@ -12,9 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    LoginFlow,
-    DeviceFlowRecord, LinkChanged, LinkRecord, OidcClaims, PendingRevocation, Session, Snapshot,
-    Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
+    DeviceFlowRecord, LinkChanged, LinkRecord, LoginFlow, OidcClaims, PendingRevocation, Session,
+    Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
