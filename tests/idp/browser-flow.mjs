@@ -219,7 +219,8 @@ async function run(browser) {
   const failed = await page.goto(`${broker}/external-auth/${providerId}/callback?error=access_denied&error_description=The+user+denied+access`);
   assert.equal(failed.status(), 400);
   assert.match(failed.headers()['content-type'], /^text\/html/, 'browser routes answer with pages, not JSON');
-  await page.getByText('The user denied access').waitFor();
+  await page.getByText('refused the login (access_denied).').waitFor();
+  assert.equal(await page.getByText('The user denied access').count(), 0, 'text from the query is never shown');
   assert.ok(await page.getByRole('navigation', { name: 'Main' }).getByText('alice').isVisible(), 'the error page keeps the navigation');
   await checkAccessible(page);
   await shot(page, '08-error');
