@@ -21,9 +21,6 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// How long a client may take to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The certificate being served, read again from its files on `SIGHUP` and when they change
 /// (renewals by certbot or cert-manager need no restart). A renewal that cannot be used is
 /// logged and the current certificate kept.
@@ -205,7 +202,8 @@ impl TlsListener {
                 };
                 let (acceptor, done) = (acceptor.clone(), done.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    // The handshake is due within the header timeout, like a plain request's headers.
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = done.send((Watched::new(tls, slot, limits), peer)).await;
                         }

@@ -33,9 +33,55 @@ async fn the_broker_serves_https_and_workspaces_trust_a_private_ca() {
         ("CODER_ACCESS_URL".to_owned(), format!("{site}/")),
         ("CODER_TLS_CERT_FILE".to_owned(), file("server.pem")),
         ("CODER_TLS_KEY_FILE".to_owned(), file("server.key")),
+        ("EXTAUTH_HTTP_HEADER_TIMEOUT".to_owned(), "2s".to_owned()),
     ]);
     let data = tempfile::tempdir().unwrap();
     let broker = Broker::start(port, data.path(), &env);
+
+    // Silent clients are closed over TLS too: before their handshake, and after it.
+    let silent: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let sessions: Vec<std::process::Child> = (0..10)
+        .map(|_| {
+            Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-quiet",
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .arg("-CAfile")
+                .arg(&ca)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut stream in silent {
+        use std::io::Read as _;
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(stream.read(&mut buf), Ok(0) | Err(_)),
+            "a silent connection before its handshake is closed"
+        );
+    }
+    for mut session in sessions {
+        // stdin stays open: s_client ends only when the broker closes the connection.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while session.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a TLS session that sends no request stays open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
     assert!(
         broker.login_link.starts_with(&format!("{site}/login/dev?")),
         "{}",
@@ -50,18 +96,33 @@ async fn the_broker_serves_https_and_workspaces_trust_a_private_ca() {
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
     let trusted = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
         .add_root_certificate(trusted)
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .build()
         .unwrap();
     let health = browser.get(format!("{site}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        health.headers()["strict-transport-security"],
+        "max-age=31536000",
+        "HSTS behind https"
+    );
 
     // Sign in and link through the provider, all over HTTPS (the cookies are Secure now).
     let home = browser.get(&broker.login_link).send().await.unwrap();
     assert_eq!(home.url().as_str(), format!("{site}/"));
     let csrf = extauth_tests::csrf_of(&home.text().await.unwrap());
+    use reqwest::cookie::CookieStore as _;
+    let cookies = jar.cookies(&site.parse().unwrap()).unwrap();
+    assert!(
+        cookies
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-extauth_session="),
+        "behind https the session cookie is host-only: {cookies:?}"
+    );
     let linked = browser
         .get(format!("{site}/external-auth/forge"))
         .send()
