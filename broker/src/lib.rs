@@ -24,6 +24,7 @@ pub mod login_flow;
 pub mod oidc;
 pub mod pages;
 pub mod random;
+pub mod redirects;
 pub mod refresh;
 pub mod revocations;
 pub mod routes;

@@ -14,7 +14,7 @@ use crate::identity::{self, cookie_header, now};
 use crate::login_flow;
 use crate::oidc::{Identity, Oidc};
 use crate::random;
-use crate::routes::browser::safe_redirect;
+use crate::redirects::safe_redirect;
 use crate::state::AppState;
 use crate::store::{OidcIdentity, OidcSession, StoreError, User};
 
