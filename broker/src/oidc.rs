@@ -811,6 +811,23 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn debug_never_shows_the_client_secret() {
+        let mut v = base();
+        v.retain(|(k, _)| k != "CODER_OIDC_CLIENT_SECRET");
+        v.push((
+            "CODER_OIDC_CLIENT_SECRET".to_owned(),
+            "very-secret-value".to_owned(),
+        ));
+        let s = OidcSettings::from_vars(&v, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert_eq!(s.client_secret(), "very-secret-value");
+    }
+
     fn base() -> Vec<(String, String)> {
         vars(&[
             (
