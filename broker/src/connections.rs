@@ -14,7 +14,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -57,9 +58,25 @@ pub struct Slot {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Connections open now, and the most open since memory was last given back.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Called when a wave of connections has drained (set by the binary: it returns freed memory
+/// to the system, which takes the crate's one `unsafe` call).
+static ON_DRAINED: OnceLock<fn()> = OnceLock::new();
+/// A wave is at least this many connections, and has drained when a quarter of its peak is left.
+const WAVE: usize = 512;
+
+/// Sets what runs when a wave of connections has drained.
+pub fn on_drained(hook: fn()) {
+    let _ = ON_DRAINED.set(hook);
+}
+
 impl Slot {
     fn new(permit: OwnedSemaphorePermit) -> Self {
         metrics::gauge!("extauth_http_connections").increment(1.0);
+        let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
+        PEAK.fetch_max(open, Ordering::Relaxed);
         Self { _permit: permit }
     }
 }
@@ -67,6 +84,23 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         metrics::gauge!("extauth_http_connections").decrement(1.0);
+        let open = OPEN.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let peak = PEAK.load(Ordering::Relaxed);
+        if peak >= WAVE
+            && open <= peak / 4
+            && PEAK
+                .compare_exchange(peak, open, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            if let Some(hook) = ON_DRAINED.get() {
+                tracing::info!(
+                    peak,
+                    open,
+                    "a wave of connections has drained; giving memory back"
+                );
+                hook();
+            }
+        }
     }
 }
 

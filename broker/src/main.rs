@@ -1,7 +1,24 @@
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
+    extauth_broker::connections::on_drained(give_back_memory);
     extauth_broker::cli::main()
 }
+
+/// After a wave of connections has gone (thousands of slow clients, each with its buffers),
+/// glibc keeps the freed memory in its arenas: 19,500 half-sent requests left the broker at
+/// 317 MB after they were closed. Trimming returns it to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn give_back_memory() {
+    // SAFETY: malloc_trim only releases free memory at the top of the heap and in the arenas;
+    // it is thread-safe and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_memory() {}
 
 /// glibc gives every thread that allocates an arena of its own (up to eight per core) and each
 /// arena keeps what was freed in it; under a busy runtime that was 50 MB more resident memory

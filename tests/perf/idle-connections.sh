@@ -3,6 +3,7 @@
 # reports the broker's RSS before, while they are open, and after it closed them (header timeout
 # HEADER_TIMEOUT, default 60s). Loopback only; every process is stopped by its pid.
 #   tests/perf/idle-connections.sh [N]      (uses target/release if built, else target/debug)
+#   PARTIAL=1 tests/perf/idle-connections.sh   each sends half a request's headers first
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-20000}
@@ -24,9 +25,9 @@ sleep 1
 rss() { awk '/VmRSS/ {print $2 / 1024 " MB"}' /proc/$broker/status; }
 echo "binary: $bin, connections: $n"
 echo "RSS at start: $(rss)"
-python3 - "$port" "$n" "$broker" <<'PY'
+python3 - "$port" "$n" "$broker" "${PARTIAL:-}" <<'PY'
 import socket, sys, time
-port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, pid, partial = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def rss():
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS"):
@@ -34,8 +35,12 @@ def rss():
 socks = []
 start = time.time()
 for _ in range(n):
-    socks.append(socket.create_connection(("127.0.0.1", port)))
-print(f"{n} silent connections open after {time.time() - start:.1f}s, RSS {rss()}")
+    s = socket.create_connection(("127.0.0.1", port))
+    if partial:
+        # Half a request: the server has read something and waits for the rest.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    socks.append(s)
+print(f"{n} {'half-sent' if partial else 'silent'} connections open after {time.time() - start:.1f}s, RSS {rss()}")
 for s in socks:
     s.settimeout(30)
 closed = 0
