@@ -487,3 +487,76 @@ fn oidc_check_shows_discovery_keys_scopes_and_the_uris_to_register() {
     assert!(!ok);
     assert!(err.contains("set CODER_OIDC_ISSUER_URL"), "{err}");
 }
+
+/// Follows the sign-in from the broker through the IdP with `browser` (cookies, no redirects
+/// followed) until the IdP sends it back: that callback URL, not yet visited.
+async fn callback_url(browser: &reqwest::Client, w: &World) -> String {
+    let mut url = format!("{}/api/v2/users/oidc/callback", w.broker.url);
+    for step in 0..20 {
+        if step > 0 && url.starts_with(&w.broker.url) {
+            return url;
+        }
+        let response = browser.get(&url).send().await.unwrap();
+        let location = response
+            .headers()
+            .get("location")
+            .unwrap_or_else(|| panic!("no redirect from {url}"))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        url = reqwest::Url::parse(&url)
+            .unwrap()
+            .join(&location)
+            .unwrap()
+            .to_string();
+    }
+    panic!("the IdP never sent the browser back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_finishes_once_and_only_in_the_browser_that_started_it() {
+    let w = world(&[]).await;
+    let exchanges = || async {
+        w.idp.counters().await["grants"]["authorization_code"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let browser = || {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let status_of = |client: reqwest::Client, url: String| async move {
+        let response = client.get(url).send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    };
+
+    // Signed in once; the same callback again is refused before its code reaches the IdP.
+    let alice = browser();
+    let finish = callback_url(&alice, &w).await;
+    let (status, page) = status_of(alice.clone(), finish.clone()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert_eq!(exchanges().await, 1);
+    let (status, page) = status_of(alice.clone(), finish).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a replay: {page}");
+    assert_eq!(
+        exchanges().await,
+        1,
+        "the replayed code never reached the IdP"
+    );
+
+    // A callback carried to another browser (login CSRF: signing a victim in as the attacker)
+    // does not finish there.
+    let attacker = browser();
+    let finish = callback_url(&attacker, &w).await;
+    let (status, page) = status_of(browser(), finish).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
+    assert!(
+        page.contains("This login was not started in this browser session."),
+        "{page}"
+    );
+    assert_eq!(exchanges().await, 1);
+}
