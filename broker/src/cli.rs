@@ -300,7 +300,7 @@ async fn open_store_alone(
 }
 
 async fn dbcrypt(args: &ServeArgs, command: DbcryptCommand) -> Result<String, String> {
-    let now = crate::identity::now();
+    let now = crate::clock::now();
     let report = match command {
         DbcryptCommand::Rotate => {
             let keys = ring(

@@ -196,15 +196,6 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Plai
     }
 }
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
 /// Where a connection is between requests, as seen from its bytes (HTTP/1.1: a request's
 /// headers end at the first empty line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use crate::crypto::{CryptoError, KeyRing, Sealed};
-use crate::links::purpose;
+use crate::link_secrets::purpose;
 use crate::oidc::session_purpose;
 use crate::store::{Store, StoreError};
 

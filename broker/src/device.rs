@@ -9,8 +9,9 @@
 
 use std::time::Duration;
 
+use crate::clock::now_millis;
 use crate::identity::hash;
-use crate::store::{DeviceFlowRecord, Store, StoreResult, unix_millis};
+use crate::store::{DeviceFlowRecord, Store, StoreResult};
 
 /// What `slow_down` adds to the interval (RFC 8628 §3.5).
 const SLOW_DOWN_MS: i64 = 5_000;
@@ -41,7 +42,7 @@ pub async fn start(
     interval_seconds: u64,
     expires_in_seconds: u64,
 ) -> StoreResult<()> {
-    let now = unix_millis();
+    let now = now_millis();
     let seconds = |s: u64| i64::try_from(s.max(1).saturating_mul(1000)).unwrap_or(i64::MAX);
     store
         .put_device_flow(&DeviceFlowRecord {
@@ -70,7 +71,7 @@ pub async fn poll(
         if flow.user_id != user_id || flow.provider_id != provider_id {
             return Ok(Poll::Unknown);
         }
-        let now = unix_millis();
+        let now = now_millis();
         if now >= flow.expires_ms {
             return Ok(Poll::Expired);
         }
@@ -102,7 +103,7 @@ pub async fn slow_down(store: &dyn Store, device_code: &str) -> StoreResult<Dura
         };
         let mut next = flow.clone();
         next.interval_ms += SLOW_DOWN_MS;
-        next.next_poll_ms = unix_millis() + next.interval_ms;
+        next.next_poll_ms = now_millis() + next.interval_ms;
         if store
             .replace_device_flow_if(&next, flow.next_poll_ms)
             .await?

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
 use crate::auth_failures::Refusal;
+use crate::clock::now;
 use crate::error::ApiError;
 use crate::random;
 use crate::state::AppState;
@@ -30,11 +31,6 @@ pub const CSRF_HEADER: &str = "X-CSRF-Token";
 /// sha256, hex.
 pub fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 impl TokenKind {
@@ -439,12 +435,6 @@ pub fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<
     cookie
 }
 
-/// The `--dev` one-time sign-in: a secret that signs in the local admin once.
-pub struct DevLogin {
-    secret_hash: String,
-    user_id: String,
-}
-
 /// Creates (once) the local admin of `--dev` and a one-time sign-in secret for it.
 pub async fn prepare_dev_login(state: &AppState) -> Result<String, ApiError> {
     let admin = match state.store.user_by_username("admin").await? {
@@ -472,36 +462,16 @@ pub async fn prepare_dev_login(state: &AppState) -> Result<String, ApiError> {
         }
     };
     let secret = random::hex_token::<24>();
-    if let Ok(mut pending) = state.dev_login.lock() {
-        *pending = Some(DevLogin {
-            secret_hash: hash(&secret),
-            user_id: admin.id,
-        });
-    }
+    state.dev_login.offer(hash(&secret), admin.id);
     Ok(secret)
 }
 
 /// Consumes the one-time sign-in secret; the user it signs in.
 pub async fn redeem_dev_login(state: &AppState, secret: &str) -> Result<User, ApiError> {
-    let user_id = {
-        let mut pending = state
-            .dev_login
-            .lock()
-            .map_err(|_| ApiError::internal("dev login lock poisoned"))?;
-        match pending.as_ref() {
-            Some(login)
-                if constant_time_eq(hash(secret).as_bytes(), login.secret_hash.as_bytes()) =>
-            {
-                let user_id = login.user_id.clone();
-                *pending = None;
-                user_id
-            }
-            _ => {
-                return Err(ApiError::unauthorized(
-                    "This sign-in link was already used or is not the current one; restart the broker for a new one.",
-                ));
-            }
-        }
+    let Some(user_id) = state.dev_login.redeem(&hash(secret)) else {
+        return Err(ApiError::unauthorized(
+            "This sign-in link was already used or is not the current one; restart the broker for a new one.",
+        ));
     };
     state
         .store

@@ -7,28 +7,16 @@
 //! result; the store only accepts the new pair if the refresh token is still the one that was
 //! used, so a second refresher — in this process or another — can never overwrite the winner.
 
-use extauth_providers::{AccessToken, ProviderConfig, RefreshToken};
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
+use extauth_providers::ProviderConfig;
 
-use crate::crypto::Sealed;
+use crate::clock::now;
 use crate::error::ApiError;
-use crate::identity::now;
+pub use crate::link_secrets::Fresh;
+use crate::link_secrets::{open_fresh, open_tokens, seal};
 use crate::refresh::{self, RefreshFailure};
 use crate::state::AppState;
 use crate::store::LinkRecord;
 use crate::upstream::{Revocation, TokenResponse, Validity};
-
-/// A token ready to hand out.
-#[derive(Debug, Clone)]
-pub struct Fresh {
-    /// The access token.
-    pub access_token: AccessToken,
-    /// When it expires (`None` = never).
-    pub expires_at: Option<OffsetDateTime>,
-    /// `EXTRA_TOKEN_KEYS` fields.
-    pub extra: Map<String, Value>,
-}
 
 /// The outcome of asking for a user's token.
 #[derive(Debug, Clone)]
@@ -37,58 +25,6 @@ pub enum Lookup {
     Linked(Fresh),
     /// The user must link (again).
     NotLinked,
-}
-
-/// The associated data sealing one field of a link: binds ciphertext to its row and field.
-pub fn purpose(user_id: &str, provider_id: &str, field: &str) -> String {
-    format!("link:{user_id}:{provider_id}:{field}")
-}
-
-/// Builds the stored link for tokens a provider just issued. `kept_refresh` is the previous
-/// refresh token, kept when the provider did not send a new one.
-pub(crate) fn seal(
-    state: &AppState,
-    user_id: &str,
-    provider: &ProviderConfig,
-    tokens: &TokenResponse,
-    kept_refresh: Option<Sealed>,
-    created_at: i64,
-) -> LinkRecord {
-    let id = provider.id.as_str();
-    let extra: Map<String, Value> = provider
-        .extra_token_keys
-        .iter()
-        .filter_map(|k| tokens.fields.get(k).map(|v| (k.clone(), v.clone())))
-        .collect();
-    let now = now();
-    LinkRecord {
-        user_id: user_id.to_owned(),
-        provider_id: id.to_owned(),
-        access_token: state.keys.seal(
-            &purpose(user_id, id, "access"),
-            tokens.access_token.secret().as_bytes(),
-        ),
-        refresh_token: tokens
-            .refresh_token
-            .as_ref()
-            .map(|r| {
-                state
-                    .keys
-                    .seal(&purpose(user_id, id, "refresh"), r.secret().as_bytes())
-            })
-            .or(kept_refresh),
-        expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
-        extra: (!extra.is_empty()).then(|| {
-            state.keys.seal(
-                &purpose(user_id, id, "extra"),
-                Value::Object(extra).to_string().as_bytes(),
-            )
-        }),
-        refresh_failure: None,
-        needs_validation: false,
-        created_at,
-        updated_at: now,
-    }
 }
 
 /// Stores tokens from a completed link (browser or device flow): insert or replace, which
@@ -104,7 +40,7 @@ pub async fn save_link(
         .link(user_id, provider.id.as_str())
         .await?
         .map_or_else(now, |l| l.created_at);
-    let link = seal(state, user_id, provider, tokens, None, created_at);
+    let link = seal(&state.keys, user_id, provider, tokens, None, created_at);
     state.store.put_link(&link).await?;
     tracing::info!(
         user = user_id,
@@ -114,56 +50,6 @@ pub async fn save_link(
         "linked"
     );
     Ok(())
-}
-
-pub(crate) fn open_fresh(state: &AppState, link: &LinkRecord) -> Result<Fresh, ApiError> {
-    let (user, provider) = (&link.user_id, &link.provider_id);
-    let access = state
-        .keys
-        .open_string(&purpose(user, provider, "access"), &link.access_token)?;
-    let extra = match &link.extra {
-        Some(sealed) => {
-            let text = state
-                .keys
-                .open_string(&purpose(user, provider, "extra"), sealed)?;
-            match serde_json::from_str(&text) {
-                Ok(Value::Object(map)) => map,
-                _ => Map::new(),
-            }
-        }
-        None => Map::new(),
-    };
-    Ok(Fresh {
-        access_token: AccessToken::new(access),
-        expires_at: link
-            .expires_at
-            .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
-        extra,
-    })
-}
-
-/// The provider's tokens of a link, decrypted (for revocation).
-pub(crate) fn open_tokens(
-    state: &AppState,
-    link: &LinkRecord,
-) -> Result<(AccessToken, Option<RefreshToken>), ApiError> {
-    let (user, provider) = (&link.user_id, &link.provider_id);
-    let access = AccessToken::new(
-        state
-            .keys
-            .open_string(&purpose(user, provider, "access"), &link.access_token)?,
-    );
-    let refresh = link
-        .refresh_token
-        .as_ref()
-        .map(|s| {
-            state
-                .keys
-                .open_string(&purpose(user, provider, "refresh"), s)
-        })
-        .transpose()?
-        .map(RefreshToken::new);
-    Ok((access, refresh))
 }
 
 /// The user's token for `provider`, fresh: refreshed ahead of expiry where possible, validated
@@ -179,7 +65,7 @@ pub async fn lookup(
     let can_refresh = |link: &LinkRecord| !provider.no_refresh && link.refresh_token.is_some();
     let refreshed =
         |outcome: Result<refresh::Refreshed, RefreshFailure>, expired: bool| match outcome {
-            Ok(r) if r.valid => Ok(Some(Lookup::Linked(open_fresh(state, &r.link)?))),
+            Ok(r) if r.valid => Ok(Some(Lookup::Linked(open_fresh(&state.keys, &r.link)?))),
             Ok(_) => Ok(Some(Lookup::NotLinked)),
             Err(RefreshFailure::Transient(e)) if expired => Err(ApiError::upstream(
                 "The token expired and the provider could not refresh it; try again shortly.",
@@ -195,7 +81,7 @@ pub async fn lookup(
         };
 
     if link.needs_validation {
-        let current = open_fresh(state, &link)?;
+        let current = open_fresh(&state.keys, &link)?;
         match refresh::validate(state, provider, &current.access_token).await {
             Ok(Validity::Valid { .. } | Validity::RateLimited) => {
                 let cleared = LinkRecord {
@@ -236,7 +122,7 @@ pub async fn lookup(
         // NO_REFRESH or no refresh token: an expired token means linking again, without asking.
         return Ok(Lookup::NotLinked);
     }
-    Ok(Lookup::Linked(open_fresh(state, &link)?))
+    Ok(Lookup::Linked(open_fresh(&state.keys, &link)?))
 }
 
 /// How long a listing waits for the refreshes it started.
@@ -345,7 +231,7 @@ pub async fn unlink(
             revocation_pending: false,
         }));
     };
-    let (access, refresh_token) = open_tokens(state, &link)?;
+    let (access, refresh_token) = open_tokens(&state.keys, &link)?;
     let outcome = match state
         .upstream
         .revoke(provider, &access, refresh_token.as_ref())

@@ -95,7 +95,7 @@ pub async fn start(
         purpose: purpose.tag(),
         nonce: nonce.clone(),
         redirect: redirect.to_owned(),
-        expires_ms: crate::store::unix_millis().saturating_add(LIFETIME_MS),
+        expires_ms: crate::clock::now_millis().saturating_add(LIFETIME_MS),
     };
     app.store.put_login_flow(&flow).await?;
     Ok(Started {
@@ -158,4 +158,29 @@ pub async fn finish(
         nonce: flow.nonce,
         redirect: flow.redirect,
     })
+}
+
+/// An OAuth error code as shown on a page: one of RFC 6749's, or a fixed word. The parameter is
+/// anyone's to write into a link, so nothing else of it is shown.
+pub fn error_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "access_denied",
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "invalid_scope",
+        "unauthorized_client",
+        "unsupported_response_type",
+        "server_error",
+        "temporarily_unavailable",
+        "login_required",
+        "consent_required",
+        "interaction_required",
+        "account_selection_required",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("an unknown error")
 }

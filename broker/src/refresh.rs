@@ -10,15 +10,13 @@
 //!   it; rate limits, server errors and timeouts are retried with backoff and never destroy
 //!   anything.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use extauth_providers::{ProviderConfig, ProviderType, RefreshToken};
 
+use crate::clock::now;
 use crate::error::ApiError;
-use crate::identity::now;
-use crate::links::{open_fresh, purpose, seal};
+use crate::link_secrets::{open_fresh, purpose, seal};
 use crate::state::AppState;
 use crate::store::LinkRecord;
 use crate::upstream::{UpstreamError, Validity};
@@ -86,27 +84,6 @@ pub fn classify_revocation(error: &UpstreamError) -> Failure {
 }
 
 /// (user id, provider id).
-type LinkKey = (String, String);
-
-/// Serialises refreshes per (user, provider).
-#[derive(Default)]
-pub struct RefreshLocks(Mutex<HashMap<LinkKey, Arc<tokio::sync::Mutex<()>>>>);
-
-impl RefreshLocks {
-    fn get(&self, user_id: &str, provider_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = match self.0.lock() {
-            Ok(locks) => locks,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // Drop locks nobody holds or waits for, so the map stays as small as the work in flight.
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks
-            .entry((user_id.to_owned(), provider_id.to_owned()))
-            .or_default()
-            .clone()
-    }
-}
-
 /// A refresh that produced tokens.
 #[derive(Debug, Clone)]
 pub struct Refreshed {
@@ -241,7 +218,7 @@ async fn refresh_locked(
     match outcome {
         Ok(tokens) => {
             let new = seal(
-                state,
+                &state.keys,
                 user_id,
                 provider,
                 &tokens,
@@ -315,7 +292,7 @@ async fn validate_new(state: &AppState, provider: &ProviderConfig, link: &LinkRe
     if provider.validate_url.is_none() {
         return true;
     }
-    let Ok(fresh) = open_fresh(state, link) else {
+    let Ok(fresh) = open_fresh(&state.keys, link) else {
         return true;
     };
     let started = Instant::now();

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::clock::now;
 use crate::error::ApiError;
-use crate::identity::now;
-use crate::links::open_tokens;
+use crate::link_secrets::open_tokens;
 use crate::random;
 use crate::refresh::{Failure, classify_revocation};
 use crate::state::AppState;
@@ -66,7 +66,7 @@ pub async fn retry_due(state: &AppState) -> Result<(), ApiError> {
             created_at: pending.created_at,
             updated_at: pending.created_at,
         };
-        let (access, refresh_token) = open_tokens(state, &as_link)?;
+        let (access, refresh_token) = open_tokens(&state.keys, &as_link)?;
         match state
             .upstream
             .revoke(provider, &access, refresh_token.as_ref())

@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 use crate::connections::{Gate, Limits, PlainListener};
 use crate::crypto::KeyRing;
 use crate::identity;
-use crate::refresh::RefreshLocks;
 use crate::routes;
 use crate::settings::Settings;
+use crate::single_flight::RefreshLocks;
 use crate::state::{AppState, Inner};
 use crate::store::{SledStore, Store};
 use crate::upstream::Upstream;
@@ -183,7 +183,7 @@ pub async fn build_state(
         keys,
         upstream,
         refresh_locks: RefreshLocks::default(),
-        dev_login: Mutex::new(None),
+        dev_login: Default::default(),
         oidc,
         metrics,
         auth_failures: crate::auth_failures::AuthFailures::new(settings_failure_limit),

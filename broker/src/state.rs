@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use extauth_providers::Providers;
 
 use crate::crypto::KeyRing;
-use crate::identity::DevLogin;
-use crate::refresh::RefreshLocks;
+use crate::dev_login::DevLogin;
 use crate::settings::Settings;
+use crate::single_flight::RefreshLocks;
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -31,7 +31,7 @@ pub struct Inner {
     /// One refresh at a time per (user, provider).
     pub refresh_locks: RefreshLocks,
     /// The pending one-time sign-in link of `--dev`.
-    pub dev_login: Mutex<Option<DevLogin>>,
+    pub dev_login: DevLogin,
     /// OIDC sign-in, when configured.
     pub oidc: Option<crate::oidc::Oidc>,
     /// Renders `/metrics`; `None` when no recorder is installed (library use, tests).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use extauth_broker::crypto::{KeyRing, Sealed, key_id};
 use extauth_broker::dbcrypt;
-use extauth_broker::links::purpose;
+use extauth_broker::link_secrets::purpose;
 use extauth_broker::oidc::session_purpose;
 use extauth_broker::store::conformance::TestDatabase;
 use extauth_broker::store::{

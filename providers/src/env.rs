@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{ConfigError, ConfigWarning};
+use crate::error::{ConfigError, ConfigWarning, IndexProblem};
 
 /// The prefix of provider settings.
 pub const PREFIX: &str = "CODER_EXTERNAL_AUTH_";
@@ -292,17 +292,6 @@ fn looks_like_provider_variable(name: &str) -> bool {
     let squashed = name.replace('_', "");
     (squashed.starts_with("CODEREXTERNALAUTH") || squashed.starts_with("CODERGITAUTH"))
         && !name.starts_with("CODER_GIT_AUTH_ACCESS_TOKEN_")
-}
-
-/// Why an index is not a plain provider number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IndexProblem {
-    /// Not made of digits only.
-    NotANumber,
-    /// `01`: ambiguous with `1`.
-    LeadingZero,
-    /// More providers than anyone configures; almost certainly a mistake.
-    TooLarge,
 }
 
 /// The largest index accepted; far above any real deployment, low enough to catch typos.

@@ -1,11 +1,20 @@
 //! Configuration errors and warnings. Every message names the variable to change and says how.
 
-use crate::env::IndexProblem;
-
 /// One problem in the provider configuration.
 ///
 /// `Display` gives `VARIABLE: problem; fix`. All problems of a configuration are collected into
 /// [`ConfigErrors`] so an operator fixes them in one round rather than one restart each.
+/// Why an index is not a plain provider number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexProblem {
+    /// Not made of digits only.
+    NotANumber,
+    /// `01`: ambiguous with `1`.
+    LeadingZero,
+    /// More providers than anyone configures; almost certainly a mistake.
+    TooLarge,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 #[allow(missing_docs)] // The variants' fields are self-describing; the messages are the docs.

@@ -8,9 +8,10 @@ use extauth_providers::ProviderConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::clock::now;
 use crate::device::Poll;
 use crate::error::ApiError;
-use crate::identity::{self, Caller, now};
+use crate::identity::{self, Caller};
 use crate::links::{self, Lookup};
 use crate::random;
 use crate::settings::parse_duration;

@@ -165,7 +165,7 @@ pub async fn logout_post(
     // Signed in with OIDC: end the IdP session too (RP-initiated logout), which comes back to
     // the sign-in page.
     let session = user.session.oidc.as_ref();
-    let to = match crate::routes::oidc::end_session_url(&state, &user.user.id, session).await {
+    let to = match crate::sign_in::end_session_url(&state, &user.user.id, session).await {
         Some(end_session) => end_session,
         None => format!("{}login", state.settings.base_path()),
     };
@@ -293,7 +293,7 @@ pub async fn callback_get(
             format!(
                 "{} refused the login ({}).",
                 provider.display_name,
-                oauth_error_code(&error)
+                login_flow::error_code(&error)
             ),
             "start linking again, or ask an admin to look at the broker's log",
         )
@@ -353,31 +353,6 @@ pub async fn callback_get(
         )
     });
     Ok(see_other(&redirect, vec![]))
-}
-
-/// An OAuth error code as shown on a page: one of RFC 6749's, or a fixed word. The parameter is
-/// anyone's to write into a link, so nothing else of it is shown.
-pub fn oauth_error_code(code: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "access_denied",
-        "invalid_request",
-        "invalid_client",
-        "invalid_grant",
-        "invalid_scope",
-        "unauthorized_client",
-        "unsupported_response_type",
-        "server_error",
-        "temporarily_unavailable",
-        "login_required",
-        "consent_required",
-        "interaction_required",
-        "account_selection_required",
-    ];
-    KNOWN
-        .iter()
-        .find(|known| **known == code)
-        .copied()
-        .unwrap_or("an unknown error")
 }
 
 pub async fn unlink_post(

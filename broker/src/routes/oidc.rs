@@ -9,8 +9,9 @@ use extauth_providers::constant_time_eq;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::clock::now;
 use crate::error::{ApiError, PageError};
-use crate::identity::{self, cookie_header, now};
+use crate::identity::{self, cookie_header};
 use crate::login_flow;
 use crate::oidc::{Identity, Oidc};
 use crate::random;
@@ -77,7 +78,7 @@ pub async fn callback_get(
         return Err(ApiError::bad_request(
             format!(
                 "The identity provider refused the sign-in ({}).",
-                crate::routes::browser::oauth_error_code(&error)
+                login_flow::error_code(&error)
             ),
             "sign in again, or ask an admin to look at the broker's log",
         )
@@ -386,29 +387,4 @@ pub async fn authmethods_get(State(state): State<AppState>) -> Json<Value> {
             "iconUrl": o.settings.icon_url.clone().unwrap_or_default(),
         })),
     }))
-}
-
-/// Where RP-initiated logout sends the browser: the IdP's end-session endpoint with
-/// `id_token_hint` and `post_logout_redirect_uri`, when both are known.
-pub async fn end_session_url(
-    state: &AppState,
-    user_id: &str,
-    session: Option<&OidcSession>,
-) -> Option<String> {
-    let oidc = state.oidc.as_ref()?;
-    let sealed = session?.id_token.as_ref()?;
-    let id_token = state
-        .keys
-        .open_string(&crate::oidc::session_purpose(user_id, "id_token"), sealed)
-        .ok()?;
-    let endpoint = oidc.discovery().await.ok()?.end_session_endpoint?;
-    let mut url = url::Url::parse(&endpoint).ok()?;
-    url.query_pairs_mut()
-        .append_pair("id_token_hint", &id_token)
-        .append_pair(
-            "post_logout_redirect_uri",
-            state.settings.access_url.join("login").as_str(),
-        )
-        .append_pair("client_id", &oidc.settings.client_id);
-    Some(url.to_string())
 }

@@ -656,7 +656,7 @@ pub async fn locks(store: &dyn Store) {
 }
 
 pub async fn device_flows(store: &dyn Store) {
-    let now = unix_millis();
+    let now = crate::clock::now_millis();
     let flow = DeviceFlowRecord {
         code_hash: "h1".into(),
         user_id: "u1".into(),
@@ -719,7 +719,7 @@ pub async fn device_flows(store: &dyn Store) {
 /// A login flow finishes once: the first taker gets it, a replay gets nothing, and an expired
 /// one is never handed out.
 pub async fn login_flows(store: &dyn Store) {
-    let now = unix_millis();
+    let now = crate::clock::now_millis();
     let flow = LoginFlow {
         state_hash: "s1".into(),
         binding_hash: "b1".into(),

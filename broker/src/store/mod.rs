@@ -232,13 +232,6 @@ impl LinkChanged {
     }
 }
 
-/// Milliseconds since the Unix epoch (device flow pacing across replicas uses wall time).
-pub fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Everything a store holds, for `store migrate` and `dbcrypt`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {

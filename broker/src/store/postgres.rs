@@ -1112,7 +1112,7 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(pg)?;
         tx.execute(
             "DELETE FROM login_flows WHERE expires_ms < $1",
-            &[&super::unix_millis()],
+            &[&crate::clock::now_millis()],
         )
         .await
         .map_err(pg)?;
@@ -1145,7 +1145,7 @@ impl Store for PgStore {
             )
             .await?;
         let flow = row.as_ref().map(login_flow_of).transpose()?;
-        Ok(flow.filter(|f| f.expires_ms >= super::unix_millis()))
+        Ok(flow.filter(|f| f.expires_ms >= crate::clock::now_millis()))
     }
 
     async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
@@ -1153,7 +1153,7 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(pg)?;
         tx.execute(
             "DELETE FROM device_flows WHERE expires_ms < $1",
-            &[&super::unix_millis()],
+            &[&crate::clock::now_millis()],
         )
         .await
         .map_err(pg)?;

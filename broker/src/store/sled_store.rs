@@ -453,7 +453,7 @@ impl Store for SledStore {
     }
 
     async fn put_login_flow(&self, flow: &LoginFlow) -> StoreResult<()> {
-        let now = super::unix_millis();
+        let now = crate::clock::now_millis();
         for entry in self.login_flows.iter() {
             let (key, value) = entry?;
             let stale: LoginFlow = decode(&value)?;
@@ -473,11 +473,11 @@ impl Store for SledStore {
         };
         self.flush().await?;
         let flow: LoginFlow = decode(&value)?;
-        Ok((flow.expires_ms >= super::unix_millis()).then_some(flow))
+        Ok((flow.expires_ms >= crate::clock::now_millis()).then_some(flow))
     }
 
     async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
-        let now = super::unix_millis();
+        let now = crate::clock::now_millis();
         for entry in self.device_flows.iter() {
             let (key, value) = entry?;
             let stale: DeviceFlowRecord = decode(&value)?;

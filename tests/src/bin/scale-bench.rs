@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use extauth_broker::crypto::KeyRing;
 use extauth_broker::identity::mint;
-use extauth_broker::links::purpose;
+use extauth_broker::link_secrets::purpose;
 use extauth_broker::store::{LinkRecord, SledStore, Snapshot, Store, TokenKind, User};
 use extauth_tests::{Broker, free_port};
 
