@@ -19,6 +19,18 @@ pub struct Chrome {
     pub nav: &'static str,
 }
 
+impl Chrome {
+    /// For a page seen before signing in.
+    pub fn anonymous(base: String) -> Self {
+        Self {
+            base,
+            user: None,
+            csrf: String::new(),
+            nav: "",
+        }
+    }
+}
+
 /// One provider on the start page.
 pub struct ProviderRow {
     pub id: String,
@@ -32,10 +44,7 @@ pub struct ProviderRow {
 #[derive(Template)]
 #[template(path = "home.html")]
 pub struct HomePage {
-    pub base: String,
-    pub user: Option<String>,
-    pub csrf: String,
-    pub nav: &'static str,
+    pub chrome: Chrome,
     pub providers: Vec<ProviderRow>,
     pub notice: Option<String>,
 }
@@ -43,10 +52,7 @@ pub struct HomePage {
 #[derive(Template)]
 #[template(path = "provider.html")]
 pub struct ProviderPage {
-    pub base: String,
-    pub user: Option<String>,
-    pub csrf: String,
-    pub nav: &'static str,
+    pub chrome: Chrome,
     pub id: String,
     pub name: String,
     pub icon: String,
@@ -57,10 +63,7 @@ pub struct ProviderPage {
 #[derive(Template)]
 #[template(path = "device.html")]
 pub struct DevicePage {
-    pub base: String,
-    pub user: Option<String>,
-    pub csrf: String,
-    pub nav: &'static str,
+    pub chrome: Chrome,
     pub id: String,
     pub name: String,
     pub icon: String,
@@ -91,10 +94,7 @@ pub struct ProviderChoice {
 #[derive(Template)]
 #[template(path = "tokens.html")]
 pub struct TokensPage {
-    pub base: String,
-    pub user: Option<String>,
-    pub csrf: String,
-    pub nav: &'static str,
+    pub chrome: Chrome,
     pub access_url: String,
     pub created: Option<CreatedToken>,
     pub tokens: Vec<TokenRow>,
@@ -104,20 +104,14 @@ pub struct TokensPage {
 #[derive(Template)]
 #[template(path = "cli_auth.html")]
 pub struct CliAuthPage {
-    pub base: String,
-    pub user: Option<String>,
-    pub csrf: String,
-    pub nav: &'static str,
+    pub chrome: Chrome,
     pub token: Option<String>,
 }
 
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage {
-    pub base: String,
-    pub user: Option<String>,
-    pub csrf: String,
-    pub nav: &'static str,
+    pub chrome: Chrome,
     pub dev: bool,
     /// Where the OIDC button goes, when OIDC is configured.
     pub oidc_start: Option<String>,
@@ -128,10 +122,7 @@ pub struct LoginPage {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
-    base: String,
-    user: Option<String>,
-    csrf: String,
-    nav: &'static str,
+    chrome: Chrome,
     title: String,
     message: String,
     detail: String,
@@ -159,10 +150,7 @@ pub fn error_page(error: &ApiError, chrome: Chrome) -> Response {
     render(
         error.status,
         &ErrorPage {
-            base: chrome.base,
-            user: chrome.user,
-            csrf: chrome.csrf,
-            nav: chrome.nav,
+            chrome,
             title: title.to_owned(),
             message: error.message.clone(),
             detail: error.detail.clone(),

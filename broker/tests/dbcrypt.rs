@@ -8,7 +8,9 @@ use extauth_broker::crypto::{KeyRing, Sealed, key_id};
 use extauth_broker::dbcrypt;
 use extauth_broker::link_secrets::purpose;
 use extauth_broker::oidc::session_purpose;
-use extauth_broker::store::conformance::TestDatabase;
+mod conformance;
+
+use conformance::TestDatabase;
 use extauth_broker::store::{
     LinkRecord, OidcSession, PendingRevocation, PgStore, Session, SledStore, Store,
 };

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use extauth_broker::store::conformance::{self, TestDatabase};
+mod conformance;
+
+use conformance::TestDatabase;
 use extauth_broker::store::{PgStore, Store};
 
 async fn fresh() -> (Arc<dyn Store>, TestDatabase) {
@@ -14,7 +16,7 @@ async fn fresh() -> (Arc<dyn Store>, TestDatabase) {
     (Arc::new(store), db)
 }
 
-extauth_broker::store_conformance_tests!(fresh());
+store_conformance_tests!(fresh());
 
 #[tokio::test]
 async fn a_lock_held_by_one_replica_is_not_available_to_another() {

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use extauth_broker::store::{SledStore, Store, conformance};
+mod conformance;
+
+use extauth_broker::store::{SledStore, Store};
 
 async fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -10,7 +12,7 @@ async fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-extauth_broker::store_conformance_tests!(fresh());
+store_conformance_tests!(fresh());
 
 #[tokio::test]
 async fn writes_survive_reopening() {

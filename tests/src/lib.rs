@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod database;
 pub mod git_server;
+
+pub use database::TestDatabase;
 
 /// Runs `git` in `dir` with a clean configuration; panics with its output when it fails.
 pub fn git(dir: &Path, args: &[&str]) -> String {

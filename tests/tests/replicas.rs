@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use extauth_broker::store::conformance::TestDatabase;
+use extauth_tests::TestDatabase;
 use extauth_tests::{Broker, Idp, answer, binary, client, free_port, provider_env, spawn_listen};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -75,10 +75,7 @@ pub async fn home_get(
     Ok(pages::render(
         StatusCode::OK,
         &pages::HomePage {
-            base: c.base,
-            user: c.user,
-            csrf: c.csrf,
-            nav: c.nav,
+            chrome: c,
             providers,
             notice: unlink_notice(&state, &q),
         },
@@ -107,10 +104,7 @@ pub async fn login_get(
     pages::render(
         StatusCode::OK,
         &pages::LoginPage {
-            base,
-            user: None,
-            csrf: String::new(),
-            nav: "",
+            chrome: Chrome::anonymous(base),
             dev: state.settings.dev,
             oidc_start,
             oidc_text: state
@@ -205,14 +199,11 @@ pub async fn provider_get(
         return Ok(pages::render(
             StatusCode::OK,
             &pages::DevicePage {
-                base: c.base.clone(),
-                user: c.user,
-                csrf: c.csrf,
-                nav: c.nav,
+                next: redirect.unwrap_or_else(|| format!("{}external-auth/{id}", c.base)),
+                chrome: c,
                 id: id.clone(),
                 name: provider.display_name.clone(),
                 icon,
-                next: redirect.unwrap_or_else(|| format!("{}external-auth/{id}", c.base)),
             },
         ));
     }
@@ -235,10 +226,7 @@ pub async fn provider_get(
     Ok(pages::render(
         StatusCode::OK,
         &pages::ProviderPage {
-            base: c.base,
-            user: c.user,
-            csrf: c.csrf,
-            nav: c.nav,
+            chrome: c,
             id,
             name: provider.display_name.clone(),
             icon,
@@ -439,10 +427,7 @@ async fn tokens_page(
             StatusCode::OK
         },
         &pages::TokensPage {
-            base: c.base,
-            user: c.user,
-            csrf: c.csrf,
-            nav: c.nav,
+            chrome: c,
             access_url: state
                 .settings
                 .access_url
@@ -562,12 +547,6 @@ fn cli_auth_page(
         } else {
             StatusCode::OK
         },
-        &pages::CliAuthPage {
-            base: c.base,
-            user: c.user,
-            csrf: c.csrf,
-            nav: c.nav,
-            token,
-        },
+        &pages::CliAuthPage { chrome: c, token },
     ))
 }

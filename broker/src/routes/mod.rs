@@ -228,12 +228,7 @@ async fn error_answers(State(state): State<AppState>, request: Request, next: Ne
     } else {
         return response;
     };
-    let mut chrome = Chrome {
-        base: state.settings.base_path().to_owned(),
-        user: None,
-        csrf: String::new(),
-        nav: "",
-    };
+    let mut chrome = Chrome::anonymous(state.settings.base_path().to_owned());
     if let Ok(Some((user, session))) = session_of(&state, &cookies).await {
         chrome.user = Some(user.username);
         chrome.csrf = session.csrf;

@@ -5,7 +5,6 @@
 //! backend never sees a plaintext credential. Every write returns only once it is durable
 //! (sled: flushed), so a request is never acknowledged for data a crash would lose.
 
-pub mod conformance;
 mod postgres;
 pub mod postgres_tls;
 mod sled_store;

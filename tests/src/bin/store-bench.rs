@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use extauth_broker::store::conformance::TestDatabase;
-use extauth_tests::{Broker, Idp, client, free_port, provider_env};
+use extauth_tests::{Broker, Idp, TestDatabase, client, free_port, provider_env};
 use serde_json::json;
 
 const MAX_REQUESTS: usize = 500_000;

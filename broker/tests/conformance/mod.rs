@@ -1,12 +1,25 @@
 //! The behaviour every [`Store`] backend must have, as one function per behaviour.
 //!
-//! A backend's tests instantiate them all with [`store_conformance_tests!`](crate::store_conformance_tests),
-//! giving it a factory that makes a fresh, empty store.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! A backend's tests (`store_sled.rs`, `store_postgres.rs`) include this module and instantiate
+//! every behaviour with `store_conformance_tests!`, giving it a factory that makes a fresh,
+//! empty store. Test code: it lives with the tests, not in the broker.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    dead_code
+)]
 
 use std::time::Duration;
 
-use super::*;
+#[path = "../../../tests/src/database.rs"]
+mod database;
+
+#[allow(unused_imports)]
+pub use database::TestDatabase;
+use extauth_broker::crypto::Sealed;
+use extauth_broker::store::*;
 
 fn sealed(key_id: &str, data: &str) -> Sealed {
     Sealed {
@@ -656,7 +669,7 @@ pub async fn locks(store: &dyn Store) {
 }
 
 pub async fn device_flows(store: &dyn Store) {
-    let now = crate::clock::now_millis();
+    let now = extauth_broker::clock::now_millis();
     let flow = DeviceFlowRecord {
         code_hash: "h1".into(),
         user_id: "u1".into(),
@@ -719,7 +732,7 @@ pub async fn device_flows(store: &dyn Store) {
 /// A login flow finishes once: the first taker gets it, a replay gets nothing, and an expired
 /// one is never handed out.
 pub async fn login_flows(store: &dyn Store) {
-    let now = crate::clock::now_millis();
+    let now = extauth_broker::clock::now_millis();
     let flow = LoginFlow {
         state_hash: "s1".into(),
         binding_hash: "b1".into(),
@@ -764,70 +777,6 @@ pub async fn login_flows(store: &dyn Store) {
     assert_eq!(store.take_login_flow("old").await.unwrap(), None, "expired");
 }
 
-/// A database of its own for one test, on the local PostgreSQL (`EXTAUTH_TEST_PG_URL`, default
-/// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards. Panics, never skips, when
-/// the server cannot be reached: these tests must run in CI.
-pub struct TestDatabase {
-    /// The URL of the new database.
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl TestDatabase {
-    /// Creates an empty database.
-    pub async fn create() -> Self {
-        let admin = std::env::var("EXTAUTH_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let name = format!("extauth_test_{}", crate::random::hex_token::<6>());
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {admin} is required by this test (set EXTAUTH_TEST_PG_URL): {e}"
-                )
-            });
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let mut url = url::Url::parse(&admin).expect("EXTAUTH_TEST_PG_URL is a URL");
-        url.set_path(&format!("/{name}"));
-        Self {
-            url: url.to_string(),
-            admin,
-            name,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop may run inside a runtime: do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 /// Generates one `#[tokio::test]` per conformance behaviour. `$factory` is an async expression
 /// giving `(store, guard)`: the guard (e.g. a temporary directory) lives as long as the test.
 #[macro_export]
@@ -842,7 +791,7 @@ macro_rules! store_conformance_tests {
             #[tokio::test]
             async fn $name() {
                 let (store, _guard) = $factory.await;
-                $crate::store::conformance::$name(&*store).await;
+                $crate::conformance::$name(&*store).await;
             }
         )*
     };
