@@ -9,9 +9,15 @@
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use extauth_providers::ProviderConfig;
+
 use crate::clock::now_millis;
+use crate::error::ApiError;
 use crate::identity::hash;
+use crate::state::AppState;
 use crate::store::{DeviceFlowRecord, Store, StoreResult};
+use crate::upstream::{DeviceAuthorization, UpstreamError};
 
 /// What `slow_down` adds to the interval (RFC 8628 §3.5).
 const SLOW_DOWN_MS: i64 = 5_000;
@@ -116,6 +122,97 @@ pub async fn slow_down(store: &dyn Store, device_code: &str) -> StoreResult<Dura
 /// The flow ended (linked, denied or expired).
 pub async fn finish(store: &dyn Store, device_code: &str) -> StoreResult<()> {
     store.delete_device_flow(&hash(device_code)).await
+}
+
+fn rate_limited(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Status { status: 429, .. }
+            | UpstreamError::Status {
+                rate_limited: true,
+                ..
+            }
+    )
+}
+
+/// Starts a device flow of `user_id` at `provider`: the code to show the user.
+pub async fn begin(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+) -> Result<DeviceAuthorization, ApiError> {
+    let flow = state
+        .upstream
+        .device_authorize(provider)
+        .await
+        .map_err(|e| {
+            if rate_limited(&e) {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "The provider is rate limiting device authorizations; retry later.",
+                    e.reason(),
+                )
+            } else {
+                ApiError::upstream("Failed to authorize device.", &e)
+            }
+        })?;
+    start(
+        &*state.store,
+        &flow.device_code,
+        user_id,
+        provider.id.as_str(),
+        flow.interval,
+        flow.expires_in,
+    )
+    .await?;
+    Ok(flow)
+}
+
+/// Polls a device flow once, at the pace the provider set: `Ok` once linked; otherwise the
+/// RFC 8628 code (`authorization_pending`, `slow_down`, `expired_token`, `access_denied`) as
+/// the error's detail.
+pub async fn poll_once(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+    device_code: &str,
+) -> Result<(), ApiError> {
+    let id = provider.id.as_str();
+    let pending = |code: &str| ApiError::bad_request("Failed to exchange device code.", code);
+    let store = &*state.store;
+    match poll(store, device_code, user_id, id).await? {
+        Poll::Unknown => {
+            return Err(ApiError::bad_request(
+                "Unknown device code.",
+                "start a device flow with GET on this URL first",
+            ));
+        }
+        Poll::Expired => {
+            finish(store, device_code).await?;
+            return Err(pending("expired_token"));
+        }
+        Poll::SlowDown(_) => return Err(pending("slow_down")),
+        Poll::Ask => {}
+    }
+    match state.upstream.device_exchange(provider, device_code).await {
+        Ok(tokens) => {
+            crate::links::save_link(state, user_id, provider, &tokens).await?;
+            finish(store, device_code).await?;
+            Ok(())
+        }
+        Err(e) => match e.oauth_code() {
+            Some("authorization_pending") => Err(pending("authorization_pending")),
+            Some("slow_down") => {
+                slow_down(store, device_code).await?;
+                Err(pending("slow_down"))
+            }
+            Some(code @ ("expired_token" | "access_denied")) => {
+                finish(store, device_code).await?;
+                Err(pending(code))
+            }
+            _ => Err(ApiError::upstream("Failed to exchange device code.", &e)),
+        },
+    }
 }
 
 #[cfg(test)]

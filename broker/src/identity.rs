@@ -376,6 +376,12 @@ impl OptionalFromRequestParts<AppState> for BrowserUser {
     }
 }
 
+/// Ends the session whose cookie value is `value`.
+pub async fn end_session(state: &AppState, value: &str) -> Result<(), ApiError> {
+    state.store.delete_session(&hash(value)).await?;
+    Ok(())
+}
+
 /// Starts a session for `user`; returns the `Set-Cookie` value.
 pub async fn start_session(state: &AppState, user: &User) -> Result<String, ApiError> {
     start_session_with(state, user, None).await

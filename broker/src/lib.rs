@@ -9,6 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod accounts;
 pub mod auth_failures;
 pub mod cli;
 pub mod client_address;
@@ -22,6 +23,7 @@ pub mod device;
 pub mod error;
 pub mod identity;
 pub mod link_secrets;
+pub mod linking;
 pub mod links;
 pub mod login_flow;
 pub mod oidc;

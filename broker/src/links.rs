@@ -9,6 +9,8 @@
 
 use extauth_providers::ProviderConfig;
 
+use serde_json::Value;
+
 use crate::clock::now;
 use crate::error::ApiError;
 pub use crate::link_secrets::Fresh;
@@ -17,6 +19,7 @@ use crate::refresh::{self, RefreshFailure};
 use crate::state::AppState;
 use crate::store::LinkRecord;
 use crate::upstream::{Revocation, TokenResponse, Validity};
+use tokio::sync::broadcast::error::RecvError;
 
 /// The outcome of asking for a user's token.
 #[derive(Debug, Clone)]
@@ -306,4 +309,101 @@ pub fn link_state(provider: Option<&ProviderConfig>, link: &LinkRecord) -> LinkS
             })),
         },
     }
+}
+
+/// The user's token for `provider`; when not linked and `listen`, waits (until the listen
+/// timeout) for a link to be made or replaced. `None`: still not linked.
+pub async fn wait_until_linked(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+    listen: bool,
+) -> Result<Option<Fresh>, ApiError> {
+    // Subscribe before looking, so a link completed in between is not missed.
+    let mut events = listen.then(|| state.store.subscribe_links());
+    let deadline = tokio::time::Instant::now() + state.settings.listen_timeout;
+    let id = provider.id.as_str();
+    loop {
+        if let Lookup::Linked(fresh) = lookup(state, user_id, provider).await? {
+            return Ok(Some(fresh));
+        }
+        let Some(events) = events.as_mut() else {
+            return Ok(None);
+        };
+        // The token that was just judged unusable: never looked at again while listening, so a
+        // bad token costs the provider one validation, not one per wake-up.
+        let bad = state.store.link(user_id, id).await?.map(|l| l.access_token);
+        // Wait for this user's link to this provider to change to something new, or give up at
+        // the deadline (the client asks anew).
+        loop {
+            let woke = match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_elapsed) => return Ok(None),
+                Ok(Ok(event)) => event.concerns(user_id, id),
+                Ok(Err(RecvError::Lagged(_))) => true,
+                Ok(Err(RecvError::Closed)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    true
+                }
+            };
+            if !woke {
+                continue;
+            }
+            let current = state.store.link(user_id, id).await?;
+            if current.is_some() && current.map(|l| l.access_token) != bad {
+                break;
+            }
+        }
+    }
+}
+
+/// Whether a user's link works now, as the provider says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// Not linked, or the provider refuses the token.
+    NotWorking,
+    /// Works; the provider's user document when its validation answered one.
+    Works(Option<Value>),
+}
+
+/// Whether the user's link to `provider` works now: refreshed if needed, then validated with
+/// the provider (a rate-limited validation counts as working).
+pub async fn check(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+) -> Result<Check, ApiError> {
+    let Lookup::Linked(fresh) = lookup(state, user_id, provider).await? else {
+        return Ok(Check::NotWorking);
+    };
+    match state.upstream.validate(provider, &fresh.access_token).await {
+        Ok(Validity::Valid { user }) => Ok(Check::Works(user)),
+        Ok(Validity::RateLimited) => Ok(Check::Works(None)),
+        Ok(Validity::Invalid) => Ok(Check::NotWorking),
+        Err(e) => Err(ApiError::upstream("Failed to validate token.", &e)),
+    }
+}
+
+/// Why the user's stored link to `provider` cannot be used, if it is stored and cannot.
+pub async fn link_error(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+) -> Result<Option<String>, ApiError> {
+    let link = state.store.link(user_id, provider.id.as_str()).await?;
+    Ok(link.and_then(|l| link_state(Some(provider), &l).error))
+}
+
+/// The configured provider `id`, or 404 naming the configured ones.
+pub fn provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig, ApiError> {
+    state.providers.get(id).ok_or_else(|| {
+        let known: Vec<&str> = state.providers.iter().map(|p| p.id.as_str()).collect();
+        ApiError::not_found(
+            format!("No external auth provider with ID {id:?}."),
+            if known.is_empty() {
+                "no providers are configured".to_owned()
+            } else {
+                format!("configured providers: {}", known.join(", "))
+            },
+        )
+    })
 }

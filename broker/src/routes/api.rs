@@ -8,16 +8,13 @@ use extauth_providers::ProviderConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::accounts::{self, TokenKind, TokenRecord, User};
 use crate::clock::now;
-use crate::device::Poll;
 use crate::error::ApiError;
-use crate::identity::{self, Caller};
-use crate::links::{self, Lookup};
+use crate::identity::Caller;
+use crate::links;
 use crate::random;
-use crate::settings::parse_duration;
 use crate::state::AppState;
-use crate::store::{TokenKind, TokenRecord, User};
-use crate::upstream::{UpstreamError, Validity};
 
 fn rfc3339(unix: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -28,21 +25,6 @@ fn rfc3339(unix: i64) -> Option<String> {
         })
 }
 
-/// The configured provider `id`, or 404 naming the configured ones.
-pub fn provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig, ApiError> {
-    state.providers.get(id).ok_or_else(|| {
-        let known: Vec<&str> = state.providers.iter().map(|p| p.id.as_str()).collect();
-        ApiError::not_found(
-            format!("No external auth provider with ID {id:?}."),
-            if known.is_empty() {
-                "no providers are configured".to_owned()
-            } else {
-                format!("configured providers: {}", known.join(", "))
-            },
-        )
-    })
-}
-
 /// `me`, a username or a user id; others than the caller only for admins.
 async fn target_user(state: &AppState, caller: &Caller, user: &str) -> Result<User, ApiError> {
     if user == "me" || user == caller.user.username || user == caller.user.id {
@@ -51,11 +33,9 @@ async fn target_user(state: &AppState, caller: &Caller, user: &str) -> Result<Us
     if !caller.user.is_admin {
         return Err(ApiError::forbidden("Only admins can act for other users."));
     }
-    let found = match state.store.user_by_username(user).await? {
-        Some(u) => Some(u),
-        None => state.store.user(user).await?,
-    };
-    found.ok_or_else(|| ApiError::not_found(format!("No user {user:?}."), ""))
+    accounts::find_user(state, user)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No user {user:?}."), ""))
 }
 
 /// Prometheus metrics.
@@ -76,7 +56,7 @@ pub async fn metrics_get(State(state): State<AppState>) -> Response {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
+    match accounts::store_reachable(&state).await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -129,7 +109,7 @@ pub async fn oidc_claims_get(
         Some(Path(user)) => target_user(&state, &caller, &user).await?,
         None => caller.user.clone(),
     };
-    let Some(kept) = state.store.oidc_claims(&user.id).await? else {
+    let Some(kept) = accounts::oidc_claims(&state, &user.id).await? else {
         return Err(ApiError::not_found(
             format!("No OIDC sign-in recorded for {:?}.", user.username),
             "claims are kept from the next sign-in with the identity provider",
@@ -183,7 +163,7 @@ pub async fn user_create_post(
         oidc: None,
         created_at: now(),
     };
-    state.store.create_user(&user).await?;
+    accounts::create_user(&state, &user).await?;
     Ok((StatusCode::CREATED, Json(json!(UserBody::from(&user)))))
 }
 
@@ -222,72 +202,6 @@ fn token_body(record: &TokenRecord, token: Option<String>) -> TokenBody {
 }
 
 /// Creates a token for `user_id`, validating the request. Shared by API and pages.
-/// The longest lifetime written as a duration; longer ones used to wrap to "never".
-const MAX_TOKEN_LIFETIME_SECS: i64 = 100 * 366 * 24 * 3600;
-
-pub async fn create_token(
-    state: &AppState,
-    kind: TokenKind,
-    user_id: &str,
-    name: &str,
-    providers: Option<Vec<String>>,
-    lifetime: Option<&str>,
-) -> Result<identity::Minted, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "Invalid token name.",
-            "use 1 to 64 characters, none of them control characters",
-        ));
-    }
-    let providers = match providers {
-        Some(_) if kind == TokenKind::Api => {
-            return Err(ApiError::bad_request(
-                "API tokens cannot be narrowed to providers.",
-                "narrow a workspace token instead",
-            ));
-        }
-        // An empty list once meant "unrestricted": the opposite of what it says.
-        Some(ids) if ids.is_empty() => {
-            return Err(ApiError::bad_request(
-                "A token narrowed to no provider could do nothing.",
-                "list at least one provider ID in \"providers\", or leave the field out for all",
-            ));
-        }
-        Some(ids) => {
-            for id in &ids {
-                provider(state, id)?;
-            }
-            Some(ids)
-        }
-        None => None,
-    };
-    let expires_at = match lifetime.map(str::trim).filter(|l| !l.is_empty()) {
-        None => None,
-        Some(text) => {
-            let invalid = |e: &dyn std::fmt::Display| {
-                ApiError::bad_request(
-                    "Invalid lifetime.",
-                    format!("{text:?}: {e}; write e.g. 30d or 12h"),
-                )
-            };
-            let duration = parse_duration(text).map_err(|e| invalid(&e))?;
-            let at = i64::try_from(duration.as_secs())
-                .ok()
-                .filter(|secs| *secs <= MAX_TOKEN_LIFETIME_SECS)
-                .and_then(|secs| now().checked_add(secs))
-                .ok_or_else(|| {
-                    invalid(&"longer than 100 years; leave it empty for a token that never expires")
-                })?;
-            Some(at)
-        }
-    };
-    let minted = identity::mint(kind, user_id, name, providers, expires_at);
-    state.store.create_token(&minted.record).await?;
-    tracing::info!(user = user_id, token = minted.record.id, kind = ?kind, "token created");
-    Ok(minted)
-}
-
 async fn list_tokens(
     state: &AppState,
     caller: &Caller,
@@ -295,7 +209,7 @@ async fn list_tokens(
     kind: TokenKind,
 ) -> Result<Json<Value>, ApiError> {
     let user = target_user(state, caller, user).await?;
-    let tokens = state.store.tokens_of_user(&user.id, kind).await?;
+    let tokens = accounts::tokens_of(state, &user.id, kind).await?;
     Ok(Json(json!(
         tokens
             .iter()
@@ -312,7 +226,7 @@ async fn post_token(
     body: NewToken,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = target_user(state, caller, user).await?;
-    let minted = create_token(
+    let minted = accounts::create_token(
         state,
         kind,
         &user.id,
@@ -335,13 +249,10 @@ async fn delete_token(
     id: &str,
 ) -> Result<StatusCode, ApiError> {
     let user = target_user(state, caller, user).await?;
-    match state.store.token(id).await? {
-        Some(t) if t.user_id == user.id && t.kind == kind => {
-            state.store.delete_token(id).await?;
-            tracing::info!(user = user.id, token = id, "token revoked");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        _ => Err(ApiError::not_found(format!("No token {id:?}."), "")),
+    if accounts::revoke_token(state, &user.id, kind, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("No token {id:?}."), ""))
     }
 }
 
@@ -460,16 +371,10 @@ pub async fn external_auth_get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let provider = provider(&state, &id)?;
-    let (authenticated, user) = match links::lookup(&state, &caller.user.id, provider).await? {
-        Lookup::NotLinked => (false, Value::Null),
-        Lookup::Linked(fresh) => match state.upstream.validate(provider, &fresh.access_token).await
-        {
-            Ok(Validity::Valid { user }) => (true, github_user(provider, user)),
-            Ok(Validity::RateLimited) => (true, Value::Null),
-            Ok(Validity::Invalid) => (false, Value::Null),
-            Err(e) => return Err(ApiError::upstream("Failed to validate token.", &e)),
-        },
+    let provider = links::provider(&state, &id)?;
+    let (authenticated, user) = match links::check(&state, &caller.user.id, provider).await? {
+        links::Check::NotWorking => (false, Value::Null),
+        links::Check::Works(user) => (true, github_user(provider, user)),
     };
     Ok(Json(json!({
         "authenticated": authenticated,
@@ -517,7 +422,7 @@ pub async fn external_auth_delete(
 }
 
 fn device_provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig, ApiError> {
-    let provider = provider(state, id)?;
+    let provider = links::provider(state, id)?;
     if !provider.device_flow {
         return Err(ApiError::bad_request(
             "This provider does not use the device flow.",
@@ -527,17 +432,6 @@ fn device_provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConf
     Ok(provider)
 }
 
-fn rate_limited(e: &UpstreamError) -> bool {
-    matches!(
-        e,
-        UpstreamError::Status { status: 429, .. }
-            | UpstreamError::Status {
-                rate_limited: true,
-                ..
-            }
-    )
-}
-
 /// `GET /api/v2/external-auth/<id>/device`: start a device flow.
 pub async fn device_get(
     State(state): State<AppState>,
@@ -545,30 +439,7 @@ pub async fn device_get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let provider = device_provider(&state, &id)?;
-    let flow = state
-        .upstream
-        .device_authorize(provider)
-        .await
-        .map_err(|e| {
-            if rate_limited(&e) {
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "The provider is rate limiting device authorizations; retry later.",
-                    e.reason(),
-                )
-            } else {
-                ApiError::upstream("Failed to authorize device.", &e)
-            }
-        })?;
-    crate::device::start(
-        &*state.store,
-        &flow.device_code,
-        &caller.user.id,
-        &id,
-        flow.interval,
-        flow.expires_in,
-    )
-    .await?;
+    let flow = crate::device::begin(&state, &caller.user.id, provider).await?;
     Ok(Json(json!(flow)))
 }
 
@@ -586,43 +457,6 @@ pub async fn device_post(
     Json(body): Json<DevicePoll>,
 ) -> Result<StatusCode, ApiError> {
     let provider = device_provider(&state, &id)?;
-    let pending = |code: &str| ApiError::bad_request("Failed to exchange device code.", code);
-    let store = &*state.store;
-    match crate::device::poll(store, &body.device_code, &caller.user.id, &id).await? {
-        Poll::Unknown => {
-            return Err(ApiError::bad_request(
-                "Unknown device code.",
-                "start a device flow with GET on this URL first",
-            ));
-        }
-        Poll::Expired => {
-            crate::device::finish(store, &body.device_code).await?;
-            return Err(pending("expired_token"));
-        }
-        Poll::SlowDown(_) => return Err(pending("slow_down")),
-        Poll::Ask => {}
-    }
-    match state
-        .upstream
-        .device_exchange(provider, &body.device_code)
-        .await
-    {
-        Ok(tokens) => {
-            links::save_link(&state, &caller.user.id, provider, &tokens).await?;
-            crate::device::finish(store, &body.device_code).await?;
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Err(e) => match e.oauth_code() {
-            Some("authorization_pending") => Err(pending("authorization_pending")),
-            Some("slow_down") => {
-                crate::device::slow_down(store, &body.device_code).await?;
-                Err(pending("slow_down"))
-            }
-            Some(code @ ("expired_token" | "access_denied")) => {
-                crate::device::finish(store, &body.device_code).await?;
-                Err(pending(code))
-            }
-            _ => Err(ApiError::upstream("Failed to exchange device code.", &e)),
-        },
-    }
+    crate::device::poll_once(&state, &caller.user.id, provider, &body.device_code).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

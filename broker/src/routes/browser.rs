@@ -4,19 +4,16 @@
 use axum::extract::{Path, Query, RawForm, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use extauth_providers::PkceMethod;
 use serde::Deserialize;
 
+use crate::accounts::{self, TokenKind};
 use crate::error::{ApiError, PageError};
 use crate::identity::{self, BrowserUser, SESSION_COOKIE, cookie_header};
 use crate::links::{self, Lookup};
-use crate::login_flow;
 use crate::pages::{self, Chrome};
 use crate::redirects::safe_redirect;
-use crate::routes::api;
 use crate::state::AppState;
-use crate::store::TokenKind;
-use crate::upstream::UpstreamError;
+use crate::{linking, login_flow};
 
 fn chrome(state: &AppState, user: &BrowserUser, nav: &'static str) -> Chrome {
     Chrome {
@@ -154,7 +151,7 @@ pub async fn logout_post(
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
     if let Some(value) = identity::site_cookie(&state, &headers, SESSION_COOKIE) {
-        state.store.delete_session(&identity::hash(value)).await?;
+        identity::end_session(&state, value).await?;
     }
     // Signed in with OIDC: end the IdP session too (RP-initiated logout), which comes back to
     // the sign-in page.
@@ -189,7 +186,7 @@ pub async fn provider_get(
     Path(id): Path<String>,
     Query(q): Query<ProviderQuery>,
 ) -> Result<Response, PageError> {
-    let provider = api::provider(&state, &id)?;
+    let provider = links::provider(&state, &id)?;
     let c = chrome(&state, &user, "external-auth");
     let icon = pages::icon_src(&c.base, &provider.display_icon);
     let lookup = links::lookup(&state, &user.user.id, provider).await?;
@@ -220,8 +217,7 @@ pub async fn provider_get(
     let error = if linked {
         None
     } else {
-        let link = state.store.link(&user.user.id, &id).await?;
-        link.and_then(|l| links::link_state(Some(provider), &l).error)
+        links::link_error(&state, &user.user.id, provider).await?
     };
     Ok(pages::render(
         StatusCode::OK,
@@ -255,7 +251,7 @@ pub async fn callback_get(
     Path(id): Path<String>,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, PageError> {
-    let provider = api::provider(&state, &id)?;
+    let provider = links::provider(&state, &id)?;
     if provider.device_flow {
         return Err(ApiError::bad_request(
             "This provider links with a device code, not a redirect.",
@@ -263,9 +259,7 @@ pub async fn callback_get(
         )
         .into());
     }
-    let callback = provider.callback_url(&state.settings.access_url);
-    let purpose = login_flow::Purpose::Link(provider.id.as_str());
-    // The session is what the flow is bound to: its id hash never leaves the server.
+    // The session is what the login is bound to: its id hash never leaves the server.
     let binding = &user.session.id_hash;
 
     if let Some(error) = q.error {
@@ -294,52 +288,20 @@ pub async fn callback_get(
             .as_deref()
             .and_then(safe_redirect)
             .unwrap_or_default();
-        let started = login_flow::start(
-            &state,
-            purpose,
-            binding,
-            &user.user.id,
-            provider.pkce == PkceMethod::S256,
-            &redirect,
-        )
-        .await?;
-        let authorize = state.upstream.authorize_url(
-            provider,
-            &callback,
-            &started.state,
-            started.challenge.as_deref(),
-        );
+        let authorize = linking::start(&state, &user.user.id, binding, provider, &redirect).await?;
         let mut response = Redirect::to(authorize.as_str()).into_response();
         *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
         return Ok(response);
     };
-
-    let finished = login_flow::finish(
-        &state,
-        purpose,
-        binding,
-        &user.user.id,
-        q.state.as_deref().unwrap_or_default(),
-    )
-    .await?;
-    let tokens = state
-        .upstream
-        .exchange_code(provider, &code, &callback, finished.verifier.as_deref())
-        .await
-        .map_err(|e| match e {
-            UpstreamError::OAuth { .. } => {
-                ApiError::bad_request("Failed exchanging OAuth code.", e.reason())
-            }
-            _ => ApiError::upstream("Failed exchanging OAuth code.", &e),
-        })?;
-    links::save_link(&state, &user.user.id, provider, &tokens).await?;
-
-    let redirect = safe_redirect(&finished.redirect).unwrap_or_else(|| {
-        format!(
-            "{}external-auth/{id}?redirected=true",
-            state.settings.base_path()
-        )
-    });
+    let q_state = q.state.as_deref().unwrap_or_default();
+    let redirect = linking::finish(&state, &user.user.id, binding, provider, &code, q_state)
+        .await?
+        .unwrap_or_else(|| {
+            format!(
+                "{}external-auth/{id}?redirected=true",
+                state.settings.base_path()
+            )
+        });
     Ok(see_other(&redirect, vec![]))
 }
 
@@ -402,10 +364,7 @@ async fn tokens_page(
     user: &BrowserUser,
     created: Option<pages::CreatedToken>,
 ) -> Result<Response, PageError> {
-    let tokens = state
-        .store
-        .tokens_of_user(&user.user.id, TokenKind::Workspace)
-        .await?;
+    let tokens = accounts::tokens_of(state, &user.user.id, TokenKind::Workspace).await?;
     let c = chrome(state, user, "tokens");
     let rows = tokens
         .iter()
@@ -469,7 +428,7 @@ pub async fn tokens_post(
         .filter(|(k, _)| k == "provider")
         .map(|(_, v)| v.clone())
         .collect();
-    let minted = api::create_token(
+    let minted = accounts::create_token(
         &state,
         TokenKind::Workspace,
         &user.user.id,
@@ -496,11 +455,8 @@ pub async fn token_revoke_post(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
-    match state.store.token(&id).await? {
-        Some(t) if t.user_id == user.user.id => {
-            state.store.delete_token(&id).await?;
-        }
-        _ => return Err(ApiError::not_found("No such token.", "").into()),
+    if !accounts::revoke_token(&state, &user.user.id, TokenKind::Workspace, &id).await? {
+        return Err(ApiError::not_found("No such token.", "").into());
     }
     Ok(see_other(
         &format!("{}workspace-tokens", state.settings.base_path()),
@@ -523,7 +479,7 @@ pub async fn cli_auth_post(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     user.check_csrf(&form.csrf)?;
-    let minted = api::create_token(
+    let minted = accounts::create_token(
         &state,
         TokenKind::Api,
         &user.user.id,

@@ -1,19 +1,15 @@
 //! The workspace API: the token for a repository URL or a provider ID, in Coder's agent shapes.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use extauth_providers::ProviderConfig;
 use extauth_providers::wire::ExternalAuthResponse;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
 use crate::identity::WorkspaceCaller;
-use crate::links::{self, Lookup};
-use crate::routes::api;
+use crate::links;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -39,7 +35,7 @@ fn choose<'a>(
             "",
         )),
         (None, None) => Err(ApiError::bad_request("'url' or 'id' must be provided!", "")),
-        (Some(id), None) => api::provider(state, id),
+        (Some(id), None) => links::provider(state, id),
         (None, Some(url)) => {
             let matched = state.providers.match_url(url).map_err(|e| {
                 ApiError::bad_request(format!("Cannot match {url:?}."), e.to_string())
@@ -89,59 +85,20 @@ pub async fn external_auth_get(
             provider.id.as_str()
         )));
     }
-    let user_id = caller.user.id.as_str();
-    // Subscribe before looking, so a link completed in between is not missed.
-    let mut events = query
-        .listen
-        .is_some()
-        .then(|| state.store.subscribe_links());
-    let deadline = tokio::time::Instant::now() + state.settings.listen_timeout;
-    let not_linked = || {
-        Json(ExternalAuthResponse::not_linked(
+    let linked =
+        links::wait_until_linked(&state, &caller.user.id, provider, query.listen.is_some()).await?;
+    Ok(Json(match linked {
+        Some(fresh) => ExternalAuthResponse::linked(
+            &provider.provider_type,
+            fresh.access_token,
+            fresh.extra,
+            fresh.expires_at,
+        ),
+        None => ExternalAuthResponse::not_linked(
             &provider.provider_type,
             provider.link_url(&state.settings.access_url).to_string(),
-        ))
-    };
-    loop {
-        if let Lookup::Linked(fresh) = links::lookup(&state, user_id, provider).await? {
-            return Ok(Json(ExternalAuthResponse::linked(
-                &provider.provider_type,
-                fresh.access_token,
-                fresh.extra,
-                fresh.expires_at,
-            )));
-        }
-        let Some(events) = events.as_mut() else {
-            return Ok(not_linked());
-        };
-        // The token that was just judged unusable: never looked at again while listening, so a
-        // bad token costs the provider one validation, not one per wake-up.
-        let bad = state
-            .store
-            .link(user_id, provider.id.as_str())
-            .await?
-            .map(|l| l.access_token);
-        // Wait for this user's link to this provider to change to something new, or give up at
-        // the deadline with the URL again so the client can ask anew.
-        loop {
-            let woke = match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_elapsed) => return Ok(not_linked()),
-                Ok(Ok(event)) => event.concerns(user_id, provider.id.as_str()),
-                Ok(Err(RecvError::Lagged(_))) => true,
-                Ok(Err(RecvError::Closed)) => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    true
-                }
-            };
-            if !woke {
-                continue;
-            }
-            let current = state.store.link(user_id, provider.id.as_str()).await?;
-            if current.is_some() && current.map(|l| l.access_token) != bad {
-                break;
-            }
-        }
-    }
+        ),
+    }))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,70 @@
+//! Linking a provider in the browser: the login at the provider started with a state bound to
+//! the user's session, and finished by exchanging the code it sent back and storing the tokens.
+
+use extauth_providers::{PkceMethod, ProviderConfig};
+use url::Url;
+
+use crate::error::ApiError;
+use crate::login_flow::{self, Purpose};
+use crate::redirects::safe_redirect;
+use crate::state::AppState;
+use crate::upstream::UpstreamError;
+
+/// Starts linking `provider` for `user_id` in the browser session `binding` (its id hash):
+/// where to send the browser.
+pub async fn start(
+    state: &AppState,
+    user_id: &str,
+    binding: &str,
+    provider: &ProviderConfig,
+    redirect: &str,
+) -> Result<Url, ApiError> {
+    let started = login_flow::start(
+        state,
+        Purpose::Link(provider.id.as_str()),
+        binding,
+        user_id,
+        provider.pkce == PkceMethod::S256,
+        redirect,
+    )
+    .await?;
+    Ok(state.upstream.authorize_url(
+        provider,
+        &provider.callback_url(&state.settings.access_url),
+        &started.state,
+        started.challenge.as_deref(),
+    ))
+}
+
+/// Finishes linking with the `code` and `state` the provider sent back, if this session started
+/// it: exchanges the code and stores the link. Where to go next, if the start said.
+pub async fn finish(
+    state: &AppState,
+    user_id: &str,
+    binding: &str,
+    provider: &ProviderConfig,
+    code: &str,
+    returned_state: &str,
+) -> Result<Option<String>, ApiError> {
+    let finished = login_flow::finish(
+        state,
+        Purpose::Link(provider.id.as_str()),
+        binding,
+        user_id,
+        returned_state,
+    )
+    .await?;
+    let callback = provider.callback_url(&state.settings.access_url);
+    let tokens = state
+        .upstream
+        .exchange_code(provider, code, &callback, finished.verifier.as_deref())
+        .await
+        .map_err(|e| match e {
+            UpstreamError::OAuth { .. } => {
+                ApiError::bad_request("Failed exchanging OAuth code.", e.reason())
+            }
+            _ => ApiError::upstream("Failed exchanging OAuth code.", &e),
+        })?;
+    crate::links::save_link(state, user_id, provider, &tokens).await?;
+    Ok(safe_redirect(&finished.redirect))
+}
