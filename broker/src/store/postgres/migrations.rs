@@ -1,0 +1,122 @@
+//! The schema, as numbered migrations applied in order (add new ones at the end).
+
+/// Schema versions, applied in order, each in its own transaction. Append; never edit.
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r"
+CREATE TABLE users (
+    id text PRIMARY KEY,
+    username text NOT NULL UNIQUE,
+    email text NOT NULL,
+    name text NOT NULL,
+    is_admin boolean NOT NULL,
+    oidc_issuer text,
+    oidc_subject text,
+    created_at bigint NOT NULL,
+    UNIQUE (oidc_issuer, oidc_subject)
+);
+CREATE TABLE sessions (
+    id_hash text PRIMARY KEY,
+    user_id text NOT NULL,
+    csrf text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    oidc boolean NOT NULL,
+    oidc_sid text,
+    oidc_id_token text,
+    oidc_id_token_key_id text,
+    oidc_refresh_token text,
+    oidc_refresh_token_key_id text
+);
+CREATE INDEX sessions_user ON sessions (user_id);
+CREATE TABLE api_tokens (
+    id text PRIMARY KEY,
+    kind text NOT NULL,
+    user_id text NOT NULL,
+    name text NOT NULL,
+    secret_hash text NOT NULL,
+    providers text[],
+    created_at bigint NOT NULL,
+    expires_at bigint
+);
+CREATE INDEX api_tokens_user ON api_tokens (user_id, kind, created_at);
+CREATE TABLE external_auth_links (
+    user_id text NOT NULL,
+    provider_id text NOT NULL,
+    access_token text NOT NULL,
+    access_token_key_id text,
+    refresh_token text,
+    refresh_token_key_id text,
+    expires_at bigint,
+    extra text,
+    extra_key_id text,
+    refresh_failure text,
+    needs_validation boolean NOT NULL,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (user_id, provider_id)
+);
+CREATE TABLE pending_revocations (
+    id text PRIMARY KEY,
+    user_id text NOT NULL,
+    provider_id text NOT NULL,
+    access_token text NOT NULL,
+    access_token_key_id text,
+    refresh_token text,
+    refresh_token_key_id text,
+    attempts integer NOT NULL,
+    next_attempt_at bigint NOT NULL,
+    last_error text NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE INDEX pending_revocations_due ON pending_revocations (next_attempt_at);
+CREATE INDEX pending_revocations_user ON pending_revocations (user_id);
+CREATE TABLE dbcrypt_keys (
+    key_id text PRIMARY KEY,
+    revoked_at bigint NOT NULL
+);
+",
+    ),
+    (
+        2,
+        r"
+CREATE TABLE device_flows (
+    code_hash text PRIMARY KEY,
+    user_id text NOT NULL,
+    provider_id text NOT NULL,
+    interval_ms bigint NOT NULL,
+    next_poll_ms bigint NOT NULL,
+    expires_ms bigint NOT NULL
+);
+CREATE INDEX device_flows_expiry ON device_flows (expires_ms);
+",
+    ),
+    (
+        3,
+        r"
+CREATE TABLE oidc_claims (
+    user_id text PRIMARY KEY,
+    claims text NOT NULL,
+    updated_at bigint NOT NULL
+);
+",
+    ),
+    (
+        4,
+        r"
+CREATE TABLE login_flows (
+    state_hash text PRIMARY KEY,
+    binding_hash text NOT NULL,
+    user_id text NOT NULL,
+    purpose text NOT NULL,
+    verifier text,
+    verifier_key_id text,
+    nonce text NOT NULL,
+    redirect text NOT NULL,
+    expires_ms bigint NOT NULL
+);
+CREATE INDEX login_flows_expiry ON login_flows (expires_ms);
+",
+    ),
+];

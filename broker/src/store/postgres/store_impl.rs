@@ -1,0 +1,610 @@
+//! The [`Store`] trait over PostgreSQL.
+
+use super::*;
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let client = self.client().await?;
+        write_user(&client, INSERT_USER, user).await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE users SET email = $2, name = $3, is_admin = $4 WHERE id = $1",
+                &[&user.id, &user.email, &user.name, &user.is_admin],
+            )
+            .await
+            .map_err(pg)?;
+        if updated == 0 {
+            return Err(StoreError::Backend(format!("no user {}", user.id)));
+        }
+        Ok(())
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        let row = self
+            .one("SELECT * FROM users WHERE id = $1", &[&id])
+            .await?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM users WHERE username = $1", &[&username])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn user_by_oidc(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT * FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2",
+                &[&issuer, &subject],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM users", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn put_session(&self, session: &Session) -> StoreResult<()> {
+        let client = self.client().await?;
+        self.write_session(&client, session).await
+    }
+
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<Session>> {
+        let row = self
+            .one("SELECT * FROM sessions WHERE id_hash = $1", &[&id_hash])
+            .await?;
+        row.as_ref().map(session_of).transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        self.execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash])
+            .await
+            .map(drop)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+        self.execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
+            .await
+    }
+
+    async fn delete_sessions_by_sid(&self, user_id: &str, sid: &str) -> StoreResult<u64> {
+        self.execute(
+            "DELETE FROM sessions WHERE user_id = $1 AND oidc_sid = $2",
+            &[&user_id, &sid],
+        )
+        .await
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                INSERT_TOKEN,
+                &[
+                    &token.id,
+                    &kind_name(token.kind),
+                    &token.user_id,
+                    &token.name,
+                    &token.secret_hash,
+                    &token.providers,
+                    &token.created_at,
+                    &token.expires_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        let row = self
+            .one("SELECT * FROM api_tokens WHERE id = $1", &[&id])
+            .await?;
+        row.as_ref().map(token_of).transpose()
+    }
+
+    async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
+        let Some(row) = self.one(TOKEN_WITH_USER, &[&id]).await? else {
+            return Ok(None);
+        };
+        let token = token_of(&row)?;
+        let user_id: Option<String> = row.try_get("u_id").map_err(pg)?;
+        let user = user_id.map(|_| user_at(&row, "u_")).transpose()?;
+        Ok(Some((token, user)))
+    }
+
+    async fn tokens_of_user(
+        &self,
+        user_id: &str,
+        kind: TokenKind,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT * FROM api_tokens WHERE user_id = $1 AND kind = $2 ORDER BY created_at, id",
+            &[&user_id, &kind_name(kind)],
+            token_of,
+        )
+        .await
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        Ok(self
+            .execute("DELETE FROM api_tokens WHERE id = $1", &[&id])
+            .await?
+            > 0)
+    }
+
+    async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        self.write_link(&tx, link).await?;
+        notify(&tx, &link.user_id, &link.provider_id).await?;
+        tx.commit().await.map_err(pg)?;
+        self.notify_local(&link.user_id, &link.provider_id);
+        Ok(())
+    }
+
+    async fn replace_link_if(
+        &self,
+        link: &LinkRecord,
+        expected_refresh: Option<&Sealed>,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "SELECT refresh_token, refresh_token_key_id FROM external_auth_links
+                 WHERE user_id = $1 AND provider_id = $2 FOR UPDATE",
+                &[&link.user_id, &link.provider_id],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        if sealed_at(&row, "refresh_token", "refresh_token_key_id")?.as_ref() != expected_refresh {
+            return Ok(false);
+        }
+        self.write_link(&tx, link).await?;
+        notify(&tx, &link.user_id, &link.provider_id).await?;
+        tx.commit().await.map_err(pg)?;
+        self.notify_local(&link.user_id, &link.provider_id);
+        Ok(true)
+    }
+
+    async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
+        let row = self
+            .one(
+                "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2",
+                &[&user_id, &provider_id],
+            )
+            .await?;
+        row.as_ref().map(link_of).transpose()
+    }
+
+    async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT * FROM external_auth_links WHERE user_id = $1 ORDER BY provider_id",
+            &[&user_id],
+            link_of,
+        )
+        .await
+    }
+
+    async fn delete_link(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<Option<LinkRecord>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "DELETE FROM external_auth_links WHERE user_id = $1 AND provider_id = $2 RETURNING *",
+                &[&user_id, &provider_id],
+            )
+            .await
+            .map_err(pg)?;
+        let removed = row.as_ref().map(link_of).transpose()?;
+        if removed.is_some() {
+            notify(&tx, user_id, provider_id).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        if removed.is_some() {
+            self.notify_local(user_id, provider_id);
+        }
+        Ok(removed)
+    }
+
+    async fn put_pending_revocation(&self, pending: &PendingRevocation) -> StoreResult<()> {
+        let client = self.client().await?;
+        self.write_pending(&client, pending).await
+    }
+
+    async fn pending_revocations_due(&self, now: i64) -> StoreResult<Vec<PendingRevocation>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT * FROM pending_revocations WHERE next_attempt_at <= $1 ORDER BY created_at, id",
+            &[&now],
+            pending_of,
+        )
+        .await
+    }
+
+    async fn pending_revocations_of_user(
+        &self,
+        user_id: &str,
+    ) -> StoreResult<Vec<PendingRevocation>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT * FROM pending_revocations WHERE user_id = $1 ORDER BY created_at, id",
+            &[&user_id],
+            pending_of,
+        )
+        .await
+    }
+
+    async fn delete_pending_revocation(&self, id: &str) -> StoreResult<bool> {
+        Ok(self
+            .execute("DELETE FROM pending_revocations WHERE id = $1", &[&id])
+            .await?
+            > 0)
+    }
+
+    async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT access_token_key_id FROM external_auth_links
+                 UNION SELECT refresh_token_key_id FROM external_auth_links
+                 UNION SELECT extra_key_id FROM external_auth_links
+                 UNION SELECT access_token_key_id FROM pending_revocations
+                 UNION SELECT refresh_token_key_id FROM pending_revocations
+                 UNION SELECT oidc_id_token_key_id FROM sessions
+                 UNION SELECT oidc_refresh_token_key_id FROM sessions",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(0))
+            .collect())
+    }
+
+    async fn plaintext_values(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one(
+                "SELECT
+                   (SELECT count(*) FROM external_auth_links WHERE access_token_key_id IS NULL)
+                 + (SELECT count(*) FROM external_auth_links WHERE refresh_token IS NOT NULL AND refresh_token_key_id IS NULL)
+                 + (SELECT count(*) FROM external_auth_links WHERE extra IS NOT NULL AND extra_key_id IS NULL)
+                 + (SELECT count(*) FROM pending_revocations WHERE access_token_key_id IS NULL)
+                 + (SELECT count(*) FROM pending_revocations WHERE refresh_token IS NOT NULL AND refresh_token_key_id IS NULL)
+                 + (SELECT count(*) FROM sessions WHERE oidc_id_token IS NOT NULL AND oidc_id_token_key_id IS NULL)
+                 + (SELECT count(*) FROM sessions WHERE oidc_refresh_token IS NOT NULL AND oidc_refresh_token_key_id IS NULL)",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged> {
+        self.events.subscribe()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.execute("SELECT 1", &[]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn put_login_flow(&self, flow: &LoginFlow) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute(
+            "DELETE FROM login_flows WHERE expires_ms < $1",
+            &[&crate::clock::now_millis()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO login_flows (state_hash, binding_hash, user_id, purpose, verifier,
+                 verifier_key_id, nonce, redirect, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &flow.state_hash,
+                &flow.binding_hash,
+                &flow.user_id,
+                &flow.purpose,
+                &flow.verifier.as_ref().map(|v| v.data.as_str()),
+                &flow.verifier.as_ref().map(|v| v.key_id.as_str()),
+                &flow.nonce,
+                &flow.redirect,
+                &flow.expires_ms,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn take_login_flow(&self, state_hash: &str) -> StoreResult<Option<LoginFlow>> {
+        let row = self
+            .one(
+                "DELETE FROM login_flows WHERE state_hash = $1 RETURNING *",
+                &[&state_hash],
+            )
+            .await?;
+        let flow = row.as_ref().map(login_flow_of).transpose()?;
+        Ok(flow.filter(|f| f.expires_ms >= crate::clock::now_millis()))
+    }
+
+    async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute(
+            "DELETE FROM device_flows WHERE expires_ms < $1",
+            &[&crate::clock::now_millis()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO device_flows (code_hash, user_id, provider_id, interval_ms, next_poll_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (code_hash) DO UPDATE SET user_id = $2, provider_id = $3,
+                 interval_ms = $4, next_poll_ms = $5, expires_ms = $6",
+            &[
+                &flow.code_hash,
+                &flow.user_id,
+                &flow.provider_id,
+                &flow.interval_ms,
+                &flow.next_poll_ms,
+                &flow.expires_ms,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn device_flow(&self, code_hash: &str) -> StoreResult<Option<DeviceFlowRecord>> {
+        let row = self
+            .one(
+                "SELECT * FROM device_flows WHERE code_hash = $1",
+                &[&code_hash],
+            )
+            .await?;
+        row.as_ref().map(device_flow_of).transpose()
+    }
+
+    async fn replace_device_flow_if(
+        &self,
+        flow: &DeviceFlowRecord,
+        expected_next_poll_ms: i64,
+    ) -> StoreResult<bool> {
+        let updated = self
+            .execute(
+                "UPDATE device_flows SET interval_ms = $2, next_poll_ms = $3, expires_ms = $4
+                 WHERE code_hash = $1 AND next_poll_ms = $5",
+                &[
+                    &flow.code_hash,
+                    &flow.interval_ms,
+                    &flow.next_poll_ms,
+                    &flow.expires_ms,
+                    &expected_next_poll_ms,
+                ],
+            )
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn delete_device_flow(&self, code_hash: &str) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM device_flows WHERE code_hash = $1",
+            &[&code_hash],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn lock(&self, name: &str) -> StoreResult<StoreLock> {
+        let client = Self::from(&self.locks).await?;
+        let key = lock_key(name);
+        let lock = PgLock {
+            client: Some(client),
+            key,
+        };
+        if let Some(client) = &lock.client {
+            // On failure the lock is dropped, which closes the connection.
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(StoreLock::held(Box::new(lock)))
+    }
+
+    async fn register_replica(&self) -> StoreResult<()> {
+        let (acquired, first) = tokio::sync::oneshot::channel();
+        tokio::spawn(hold_serving(self.locks.clone(), acquired));
+        first.await.map_err(|_| {
+            StoreError::Backend("PostgreSQL: the replica registration ended early".to_owned())
+        })?
+    }
+
+    async fn try_lock(&self, name: &str) -> StoreResult<Option<StoreLock>> {
+        let client = Self::from(&self.locks).await?;
+        let key = lock_key(name);
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(got.then(|| {
+            StoreLock::held(Box::new(PgLock {
+                client: Some(client),
+                key,
+            }))
+        }))
+    }
+
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        let mut client = self.client().await?;
+        // One consistent view of every table.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg)?;
+        let snapshot = Snapshot {
+            users: rows(&tx, "SELECT * FROM users", &[], user_of).await?,
+            sessions: rows(&tx, "SELECT * FROM sessions", &[], session_of).await?,
+            tokens: rows(&tx, "SELECT * FROM api_tokens", &[], token_of).await?,
+            links: rows(&tx, "SELECT * FROM external_auth_links", &[], link_of).await?,
+            pending_revocations: rows(&tx, "SELECT * FROM pending_revocations", &[], pending_of)
+                .await?,
+            revoked_keys: rows(&tx, "SELECT key_id FROM dbcrypt_keys", &[], |r| {
+                r.try_get(0).map_err(pg)
+            })
+            .await?,
+            oidc_claims: rows(&tx, "SELECT * FROM oidc_claims", &[], oidc_claims_of).await?,
+        };
+        tx.commit().await.map_err(pg)?;
+        Ok(snapshot.sorted())
+    }
+
+    async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        // All or nothing: a failed import leaves the database as it was.
+        let tx = client.transaction().await.map_err(pg)?;
+        for user in &snapshot.users {
+            write_user(
+                &tx,
+                &format!(
+                    "{INSERT_USER} ON CONFLICT (id) DO UPDATE SET username = $2, email = $3, name = $4,
+                     is_admin = $5, oidc_issuer = $6, oidc_subject = $7, created_at = $8"
+                ),
+                user,
+            )
+            .await?;
+        }
+        for session in &snapshot.sessions {
+            self.write_session(&tx, session).await?;
+        }
+        for token in &snapshot.tokens {
+            tx.execute(
+                &format!(
+                    "{INSERT_TOKEN} ON CONFLICT (id) DO UPDATE SET kind = $2, user_id = $3, name = $4,
+                     secret_hash = $5, providers = $6, created_at = $7, expires_at = $8"
+                ),
+                &[
+                    &token.id,
+                    &kind_name(token.kind),
+                    &token.user_id,
+                    &token.name,
+                    &token.secret_hash,
+                    &token.providers,
+                    &token.created_at,
+                    &token.expires_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        for link in &snapshot.links {
+            self.write_link(&tx, link).await?;
+        }
+        for pending in &snapshot.pending_revocations {
+            self.write_pending(&tx, pending).await?;
+        }
+        for id in &snapshot.revoked_keys {
+            tx.execute(
+                "INSERT INTO dbcrypt_keys (key_id, revoked_at) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                &[id],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        for claims in &snapshot.oidc_claims {
+            tx.execute(
+                UPSERT_OIDC_CLAIMS,
+                &[&claims.user_id, &claims.claims, &claims.updated_at],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn put_oidc_claims(&self, claims: &OidcClaims) -> StoreResult<()> {
+        self.execute(
+            UPSERT_OIDC_CLAIMS,
+            &[&claims.user_id, &claims.claims, &claims.updated_at],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn oidc_claims(&self, user_id: &str) -> StoreResult<Option<OidcClaims>> {
+        let row = self
+            .one("SELECT * FROM oidc_claims WHERE user_id = $1", &[&user_id])
+            .await?;
+        row.as_ref().map(oidc_claims_of).transpose()
+    }
+
+    async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>> {
+        let client = self.client().await?;
+        Ok(client
+            .query("SELECT key_id FROM dbcrypt_keys", &[])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn revoke_key_ids(&self, ids: &[String], now: i64) -> StoreResult<()> {
+        let client = self.client().await?;
+        for id in ids {
+            client
+                .execute(
+                    "INSERT INTO dbcrypt_keys (key_id, revoked_at) VALUES ($1, $2)
+                     ON CONFLICT (key_id) DO UPDATE SET revoked_at = $2",
+                    &[id, &now],
+                )
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
+    }
+}
