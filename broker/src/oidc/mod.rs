@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 
 use crate::error::ApiError;
+use crate::upstream::token_endpoint;
 
 /// The IdP's discovery document (the parts used).
 #[derive(Debug, Clone, Deserialize)]
@@ -215,34 +216,29 @@ impl Oidc {
         if let Some(v) = verifier {
             form.push(("code_verifier", v.to_owned()));
         }
-        let basic = self
-            .http
-            .post(&discovery.token_endpoint)
-            .basic_auth(
-                url::form_urlencoded::byte_serialize(self.settings.client_id.as_bytes())
-                    .collect::<String>(),
-                Some(
-                    url::form_urlencoded::byte_serialize(self.settings.client_secret().as_bytes())
-                        .collect::<String>(),
-                ),
+        let endpoint = url::Url::parse(&discovery.token_endpoint).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "The IdP's token endpoint is not a URL.",
+                e.to_string(),
             )
-            .header("accept", "application/json")
-            .form(&form)
-            .send()
-            .await;
-        let response = match basic {
-            Ok(r) if r.status() == 401 => {
-                form.push(("client_id", self.settings.client_id.clone()));
-                form.push(("client_secret", self.settings.client_secret().to_owned()));
-                self.http
-                    .post(&discovery.token_endpoint)
-                    .header("accept", "application/json")
-                    .form(&form)
-                    .send()
-                    .await
-            }
-            other => other,
-        }
+        })?;
+        let client = token_endpoint::Client {
+            id: &self.settings.client_id,
+            secret: Some(self.settings.client_secret()),
+        };
+        let answer = token_endpoint::post(
+            &self.http,
+            &endpoint,
+            &client,
+            &form,
+            true,
+            token_endpoint::AuthStyle::Header,
+            true,
+            None,
+            |_| {},
+        )
+        .await
         .map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -250,14 +246,14 @@ impl Oidc {
                 e.without_url().to_string(),
             )
         })?;
-        let status = response.status();
-        let body: Map<String, Value> = response.json().await.unwrap_or_default();
-        if !status.is_success() || body.contains_key("error") {
+        let status = answer.status;
+        let body: Map<String, Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
+        if !(200..300).contains(&status) || body.contains_key("error") {
             return Err(ApiError::bad_request(
                 "The identity provider refused the sign-in code.",
                 format!(
                     "HTTP {}: {} {}",
-                    status.as_u16(),
+                    status,
                     body.get("error")
                         .and_then(Value::as_str)
                         .unwrap_or_default(),

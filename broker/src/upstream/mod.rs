@@ -11,9 +11,18 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use extauth_providers::{AccessToken, PkceMethod, ProviderConfig, ProviderType, RefreshToken};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap};
-use serde_json::{Map, Value};
+use reqwest::header::{ACCEPT, HeaderMap};
+use serde_json::Value;
 use url::Url;
+
+mod answers;
+pub mod token_endpoint;
+
+use answers::*;
+pub use answers::{
+    DeviceAuthorization, TokenResponse, UpstreamError, Validity, rate_limit_exhausted, truncate,
+};
+use token_endpoint::AuthStyle;
 
 /// Azure DevOps' application id, the `resource` Entra ID v1 tokens must be issued for.
 const AZURE_DEVOPS_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
@@ -22,102 +31,6 @@ const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// Provider error texts are cached and shown; they can be whole HTML pages.
 pub const REASON_LIMIT: usize = 400;
-
-/// Tokens as a provider issued them.
-#[derive(Debug, Clone)]
-pub struct TokenResponse {
-    /// The access token.
-    pub access_token: AccessToken,
-    /// The refresh token, when one was issued.
-    pub refresh_token: Option<RefreshToken>,
-    /// Lifetime in seconds; `None` = does not expire.
-    pub expires_in: Option<i64>,
-    /// Every other field of the answer (callers keep those named in `EXTRA_TOKEN_KEYS`).
-    pub fields: Map<String, Value>,
-}
-
-/// An RFC 8628 device authorization.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct DeviceAuthorization {
-    /// Secret handle the client polls with.
-    pub device_code: String,
-    /// What the user types at the provider.
-    pub user_code: String,
-    /// Where the user types it.
-    pub verification_uri: String,
-    /// The same with the code filled in, when the provider offers it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verification_uri_complete: Option<String>,
-    /// Seconds until the codes expire.
-    pub expires_in: u64,
-    /// Seconds to wait between polls.
-    #[serde(default = "default_interval")]
-    pub interval: u64,
-}
-
-fn default_interval() -> u64 {
-    5
-}
-
-/// How a call to a provider failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    /// No answer: connection refused or reset, DNS, timeout.
-    #[error("provider unreachable: {0}")]
-    Network(String),
-    /// An OAuth error answer (`error` field), whatever the HTTP status.
-    #[error("provider refused with {code}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    OAuth {
-        /// HTTP status.
-        status: u16,
-        /// The RFC 6749 error code (`invalid_grant`, `slow_down`, …).
-        code: String,
-        /// `error_description`, truncated.
-        description: Option<String>,
-    },
-    /// Any other unsuccessful answer.
-    #[error("provider answered HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// The start of the body.
-        body: String,
-        /// Whether rate-limit headers say the quota is used up.
-        rate_limited: bool,
-    },
-    /// A successful status with a body that makes no sense.
-    #[error("provider sent an unreadable answer: {0}")]
-    Malformed(String),
-}
-
-impl UpstreamError {
-    /// The OAuth error code, if the provider sent one.
-    pub fn oauth_code(&self) -> Option<&str> {
-        match self {
-            Self::OAuth { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    /// Why, in at most [`REASON_LIMIT`] characters, for caching and showing to users.
-    pub fn reason(&self) -> String {
-        truncate(&self.to_string(), REASON_LIMIT)
-    }
-}
-
-/// What validating a token found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Validity {
-    /// The provider accepted it (or is rate limiting, which says nothing against it).
-    Valid {
-        /// The provider's user document, when it sent JSON.
-        user: Option<Value>,
-    },
-    /// The provider is rate limiting, which says nothing against the token: treat as valid.
-    RateLimited,
-    /// The provider rejected it.
-    Invalid,
-}
 
 /// Which kind of provider call, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,18 +92,12 @@ pub enum Revocation {
     Unsupported,
 }
 
-/// How the client authenticates to the token endpoint. Like Go's oauth2 (which Coder uses),
-/// HTTP Basic is tried first and request parameters after an `invalid_client`, and what worked
-/// is remembered per provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AuthStyle {
-    Header,
-    Params,
-}
-
 /// The client for every provider.
 pub struct Upstream {
     http: reqwest::Client,
+    /// How each provider's token endpoint took the client's credentials: like Go's oauth2
+    /// (which Coder uses), HTTP Basic is tried first and parameters after an `invalid_client`,
+    /// and what worked is remembered per provider.
     auth_styles: Mutex<HashMap<String, AuthStyle>>,
 }
 
@@ -491,61 +398,31 @@ impl Upstream {
         bearer: Option<String>,
     ) -> Result<(u16, HeaderMap, Vec<u8>), UpstreamError> {
         let remembered = self.auth_style(provider);
-        let secret = provider
-            .client_secret
-            .as_ref()
-            .map(|s| s.secret().to_owned());
-        let first = match (&secret, &bearer) {
+        let secret = provider.client_secret.as_ref().map(|s| s.secret());
+        let first = match (secret, &bearer) {
             (None, _) | (_, Some(_)) => AuthStyle::Params,
             _ => remembered.unwrap_or(AuthStyle::Header),
         };
-        let mut style = first;
-        loop {
-            let mut fields = form.clone();
-            let mut request = self
-                .http
-                .post(url.clone())
-                .header(ACCEPT, "application/json");
-            if authenticate {
-                match (style, &secret) {
-                    (AuthStyle::Header, Some(secret)) => {
-                        request = request.basic_auth(
-                            form_encode(&provider.client_id),
-                            Some(form_encode(secret)),
-                        );
-                    }
-                    (_, secret) => {
-                        fields.push(("client_id", provider.client_id.clone()));
-                        if let Some(secret) = secret {
-                            fields.push(("client_secret", secret.clone()));
-                        }
-                    }
-                }
-            }
-            if let Some(bearer) = &bearer {
-                request = request.header(AUTHORIZATION, format!("Bearer {bearer}"));
-            }
-            let response = request.form(&fields).send().await.map_err(|e| {
-                observe(provider, kind, None);
-                network(e)
-            })?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            observe(provider, kind, Some((status, &headers)));
-            let body = response.bytes().await.map_err(network)?.to_vec();
-            let client_rejected = status == 401
-                || (status == 400 && body_has_error(&body, "invalid_client"))
-                || (status == 200 && body_has_error(&body, "incorrect_client_credentials"));
-            let can_switch = authenticate && remembered.is_none() && style == AuthStyle::Header;
-            if client_rejected && can_switch {
-                style = AuthStyle::Params;
-                continue;
-            }
-            if authenticate && secret.is_some() && bearer.is_none() && !client_rejected {
-                self.remember_auth_style(provider, style);
-            }
-            return Ok((status, headers, body));
+        let answer = token_endpoint::post(
+            &self.http,
+            url,
+            &token_endpoint::Client {
+                id: &provider.client_id,
+                secret,
+            },
+            &form,
+            authenticate,
+            first,
+            remembered.is_none(),
+            bearer.as_deref(),
+            |seen| observe(provider, kind, seen),
+        )
+        .await
+        .map_err(network)?;
+        if authenticate && secret.is_some() && bearer.is_none() && !answer.client_rejected {
+            self.remember_auth_style(provider, answer.style);
         }
+        Ok((answer.status, answer.headers, answer.body))
     }
 
     fn auth_style(&self, provider: &ProviderConfig) -> Option<AuthStyle> {
@@ -570,149 +447,11 @@ fn client_secret(provider: &ProviderConfig) -> String {
         .unwrap_or_default()
 }
 
-/// RFC 6749 §2.3.1: Basic credentials are form-encoded before base64.
-fn form_encode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-fn network(e: reqwest::Error) -> UpstreamError {
-    // reqwest's message names the URL; ours never carry secrets, but keep it short anyway.
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    UpstreamError::Network(format!("{kind}: {}", e.without_url()))
-}
-
-fn body_has_error(body: &[u8], code: &str) -> bool {
-    let text = String::from_utf8_lossy(body);
-    serde_json::from_str::<Map<String, Value>>(&text)
-        .ok()
-        .and_then(|m| m.get("error").and_then(Value::as_str).map(|e| e == code))
-        .or_else(|| {
-            url::form_urlencoded::parse(text.as_bytes())
-                .find(|(k, _)| k == "error")
-                .map(|(_, v)| v == code)
-        })
-        .unwrap_or(false)
-}
-
-/// JSON or form-encoded (GitHub without `Accept: application/json`) answer fields.
-fn parse_body(
-    headers: &HeaderMap,
-    body: &[u8],
-    status: u16,
-) -> Result<Map<String, Value>, UpstreamError> {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if content_type.starts_with("application/x-www-form-urlencoded") {
-        return Ok(url::form_urlencoded::parse(body)
-            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-            .collect());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ if !(200..300).contains(&status) => Ok(Map::new()),
-        _ => Err(UpstreamError::Malformed(format!(
-            "expected a JSON object, got {} bytes of {}",
-            body.len(),
-            if content_type.is_empty() {
-                "unknown type"
-            } else {
-                content_type
-            }
-        ))),
-    }
-}
-
-fn error_from(
-    status: u16,
-    headers: &HeaderMap,
-    body: &[u8],
-    fields: Option<&Map<String, Value>>,
-) -> UpstreamError {
-    let parsed;
-    let fields = match fields {
-        Some(f) => Some(f),
-        None => {
-            parsed = parse_body(headers, body, status).ok();
-            parsed.as_ref()
-        }
-    };
-    if let Some(code) = fields.and_then(|f| f.get("error")).and_then(Value::as_str) {
-        let description = fields
-            .and_then(|f| f.get("error_description"))
-            .and_then(Value::as_str)
-            .map(|d| truncate(d, 200));
-        return UpstreamError::OAuth {
-            status,
-            code: truncate(code, 64),
-            description,
-        };
-    }
-    UpstreamError::Status {
-        status,
-        body: truncate(String::from_utf8_lossy(body).trim(), 200),
-        rate_limited: rate_limit_exhausted(headers),
-    }
-}
-
-fn token_response(mut fields: Map<String, Value>) -> Result<TokenResponse, UpstreamError> {
-    let access_token = match fields.remove("access_token") {
-        Some(Value::String(t)) if !t.is_empty() => AccessToken::new(t),
-        _ => {
-            return Err(UpstreamError::Malformed(
-                "token answer without access_token".to_owned(),
-            ));
-        }
-    };
-    let refresh_token = match fields.remove("refresh_token") {
-        Some(Value::String(t)) if !t.is_empty() => Some(RefreshToken::new(t)),
-        _ => None,
-    };
-    let expires_in = match fields.remove("expires_in") {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .filter(|n| *n > 0);
-    Ok(TokenResponse {
-        access_token,
-        refresh_token,
-        expires_in,
-        fields,
-    })
-}
-
-/// `X-RateLimit-Remaining: 0` (GitHub) or `RateLimit-Remaining: 0` (IETF draft, GitLab).
-pub fn rate_limit_exhausted(headers: &HeaderMap) -> bool {
-    ["x-ratelimit-remaining", "ratelimit-remaining"]
-        .iter()
-        .any(|name| {
-            headers
-                .get(*name)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim() == "0")
-        })
-}
-
-/// At most `limit` characters, on a character boundary.
-pub fn truncate(text: &str, limit: usize) -> String {
-    match text.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{CONTENT_TYPE, HeaderValue};
+    use serde_json::Map;
 
     #[test]
     fn rate_limit_headers() {
