@@ -674,6 +674,16 @@ impl Broker {
             .to_owned()
     }
 
+    /// Its Prometheus metrics page.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The workspace endpoint with `query`, as a workspace holding `token` calls it.
     pub async fn lookup(&self, token: &str, query: &str) -> (reqwest::StatusCode, Value) {
         let response = reqwest::Client::new()

@@ -421,14 +421,6 @@ async fn a_failed_revocation_is_retried_until_it_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_upstream_requests_and_refreshes() {
     let w = world(&[]).await;
-    let metrics = || async {
-        reqwest::get(format!("{}/metrics", w.broker.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     // The value of one series (0 when absent).
     let value = |text: &str, series: &str| -> u64 {
         text.lines()
@@ -443,12 +435,12 @@ async fn metrics_count_upstream_requests_and_refreshes() {
     w.link_expiring(1).await;
     // On a loaded machine the link's own lookup may already have refreshed once: count from
     // here.
-    let before = metrics().await;
+    let before = w.broker.metrics().await;
     assert_eq!(value(&before, exchange), 1, "{before}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (status, _) = w.lookup().await;
     assert_eq!(status, StatusCode::OK);
-    let after = metrics().await;
+    let after = w.broker.metrics().await;
     for series in [refresh, refreshed] {
         assert_eq!(
             value(&after, series),

@@ -122,6 +122,19 @@ fn plain_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of a page fetched with the session `cookie`.
+async fn page_text(url: String, cookie: &str) -> String {
+    plain_client()
+        .get(url)
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Fails if `response` is markup that carries the mark unescaped.
 async fn assert_escaped(response: reqwest::Response, what: &str) {
     let kind = response
@@ -224,15 +237,7 @@ async fn hostile_input_on_every_route_never_comes_back_as_markup() {
                 .unwrap();
             assert_escaped(response, &format!("GET {path} after the walk")).await;
         }
-        let listed = plain_client()
-            .get(format!("{}/workspace-tokens", broker.url))
-            .header("Cookie", &session)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let listed = page_text(format!("{}/workspace-tokens", broker.url), &session).await;
         assert!(
             listed.contains("x-hostile-7f3a"),
             "the token with a hostile name is listed, escaped: {listed}"
@@ -347,18 +352,14 @@ async fn icons_come_from_a_fixed_set() {
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 
     // The notice after an unlink names only a configured provider.
-    let page = http
-        .get(format!(
+    let page = page_text(
+        format!(
             "{}/?unlinked=%3Cx-hostile-7f3a%3EEvil+Corp&revoked=yes",
             site.broker.url
-        ))
-        .header("Cookie", &site.session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        ),
+        &site.session,
+    )
+    .await;
     assert!(
         !page.contains("Evil Corp") && !page.contains("x-hostile"),
         "{page}"
@@ -434,14 +435,7 @@ async fn slow_and_idle_connections_are_closed_and_their_number_is_limited() {
     );
 
     // The broker still serves, and says what it closed.
-    let metrics = plain_client()
-        .get(format!("{}/metrics", site.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = site.broker.metrics().await;
     assert!(
         metrics.contains("extauth_http_connections_timed_out_total{reason=\"header_timeout\"}"),
         "{metrics}"
@@ -595,14 +589,7 @@ async fn failed_token_checks_are_counted_logged_and_limited_per_client() {
     );
 
     // Counted, and logged without the secret.
-    let metrics = other
-        .get(format!("{}/metrics", broker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = broker.metrics().await;
     assert!(
         metrics.contains("extauth_auth_failures_total{reason=\"unknown\"}"),
         "{metrics}"
