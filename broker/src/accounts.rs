@@ -2,14 +2,14 @@
 //! their limits, listing and revoking them.
 
 use crate::clock::now;
-use crate::error::ApiError;
+use crate::failure::Failure;
 use crate::identity;
 use crate::settings::parse_duration;
 use crate::state::AppState;
 pub use crate::store::{OidcClaims, TokenKind, TokenRecord, User};
 
 /// A user by username, else by id.
-pub async fn find_user(state: &AppState, name_or_id: &str) -> Result<Option<User>, ApiError> {
+pub async fn find_user(state: &AppState, name_or_id: &str) -> Result<Option<User>, Failure> {
     Ok(match state.store.user_by_username(name_or_id).await? {
         Some(user) => Some(user),
         None => state.store.user(name_or_id).await?,
@@ -17,14 +17,14 @@ pub async fn find_user(state: &AppState, name_or_id: &str) -> Result<Option<User
 }
 
 /// Stores a new user (a taken username is a conflict).
-pub async fn create_user(state: &AppState, user: &User) -> Result<(), ApiError> {
+pub async fn create_user(state: &AppState, user: &User) -> Result<(), Failure> {
     state.store.create_user(user).await?;
     tracing::info!(user = user.id, username = user.username, "user created");
     Ok(())
 }
 
 /// What the user's latest OIDC sign-in said.
-pub async fn oidc_claims(state: &AppState, user_id: &str) -> Result<Option<OidcClaims>, ApiError> {
+pub async fn oidc_claims(state: &AppState, user_id: &str) -> Result<Option<OidcClaims>, Failure> {
     Ok(state.store.oidc_claims(user_id).await?)
 }
 
@@ -38,7 +38,7 @@ pub async fn tokens_of(
     state: &AppState,
     user_id: &str,
     kind: TokenKind,
-) -> Result<Vec<TokenRecord>, ApiError> {
+) -> Result<Vec<TokenRecord>, Failure> {
     Ok(state.store.tokens_of_user(user_id, kind).await?)
 }
 
@@ -48,7 +48,7 @@ pub async fn revoke_token(
     owner_id: &str,
     kind: TokenKind,
     id: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Failure> {
     match state.store.token(id).await? {
         Some(t) if t.user_id == owner_id && t.kind == kind => {
             state.store.delete_token(id).await?;
@@ -70,27 +70,18 @@ pub async fn create_token(
     name: &str,
     providers: Option<Vec<String>>,
     lifetime: Option<&str>,
-) -> Result<identity::Minted, ApiError> {
+) -> Result<identity::Minted, Failure> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "Invalid token name.",
-            "use 1 to 64 characters, none of them control characters",
-        ));
+        return Err(Failure::InvalidTokenName);
     }
     let providers = match providers {
         Some(_) if kind == TokenKind::Api => {
-            return Err(ApiError::bad_request(
-                "API tokens cannot be narrowed to providers.",
-                "narrow a workspace token instead",
-            ));
+            return Err(Failure::ApiTokenNarrowed);
         }
         // An empty list once meant "unrestricted": the opposite of what it says.
         Some(ids) if ids.is_empty() => {
-            return Err(ApiError::bad_request(
-                "A token narrowed to no provider could do nothing.",
-                "list at least one provider ID in \"providers\", or leave the field out for all",
-            ));
+            return Err(Failure::NarrowedToNothing);
         }
         Some(ids) => {
             for id in &ids {
@@ -103,11 +94,9 @@ pub async fn create_token(
     let expires_at = match lifetime.map(str::trim).filter(|l| !l.is_empty()) {
         None => None,
         Some(text) => {
-            let invalid = |e: &dyn std::fmt::Display| {
-                ApiError::bad_request(
-                    "Invalid lifetime.",
-                    format!("{text:?}: {e}; write e.g. 30d or 12h"),
-                )
+            let invalid = |e: &dyn std::fmt::Display| Failure::InvalidLifetime {
+                text: text.to_owned(),
+                reason: e.to_string(),
             };
             let duration = parse_duration(text).map_err(|e| invalid(&e))?;
             let at = i64::try_from(duration.as_secs())

@@ -467,7 +467,8 @@ fn oidc_check(access_url: &str) -> ExitCode {
                         keys.join(", ")
                     ),
                     Err(e) => {
-                        eprintln!("error: {} {}", e.message, e.detail);
+                        let e = crate::error::ApiError::from(e);
+                eprintln!("error: {} {}", e.message, e.detail);
                         return ExitCode::from(1);
                     }
                 }
@@ -505,6 +506,7 @@ fn oidc_check(access_url: &str) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
+                let e = crate::error::ApiError::from(e);
                 eprintln!("error: {} {}", e.message, e.detail);
                 eprintln!("(CODER_OIDC_ISSUER_URL is {issuer:?})");
                 ExitCode::from(1)

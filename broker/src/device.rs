@@ -9,11 +9,10 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use extauth_providers::ProviderConfig;
 
 use crate::clock::now_millis;
-use crate::error::ApiError;
+use crate::failure::Failure;
 use crate::identity::hash;
 use crate::state::AppState;
 use crate::store::{DeviceFlowRecord, Store, StoreResult};
@@ -140,20 +139,16 @@ pub async fn begin(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
-) -> Result<DeviceAuthorization, ApiError> {
+) -> Result<DeviceAuthorization, Failure> {
     let flow = state
         .upstream
         .device_authorize(provider)
         .await
         .map_err(|e| {
             if rate_limited(&e) {
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "The provider is rate limiting device authorizations; retry later.",
-                    e.reason(),
-                )
+                Failure::DeviceRateLimited(e)
             } else {
-                ApiError::upstream("Failed to authorize device.", &e)
+                Failure::DeviceAuthorize(e)
             }
         })?;
     start(
@@ -176,16 +171,13 @@ pub async fn poll_once(
     user_id: &str,
     provider: &ProviderConfig,
     device_code: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let id = provider.id.as_str();
-    let pending = |code: &str| ApiError::bad_request("Failed to exchange device code.", code);
+    let pending = |code: &str| Failure::DevicePending(code.to_owned());
     let store = &*state.store;
     match poll(store, device_code, user_id, id).await? {
         Poll::Unknown => {
-            return Err(ApiError::bad_request(
-                "Unknown device code.",
-                "start a device flow with GET on this URL first",
-            ));
+            return Err(Failure::UnknownDeviceCode);
         }
         Poll::Expired => {
             finish(store, device_code).await?;
@@ -210,7 +202,7 @@ pub async fn poll_once(
                 finish(store, device_code).await?;
                 Err(pending(code))
             }
-            _ => Err(ApiError::upstream("Failed to exchange device code.", &e)),
+            _ => Err(Failure::DeviceExchange(e)),
         },
     }
 }

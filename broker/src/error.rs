@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use extauth_providers::wire::ErrorBody;
 
 use crate::crypto::CryptoError;
+use crate::failure::{Failure, IdpPart, LoginKind};
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
@@ -113,6 +114,153 @@ impl From<StoreError> for ApiError {
 impl From<CryptoError> for ApiError {
     fn from(e: CryptoError) -> Self {
         Self::internal(e)
+    }
+}
+
+/// The one place the domain's failures get their status and their words.
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        let again = |kind: LoginKind| match kind {
+            LoginKind::Link => "start linking again from the broker's page",
+            LoginKind::SignIn => "start signing in again",
+        };
+        match failure {
+            Failure::Store(e) => e.into(),
+            Failure::Crypto(e) => e.into(),
+            Failure::Internal(cause) => Self::internal(cause),
+            Failure::UnknownProvider { id, known } => Self::not_found(
+                format!("No external auth provider with ID {id:?}."),
+                if known.is_empty() {
+                    "no providers are configured".to_owned()
+                } else {
+                    format!("configured providers: {}", known.join(", "))
+                },
+            ),
+            Failure::InvalidTokenName => Self::bad_request(
+                "Invalid token name.",
+                "use 1 to 64 characters, none of them control characters",
+            ),
+            Failure::ApiTokenNarrowed => Self::bad_request(
+                "API tokens cannot be narrowed to providers.",
+                "narrow a workspace token instead",
+            ),
+            Failure::NarrowedToNothing => Self::bad_request(
+                "A token narrowed to no provider could do nothing.",
+                "list at least one provider ID in \"providers\", or leave the field out for all",
+            ),
+            Failure::InvalidLifetime { text, reason } => Self::bad_request(
+                "Invalid lifetime.",
+                format!("{text:?}: {reason}; write e.g. 30d or 12h"),
+            ),
+            Failure::TooManyFailures { wait } => {
+                Self::too_many("Too many failed token checks from this address.", wait)
+            }
+            Failure::InvalidToken => Self::unauthorized("Invalid or expired token."),
+            Failure::AuthenticationRequired => Self::unauthorized(
+                "Authentication required: send a token as `Authorization: Bearer <token>`.",
+            ),
+            Failure::CsrfHeader => Self::forbidden(
+                "Missing or wrong X-CSRF-Token header for a cookie-authenticated request.",
+            ),
+            Failure::CsrfForm => Self::forbidden(
+                "The form has expired or did not come from this site; reload the page and try again.",
+            ),
+            Failure::WorkspaceTokenOnly => Self::forbidden(
+                "A workspace token can only fetch provider tokens; use a session or an API token.",
+            ),
+            Failure::DevLinkUsed => Self::unauthorized(
+                "This sign-in link was already used or is not the current one; restart the broker for a new one.",
+            ),
+            Failure::DevAdminGone => Self::unauthorized("The local admin no longer exists."),
+            Failure::LoginStateMissing(kind) => {
+                Self::bad_request("State must be provided.", again(kind))
+            }
+            Failure::LoginUnknown(kind) => Self::unauthorized_with(
+                "This login is unknown, was already finished or has expired.",
+                again(kind),
+            ),
+            Failure::LoginElsewhere(kind) => Self::unauthorized_with(
+                "This login was not started in this browser session.",
+                again(kind),
+            ),
+            Failure::LoginUnfinishable { kind, reason } => Self::bad_request(
+                "This login cannot be finished.",
+                format!("{reason}; {}", again(kind)),
+            ),
+            Failure::CodeRefused(e) => {
+                Self::bad_request("Failed exchanging OAuth code.", e.reason())
+            }
+            Failure::CodeExchange(e) => Self::upstream("Failed exchanging OAuth code.", &e),
+            Failure::RefreshUnavailable(e) => Self::upstream(
+                "The token expired and the provider could not refresh it; try again shortly.",
+                &e,
+            ),
+            Failure::Validation(e) => Self::upstream("Failed to validate token.", &e),
+            Failure::DeviceRateLimited(e) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "The provider is rate limiting device authorizations; retry later.",
+                e.reason(),
+            ),
+            Failure::DeviceAuthorize(e) => Self::upstream("Failed to authorize device.", &e),
+            Failure::UnknownDeviceCode => Self::bad_request(
+                "Unknown device code.",
+                "start a device flow with GET on this URL first",
+            ),
+            Failure::DevicePending(code) => {
+                Self::bad_request("Failed to exchange device code.", code)
+            }
+            Failure::DeviceExchange(e) => Self::upstream("Failed to exchange device code.", &e),
+            Failure::OidcOff => Self::not_found(
+                "OIDC sign-in is not configured.",
+                "set CODER_OIDC_ISSUER_URL, CODER_OIDC_CLIENT_ID and CODER_OIDC_CLIENT_SECRET",
+            ),
+            Failure::IdpUnavailable { what, detail } => {
+                let message = match what {
+                    IdpPart::Document(what) => {
+                        format!("The identity provider's {what} is not available.")
+                    }
+                    IdpPart::AuthorizationEndpoint => {
+                        "The IdP's authorization endpoint is not a URL.".to_owned()
+                    }
+                    IdpPart::TokenEndpoint => "The IdP's token endpoint is not a URL.".to_owned(),
+                    IdpPart::Unreachable => "The identity provider is not reachable.".to_owned(),
+                    IdpPart::Userinfo => {
+                        "The identity provider's userinfo endpoint failed.".to_owned()
+                    }
+                };
+                Self::new(StatusCode::BAD_GATEWAY, message, detail)
+            }
+            Failure::IssuerMismatch(detail) => {
+                Self::new(StatusCode::BAD_GATEWAY, "Issuer mismatch.", detail)
+            }
+            Failure::SignInCodeRefused(detail) => {
+                Self::bad_request("The identity provider refused the sign-in code.", detail)
+            }
+            Failure::NoIdToken => Self::bad_request(
+                "The identity provider sent no ID token.",
+                "is the openid scope requested?",
+            ),
+            Failure::NonceMismatch => Self::new(
+                StatusCode::FORBIDDEN,
+                "The ID token's nonce does not match this sign-in.",
+                "start signing in again",
+            ),
+            Failure::SignInRefused { reason, detail } => {
+                Self::new(StatusCode::FORBIDDEN, reason, detail)
+            }
+            Failure::SignUpsDisabled { text } => Self::new(
+                StatusCode::FORBIDDEN,
+                text.unwrap_or_else(|| {
+                    "Sign-ups are disabled: ask an administrator to create your account.".to_owned()
+                }),
+                "",
+            ),
+            Failure::NoFreeUsername(username) => Self::new(
+                StatusCode::CONFLICT,
+                "No free username for this account.",
+                username,
+            ),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use crate::auth_failures::Refusal;
 use crate::clock::now;
 use crate::error::ApiError;
+use crate::failure::Failure;
 use crate::random;
 use crate::state::AppState;
 use crate::store::{Session, TokenKind, TokenRecord, User};
@@ -154,7 +155,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn check_token(
     state: &AppState,
     token: &str,
-) -> Result<Result<Caller, (Refusal, Option<String>)>, ApiError> {
+) -> Result<Result<Caller, (Refusal, Option<String>)>, Failure> {
     let Some((kind, id, secret)) = parse_token(token) else {
         return Ok(Err((Refusal::Malformed, None)));
     };
@@ -185,19 +186,16 @@ pub async fn authenticate_token(
     state: &AppState,
     token: &str,
     client: Option<IpAddr>,
-) -> Result<Caller, ApiError> {
+) -> Result<Caller, Failure> {
     if let Some(wait) = client.and_then(|c| state.auth_failures.throttled(c)) {
-        return Err(ApiError::too_many(
-            "Too many failed token checks from this address.",
-            wait,
-        ));
+        return Err(Failure::TooManyFailures { wait });
     }
     match check_token(state, token).await? {
         Ok(caller) => Ok(caller),
         Err((refusal, id)) => {
             let client = client.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
             state.auth_failures.failed(client, refusal, id.as_deref());
-            Err(ApiError::unauthorized("Invalid or expired token."))
+            Err(Failure::InvalidToken)
         }
     }
 }
@@ -219,7 +217,7 @@ pub fn client_of(state: &AppState, parts: &Parts) -> Option<IpAddr> {
 pub async fn session_of(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<(User, Session)>, ApiError> {
+) -> Result<Option<(User, Session)>, Failure> {
     let Some(value) = site_cookie(state, headers, SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -252,14 +250,12 @@ impl std::ops::Deref for WorkspaceCaller {
 }
 
 /// Whoever the request's token or session says, with no check of what it may do.
-async fn any_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+async fn any_caller(parts: &Parts, state: &AppState) -> Result<Caller, Failure> {
     if let Some(token) = presented_token(&parts.headers) {
         return authenticate_token(state, token, client_of(state, parts)).await;
     }
     let Some((user, session)) = session_of(state, &parts.headers).await? else {
-        return Err(ApiError::unauthorized(
-            "Authentication required: send a token as `Authorization: Bearer <token>`.",
-        ));
+        return Err(Failure::AuthenticationRequired);
     };
     // Cookies ride along on cross-site requests; writes must also prove the page's token.
     if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -269,9 +265,7 @@ async fn any_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if !constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
-            return Err(ApiError::forbidden(
-                "Missing or wrong X-CSRF-Token header for a cookie-authenticated request.",
-            ));
+            return Err(Failure::CsrfHeader);
         }
     }
     Ok(Caller {
@@ -284,7 +278,7 @@ impl FromRequestParts<AppState> for WorkspaceCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        any_caller(parts, state).await.map(Self)
+        Ok(Self(any_caller(parts, state).await?))
     }
 }
 
@@ -299,9 +293,7 @@ impl FromRequestParts<AppState> for Caller {
             ..
         }) = &caller.credential
         {
-            return Err(ApiError::forbidden(
-                "A workspace token can only fetch provider tokens; use a session or an API token.",
-            ));
+            return Err(Failure::WorkspaceTokenOnly.into());
         }
         Ok(caller)
     }
@@ -318,13 +310,11 @@ pub struct BrowserUser {
 
 impl BrowserUser {
     /// Checks the CSRF token a form echoed.
-    pub fn check_csrf(&self, presented: &str) -> Result<(), ApiError> {
+    pub fn check_csrf(&self, presented: &str) -> Result<(), Failure> {
         if constant_time_eq(presented.as_bytes(), self.session.csrf.as_bytes()) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "The form has expired or did not come from this site; reload the page and try again.",
-            ))
+            Err(Failure::CsrfForm)
         }
     }
 }
@@ -357,7 +347,7 @@ impl FromRequestParts<AppState> for BrowserUser {
                 )
                 .into_response())
             }
-            Err(e) => Err(crate::error::PageError(e).into_response()),
+            Err(e) => Err(crate::error::PageError(e.into()).into_response()),
         }
     }
 }
@@ -371,19 +361,19 @@ impl OptionalFromRequestParts<AppState> for BrowserUser {
     ) -> Result<Option<Self>, Response> {
         match session_of(state, &parts.headers).await {
             Ok(found) => Ok(found.map(|(user, session)| Self { user, session })),
-            Err(e) => Err(crate::error::PageError(e).into_response()),
+            Err(e) => Err(crate::error::PageError(e.into()).into_response()),
         }
     }
 }
 
 /// Ends the session whose cookie value is `value`.
-pub async fn end_session(state: &AppState, value: &str) -> Result<(), ApiError> {
+pub async fn end_session(state: &AppState, value: &str) -> Result<(), Failure> {
     state.store.delete_session(&hash(value)).await?;
     Ok(())
 }
 
 /// Starts a session for `user`; returns the `Set-Cookie` value.
-pub async fn start_session(state: &AppState, user: &User) -> Result<String, ApiError> {
+pub async fn start_session(state: &AppState, user: &User) -> Result<String, Failure> {
     start_session_with(state, user, None).await
 }
 
@@ -392,7 +382,7 @@ pub async fn start_session_with(
     state: &AppState,
     user: &User,
     oidc: Option<crate::store::OidcSession>,
-) -> Result<String, ApiError> {
+) -> Result<String, Failure> {
     let value = random::hex_token::<32>();
     let lifetime = i64::try_from(state.settings.session_duration.as_secs()).unwrap_or(i64::MAX);
     let session = Session {
@@ -442,7 +432,7 @@ pub fn cookie_header(state: &AppState, name: &str, value: &str, max_age: Option<
 }
 
 /// Creates (once) the local admin of `--dev` and a one-time sign-in secret for it.
-pub async fn prepare_dev_login(state: &AppState) -> Result<String, ApiError> {
+pub async fn prepare_dev_login(state: &AppState) -> Result<String, Failure> {
     let admin = match state.store.user_by_username("admin").await? {
         Some(user) => user,
         None => {
@@ -462,7 +452,7 @@ pub async fn prepare_dev_login(state: &AppState) -> Result<String, ApiError> {
                     .store
                     .user_by_username("admin")
                     .await?
-                    .ok_or_else(|| ApiError::internal("the local admin vanished"))?,
+                    .ok_or_else(|| Failure::Internal("the local admin vanished".to_owned()))?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -473,17 +463,15 @@ pub async fn prepare_dev_login(state: &AppState) -> Result<String, ApiError> {
 }
 
 /// Consumes the one-time sign-in secret; the user it signs in.
-pub async fn redeem_dev_login(state: &AppState, secret: &str) -> Result<User, ApiError> {
+pub async fn redeem_dev_login(state: &AppState, secret: &str) -> Result<User, Failure> {
     let Some(user_id) = state.dev_login.redeem(&hash(secret)) else {
-        return Err(ApiError::unauthorized(
-            "This sign-in link was already used or is not the current one; restart the broker for a new one.",
-        ));
+        return Err(Failure::DevLinkUsed);
     };
     state
         .store
         .user(&user_id)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("The local admin no longer exists."))
+        .ok_or(Failure::DevAdminGone)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod dbcrypt;
 pub mod dev_login;
 pub mod device;
 pub mod error;
+pub mod failure;
 pub mod identity;
 pub mod link_secrets;
 pub mod linking;

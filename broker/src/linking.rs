@@ -4,7 +4,7 @@
 use extauth_providers::{PkceMethod, ProviderConfig};
 use url::Url;
 
-use crate::error::ApiError;
+use crate::failure::Failure;
 use crate::login_flow::{self, Purpose};
 use crate::redirects::safe_redirect;
 use crate::state::AppState;
@@ -18,7 +18,7 @@ pub async fn start(
     binding: &str,
     provider: &ProviderConfig,
     redirect: &str,
-) -> Result<Url, ApiError> {
+) -> Result<Url, Failure> {
     let started = login_flow::start(
         state,
         Purpose::Link(provider.id.as_str()),
@@ -45,7 +45,7 @@ pub async fn finish(
     provider: &ProviderConfig,
     code: &str,
     returned_state: &str,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, Failure> {
     let finished = login_flow::finish(
         state,
         Purpose::Link(provider.id.as_str()),
@@ -60,10 +60,8 @@ pub async fn finish(
         .exchange_code(provider, code, &callback, finished.verifier.as_deref())
         .await
         .map_err(|e| match e {
-            UpstreamError::OAuth { .. } => {
-                ApiError::bad_request("Failed exchanging OAuth code.", e.reason())
-            }
-            _ => ApiError::upstream("Failed exchanging OAuth code.", &e),
+            UpstreamError::OAuth { .. } => Failure::CodeRefused(e),
+            _ => Failure::CodeExchange(e),
         })?;
     crate::links::save_link(state, user_id, provider, &tokens).await?;
     Ok(safe_redirect(&finished.redirect))

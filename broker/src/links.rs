@@ -12,7 +12,7 @@ use extauth_providers::ProviderConfig;
 use serde_json::Value;
 
 use crate::clock::now;
-use crate::error::ApiError;
+use crate::failure::Failure;
 pub use crate::link_secrets::Fresh;
 use crate::link_secrets::{open_fresh, open_tokens, seal};
 use crate::refresh::{self, RefreshFailure};
@@ -37,7 +37,7 @@ pub async fn save_link(
     user_id: &str,
     provider: &ProviderConfig,
     tokens: &TokenResponse,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let created_at = state
         .store
         .link(user_id, provider.id.as_str())
@@ -61,7 +61,7 @@ pub async fn lookup(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
-) -> Result<Lookup, ApiError> {
+) -> Result<Lookup, Failure> {
     let Some(mut link) = state.store.link(user_id, provider.id.as_str()).await? else {
         return Ok(Lookup::NotLinked);
     };
@@ -70,10 +70,7 @@ pub async fn lookup(
         |outcome: Result<refresh::Refreshed, RefreshFailure>, expired: bool| match outcome {
             Ok(r) if r.valid => Ok(Some(Lookup::Linked(open_fresh(&state.keys, &r.link)?))),
             Ok(_) => Ok(Some(Lookup::NotLinked)),
-            Err(RefreshFailure::Transient(e)) if expired => Err(ApiError::upstream(
-                "The token expired and the provider could not refresh it; try again shortly.",
-                &e,
-            )),
+            Err(RefreshFailure::Transient(e)) if expired => Err(Failure::RefreshUnavailable(e)),
             Err(RefreshFailure::Internal(e)) => Err(e),
             Err(RefreshFailure::Gone) => Ok(Some(Lookup::NotLinked)),
             // Not expired yet: the current token still works for a while.
@@ -139,7 +136,7 @@ const LIST_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 pub async fn refreshed_links_of_user(
     state: &AppState,
     user_id: &str,
-) -> Result<Vec<LinkRecord>, ApiError> {
+) -> Result<Vec<LinkRecord>, Failure> {
     let links = state.store.links_of_user(user_id).await?;
     let margin = i64::try_from(state.settings.refresh_margin.as_secs()).unwrap_or(i64::MAX);
     let now = now();
@@ -181,7 +178,7 @@ pub async fn mark_rejected(
     state: &AppState,
     user_id: &str,
     provider_id: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Failure> {
     loop {
         let Some(link) = state.store.link(user_id, provider_id).await? else {
             return Ok(false);
@@ -223,7 +220,7 @@ pub async fn unlink(
     state: &AppState,
     user_id: &str,
     provider_id: &str,
-) -> Result<Option<Unlinked>, ApiError> {
+) -> Result<Option<Unlinked>, Failure> {
     let Some(link) = state.store.delete_link(user_id, provider_id).await? else {
         return Ok(None);
     };
@@ -253,7 +250,7 @@ pub async fn unlink(
             ),
             revocation_pending: false,
         },
-        Err(e) if refresh::classify_revocation(&e) == refresh::Failure::Transient => {
+        Err(e) if refresh::classify_revocation(&e) == refresh::Lasting::Transient => {
             crate::revocations::keep(state, &link, &e).await?;
             Unlinked {
                 token_revoked: false,
@@ -318,7 +315,7 @@ pub async fn wait_until_linked(
     user_id: &str,
     provider: &ProviderConfig,
     listen: bool,
-) -> Result<Option<Fresh>, ApiError> {
+) -> Result<Option<Fresh>, Failure> {
     // Subscribe before looking, so a link completed in between is not missed.
     let mut events = listen.then(|| state.store.subscribe_links());
     let deadline = tokio::time::Instant::now() + state.settings.listen_timeout;
@@ -371,7 +368,7 @@ pub async fn check(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
-) -> Result<Check, ApiError> {
+) -> Result<Check, Failure> {
     let Lookup::Linked(fresh) = lookup(state, user_id, provider).await? else {
         return Ok(Check::NotWorking);
     };
@@ -379,7 +376,7 @@ pub async fn check(
         Ok(Validity::Valid { user }) => Ok(Check::Works(user)),
         Ok(Validity::RateLimited) => Ok(Check::Works(None)),
         Ok(Validity::Invalid) => Ok(Check::NotWorking),
-        Err(e) => Err(ApiError::upstream("Failed to validate token.", &e)),
+        Err(e) => Err(Failure::Validation(e)),
     }
 }
 
@@ -388,22 +385,18 @@ pub async fn link_error(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, Failure> {
     let link = state.store.link(user_id, provider.id.as_str()).await?;
     Ok(link.and_then(|l| link_state(Some(provider), &l).error))
 }
 
 /// The configured provider `id`, or 404 naming the configured ones.
-pub fn provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig, ApiError> {
-    state.providers.get(id).ok_or_else(|| {
-        let known: Vec<&str> = state.providers.iter().map(|p| p.id.as_str()).collect();
-        ApiError::not_found(
-            format!("No external auth provider with ID {id:?}."),
-            if known.is_empty() {
-                "no providers are configured".to_owned()
-            } else {
-                format!("configured providers: {}", known.join(", "))
-            },
-        )
-    })
+pub fn provider<'a>(state: &'a AppState, id: &str) -> Result<&'a ProviderConfig, Failure> {
+    state
+        .providers
+        .get(id)
+        .ok_or_else(|| Failure::UnknownProvider {
+            id: id.to_owned(),
+            known: state.providers.iter().map(|p| p.id.to_string()).collect(),
+        })
 }

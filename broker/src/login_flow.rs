@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use extauth_providers::constant_time_eq;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::failure::{Failure, LoginKind};
 use crate::identity::hash;
 use crate::random;
 use crate::state::AppState;
@@ -74,7 +74,7 @@ pub async fn start(
     user_id: &str,
     pkce: bool,
     redirect: &str,
-) -> Result<Started, ApiError> {
+) -> Result<Started, Failure> {
     let state = random::hex_token::<32>();
     let state_hash = hash(&state);
     let nonce = match purpose {
@@ -113,13 +113,13 @@ pub async fn finish(
     binding_hash: &str,
     user_id: &str,
     state: &str,
-) -> Result<Finished, ApiError> {
-    let again = match purpose {
-        Purpose::Link(_) => "start linking again from the broker's page",
-        Purpose::SignIn => "start signing in again",
+) -> Result<Finished, Failure> {
+    let kind = match purpose {
+        Purpose::Link(_) => LoginKind::Link,
+        Purpose::SignIn => LoginKind::SignIn,
     };
     if state.is_empty() {
-        return Err(ApiError::bad_request("State must be provided.", again));
+        return Err(Failure::LoginStateMissing(kind));
     }
     let state_hash = hash(state);
     let Some(flow) = app.store.take_login_flow(&state_hash).await? else {
@@ -127,10 +127,7 @@ pub async fn finish(
             purpose = purpose.tag(),
             "callback with an unknown, used or expired state"
         );
-        return Err(ApiError::unauthorized_with(
-            "This login is unknown, was already finished or has expired.",
-            again,
-        ));
+        return Err(Failure::LoginUnknown(kind));
     };
     let same_browser = constant_time_eq(flow.binding_hash.as_bytes(), binding_hash.as_bytes());
     if !same_browser || flow.purpose != purpose.tag() || flow.user_id != user_id {
@@ -139,18 +136,16 @@ pub async fn finish(
             same_browser,
             "callback for a login started elsewhere"
         );
-        return Err(ApiError::unauthorized_with(
-            "This login was not started in this browser session.",
-            again,
-        ));
+        return Err(Failure::LoginElsewhere(kind));
     }
     let verifier = flow
         .verifier
         .as_ref()
         .map(|sealed| app.keys.open_string(&verifier_purpose(&state_hash), sealed))
         .transpose()
-        .map_err(|e| {
-            ApiError::bad_request("This login cannot be finished.", format!("{e}; {again}"))
+        .map_err(|e| Failure::LoginUnfinishable {
+            kind,
+            reason: e.to_string(),
         })?;
     Ok(Finished {
         user_id: flow.user_id,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use extauth_providers::{ProviderConfig, ProviderType, RefreshToken};
 
 use crate::clock::now;
-use crate::error::ApiError;
+use crate::failure::Failure as DomainFailure;
 use crate::link_secrets::{open_fresh, purpose, seal};
 use crate::state::AppState;
 use crate::store::LinkRecord;
@@ -23,7 +23,7 @@ use crate::upstream::{UpstreamError, Validity};
 
 /// What a refresh failure means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum Lasting {
     /// The refresh token is dead: clear it, cache the reason, never send it again.
     Permanent,
     /// A passing problem: keep everything, retry with backoff, tell the caller to try later.
@@ -54,30 +54,30 @@ pub const TRANSIENT_CODES: [&str; 3] = ["temporarily_unavailable", "server_error
 /// | an error code in [`PERMANENT_CODES`] (any status, GitHub uses 200) | permanent |
 /// | any other HTTP 400 or 401 | permanent |
 /// | anything else (404, a redirect, an unreadable 2xx) | transient |
-pub fn classify(error: &UpstreamError) -> Failure {
+pub fn classify(error: &UpstreamError) -> Lasting {
     let (status, code) = match error {
-        UpstreamError::Network(_) | UpstreamError::Malformed(_) => return Failure::Transient,
+        UpstreamError::Network(_) | UpstreamError::Malformed(_) => return Lasting::Transient,
         UpstreamError::OAuth { status, code, .. } => (*status, Some(code.as_str())),
         UpstreamError::Status { status, .. } => (*status, None),
     };
     if status == 429 || status >= 500 || status == 403 {
-        return Failure::Transient;
+        return Lasting::Transient;
     }
     match code {
-        Some(code) if TRANSIENT_CODES.contains(&code) => Failure::Transient,
-        Some(code) if PERMANENT_CODES.contains(&code) => Failure::Permanent,
-        _ if matches!(status, 400 | 401) => Failure::Permanent,
-        _ => Failure::Transient,
+        Some(code) if TRANSIENT_CODES.contains(&code) => Lasting::Transient,
+        Some(code) if PERMANENT_CODES.contains(&code) => Lasting::Permanent,
+        _ if matches!(status, 400 | 401) => Lasting::Permanent,
+        _ => Lasting::Transient,
     }
 }
 
 /// Whether a failed revocation is worth retrying. As [`classify`], except that a 404 is final:
 /// nothing is there to revoke (GitHub answers 404 for a grant that is already gone), and a
 /// wrong URL will not start working by retrying.
-pub fn classify_revocation(error: &UpstreamError) -> Failure {
+pub fn classify_revocation(error: &UpstreamError) -> Lasting {
     match error {
         UpstreamError::Status { status: 404, .. } | UpstreamError::OAuth { status: 404, .. } => {
-            Failure::Permanent
+            Lasting::Permanent
         }
         other => classify(other),
     }
@@ -103,7 +103,7 @@ pub enum RefreshFailure {
     /// The link disappeared meanwhile, or its provider is gone.
     Gone,
     /// Storage or decryption failed.
-    Internal(ApiError),
+    Internal(DomainFailure),
 }
 
 fn count(provider_id: &str, outcome: &'static str) {
@@ -133,7 +133,9 @@ pub async fn refresh(state: &AppState, link: &LinkRecord) -> Result<Refreshed, R
     });
     match task.await {
         Ok(result) => result,
-        Err(e) => Err(RefreshFailure::Internal(ApiError::internal(e))),
+        Err(e) => Err(RefreshFailure::Internal(DomainFailure::Internal(
+            e.to_string(),
+        ))),
     }
 }
 
@@ -197,7 +199,7 @@ async fn refresh_locked(
             .await
         {
             Ok(tokens) => break Ok(tokens),
-            Err(error) if classify(&error) == Failure::Permanent => break Err(error),
+            Err(error) if classify(&error) == Lasting::Permanent => break Err(error),
             Err(error) => {
                 let budget = state.settings.refresh_retry_timeout;
                 if started.elapsed() + backoff > budget {
@@ -247,7 +249,7 @@ async fn refresh_locked(
             let valid = validate_new(state, provider, &new).await;
             Ok(Refreshed { link: new, valid })
         }
-        Err(error) if classify(&error) == Failure::Permanent => {
+        Err(error) if classify(&error) == Lasting::Permanent => {
             // A loser of a cross-replica race sees the winner's rotation as invalid_grant.
             if let Some(winner) = changed(state, user_id, provider_id, seen.as_ref()).await? {
                 return joined(provider_id, winner);
@@ -366,86 +368,86 @@ mod tests {
 
     /// One row of the table per test, as the issue asks.
     #[track_caller]
-    fn check(error: UpstreamError, expected: Failure) {
+    fn check(error: UpstreamError, expected: Lasting) {
         assert_eq!(classify(&error), expected, "{error:?}");
     }
 
     #[test]
     fn invalid_grant_is_permanent() {
-        check(oauth(400, "invalid_grant"), Failure::Permanent);
+        check(oauth(400, "invalid_grant"), Lasting::Permanent);
     }
     #[test]
     fn bad_refresh_token_with_200_is_permanent() {
-        check(oauth(200, "bad_refresh_token"), Failure::Permanent);
+        check(oauth(200, "bad_refresh_token"), Lasting::Permanent);
     }
     #[test]
     fn unauthorized_client_is_permanent() {
-        check(oauth(400, "unauthorized_client"), Failure::Permanent);
+        check(oauth(400, "unauthorized_client"), Lasting::Permanent);
     }
     #[test]
     fn unsupported_grant_type_is_permanent() {
-        check(oauth(400, "unsupported_grant_type"), Failure::Permanent);
+        check(oauth(400, "unsupported_grant_type"), Lasting::Permanent);
     }
     #[test]
     fn incorrect_client_credentials_is_permanent() {
         check(
             oauth(200, "incorrect_client_credentials"),
-            Failure::Permanent,
+            Lasting::Permanent,
         );
     }
     #[test]
     fn invalid_client_is_permanent() {
-        check(oauth(401, "invalid_client"), Failure::Permanent);
+        check(oauth(401, "invalid_client"), Lasting::Permanent);
     }
     #[test]
     fn other_400_and_401_are_permanent() {
-        check(status(400, false), Failure::Permanent);
-        check(status(401, false), Failure::Permanent);
-        check(oauth(400, "invalid_request"), Failure::Permanent);
+        check(status(400, false), Lasting::Permanent);
+        check(status(401, false), Lasting::Permanent);
+        check(oauth(400, "invalid_request"), Lasting::Permanent);
     }
     #[test]
     fn rate_limited_403_is_transient() {
-        check(status(403, true), Failure::Transient);
-        check(oauth(403, "invalid_grant"), Failure::Transient);
+        check(status(403, true), Lasting::Transient);
+        check(oauth(403, "invalid_grant"), Lasting::Transient);
     }
     #[test]
     fn too_many_requests_is_transient() {
-        check(status(429, false), Failure::Transient);
-        check(oauth(429, "invalid_grant"), Failure::Transient);
+        check(status(429, false), Lasting::Transient);
+        check(oauth(429, "invalid_grant"), Lasting::Transient);
     }
     #[test]
     fn server_errors_are_transient() {
         for s in [500, 502, 503, 504] {
-            check(status(s, false), Failure::Transient);
+            check(status(s, false), Lasting::Transient);
         }
-        check(oauth(500, "server_error"), Failure::Transient);
-        check(oauth(400, "temporarily_unavailable"), Failure::Transient);
+        check(oauth(500, "server_error"), Lasting::Transient);
+        check(oauth(400, "temporarily_unavailable"), Lasting::Transient);
     }
     #[test]
     fn timeouts_and_connection_errors_are_transient() {
         check(
             UpstreamError::Network("timed out".into()),
-            Failure::Transient,
+            Lasting::Transient,
         );
         check(
             UpstreamError::Network("connection failed".into()),
-            Failure::Transient,
+            Lasting::Transient,
         );
-        check(UpstreamError::Malformed("html".into()), Failure::Transient);
+        check(UpstreamError::Malformed("html".into()), Lasting::Transient);
     }
     #[test]
     fn a_revocation_answered_404_is_not_retried() {
-        assert_eq!(classify_revocation(&status(404, false)), Failure::Permanent);
-        assert_eq!(classify_revocation(&status(503, false)), Failure::Transient);
+        assert_eq!(classify_revocation(&status(404, false)), Lasting::Permanent);
+        assert_eq!(classify_revocation(&status(503, false)), Lasting::Transient);
         assert_eq!(
             classify_revocation(&oauth(400, "unsupported_token_type")),
-            Failure::Permanent
+            Lasting::Permanent
         );
     }
 
     #[test]
     fn unexpected_statuses_are_transient() {
-        check(status(404, false), Failure::Transient);
-        check(status(302, false), Failure::Transient);
+        check(status(404, false), Lasting::Transient);
+        check(status(302, false), Lasting::Transient);
     }
 }

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use crate::clock::now;
-use crate::error::ApiError;
+use crate::failure::Failure;
 use crate::link_secrets::open_tokens;
 use crate::random;
-use crate::refresh::{Failure, classify_revocation};
+use crate::refresh::{Lasting, classify_revocation};
 use crate::state::AppState;
 use crate::store::{LinkRecord, PendingRevocation};
 use crate::upstream::{Revocation, UpstreamError};
@@ -26,7 +26,7 @@ pub async fn keep(
     state: &AppState,
     link: &LinkRecord,
     error: &UpstreamError,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let now = now();
     let pending = PendingRevocation {
         id: random::hex_token::<8>(),
@@ -44,7 +44,7 @@ pub async fn keep(
 }
 
 /// One pass: retries every revocation that is due.
-pub async fn retry_due(state: &AppState) -> Result<(), ApiError> {
+pub async fn retry_due(state: &AppState) -> Result<(), Failure> {
     for pending in state.store.pending_revocations_due(now()).await? {
         let Some(provider) = state.providers.get(&pending.provider_id) else {
             tracing::warn!(
@@ -81,7 +81,7 @@ pub async fn retry_due(state: &AppState) -> Result<(), ApiError> {
                 );
                 state.store.delete_pending_revocation(&pending.id).await?;
             }
-            Err(e) if classify_revocation(&e) == Failure::Permanent => {
+            Err(e) if classify_revocation(&e) == Lasting::Permanent => {
                 tracing::warn!(
                     user = pending.user_id,
                     provider = pending.provider_id,

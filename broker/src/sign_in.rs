@@ -3,13 +3,12 @@
 //! user found or provisioned — the first one an admin —, a session), back-channel logout, and
 //! the IdP's end-session URL for signing out.
 
-use axum::http::StatusCode;
 use extauth_providers::constant_time_eq;
 use serde_json::Value;
 use url::Url;
 
 use crate::clock::now;
-use crate::error::ApiError;
+use crate::failure::{Failure, IdpPart};
 use crate::identity;
 use crate::login_flow;
 use crate::oidc::{Identity, Oidc};
@@ -33,7 +32,7 @@ pub async fn start(
     state: &AppState,
     oidc: &Oidc,
     redirect: &str,
-) -> Result<(Url, String), ApiError> {
+) -> Result<(Url, String), Failure> {
     let discovery = oidc.discovery().await?;
     let pkce = discovery.code_challenge_methods_supported.is_empty()
         || discovery
@@ -52,11 +51,10 @@ pub async fn start(
     )
     .await?;
     let mut url = url::Url::parse(&discovery.authorization_endpoint).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "The IdP's authorization endpoint is not a URL.",
-            e.to_string(),
-        )
+        Failure::IdpUnavailable {
+            what: IdpPart::AuthorizationEndpoint,
+            detail: e.to_string(),
+        }
     })?;
     {
         let mut query = url.query_pairs_mut();
@@ -96,7 +94,7 @@ pub async fn finish(
     binding: &str,
     code: &str,
     returned_state: &str,
-) -> Result<SignedIn, ApiError> {
+) -> Result<SignedIn, Failure> {
     let discovery = oidc.discovery().await?;
     let finished = login_flow::finish(
         state,
@@ -117,12 +115,7 @@ pub async fn finish(
     let id_token = tokens
         .get("id_token")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "The identity provider sent no ID token.",
-                "is the openid scope requested?",
-            )
-        })?;
+        .ok_or(Failure::NoIdToken)?;
     let claims = oidc.verify(id_token, true).await?;
     let nonce = finished.nonce.as_str();
     let token_nonce = claims
@@ -130,11 +123,7 @@ pub async fn finish(
         .and_then(Value::as_str)
         .unwrap_or_default();
     if nonce.is_empty() || !constant_time_eq(nonce.as_bytes(), token_nonce.as_bytes()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "The ID token's nonce does not match this sign-in.",
-            "start signing in again",
-        ));
+        return Err(Failure::NonceMismatch);
     }
     let sub = claims
         .get("sub")
@@ -203,7 +192,7 @@ pub async fn finish(
 
 /// The user of an identity: found by `iss`+`sub` (profile refreshed), or created when sign-ups
 /// are open or nobody exists yet (the first user is an admin).
-async fn provision(state: &AppState, oidc: &Oidc, who: &Identity) -> Result<User, ApiError> {
+async fn provision(state: &AppState, oidc: &Oidc, who: &Identity) -> Result<User, Failure> {
     if let Some(user) = state.store.user_by_oidc(&who.issuer, &who.subject).await? {
         let updated = User {
             email: who.email.clone(),
@@ -218,16 +207,9 @@ async fn provision(state: &AppState, oidc: &Oidc, who: &Identity) -> Result<User
             && state.store.count_users().await? == 1
             && state.store.user_by_username("admin").await?.is_some());
     if !oidc.settings.allow_signups && !first {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            oidc.settings
-                .signups_disabled_text
-                .clone()
-                .unwrap_or_else(|| {
-                    "Sign-ups are disabled: ask an administrator to create your account.".to_owned()
-                }),
-            "",
-        ));
+        return Err(Failure::SignUpsDisabled {
+            text: oidc.settings.signups_disabled_text.clone(),
+        });
     }
     for attempt in 0..20 {
         let username = if attempt == 0 {
@@ -261,11 +243,7 @@ async fn provision(state: &AppState, oidc: &Oidc, who: &Identity) -> Result<User
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "No free username for this account.",
-        who.username.clone(),
-    ))
+    Err(Failure::NoFreeUsername(who.username.clone()))
 }
 
 /// Ends the sessions an IdP's back-channel logout names: those of `sid`, else every session of
@@ -275,7 +253,7 @@ pub async fn end_sessions(
     issuer: &str,
     subject: &str,
     sid: Option<&str>,
-) -> Result<u64, ApiError> {
+) -> Result<u64, Failure> {
     let Some(user) = state.store.user_by_oidc(issuer, subject).await? else {
         return Ok(0);
     };

@@ -192,3 +192,42 @@ fn routes_do_not_reach_below_the_domain() {
         "routes reaching below the domain (call a domain function instead): {reaching:?}"
     );
 }
+
+/// The domain says what went wrong (`failure::Failure`), never the HTTP answer: only the HTTP
+/// layer and its glue name `error` (`ApiError`), and the failure type knows nothing of HTTP.
+#[test]
+fn the_domain_speaks_in_failures_not_http_answers() {
+    let graph = graph(&crate_src("broker"));
+    const DOMAIN: &[&str] = &[
+        "accounts",
+        "device",
+        "linking",
+        "links",
+        "link_secrets",
+        "login_flow",
+        "refresh",
+        "revocations",
+        "sign_in",
+        "oidc",
+        "oidc::rules",
+        "oidc::settings",
+        "oidc::verify",
+        "failure",
+        "dev_login",
+        "single_flight",
+        "redirects",
+        "auth_failures",
+        "clock",
+    ];
+    for module in DOMAIN {
+        let targets = graph
+            .get(*module)
+            .unwrap_or_else(|| panic!("no module {module}"));
+        assert!(
+            !targets.contains("error") && !targets.iter().any(|t| t.starts_with("routes")),
+            "{module} names the HTTP layer: {targets:?}"
+        );
+    }
+    let failure = std::fs::read_to_string(crate_src("broker").join("failure.rs")).unwrap();
+    assert!(!failure.contains("axum") && !failure.contains("StatusCode"));
+}

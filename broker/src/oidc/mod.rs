@@ -17,14 +17,13 @@ use verify::refused;
 
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 
-use crate::error::ApiError;
+use crate::failure::{Failure, IdpPart};
 use crate::upstream::token_endpoint;
 
 /// The IdP's discovery document (the parts used).
@@ -86,18 +85,15 @@ impl Oidc {
     }
 
     /// Fetches discovery and keys, checking the issuer exactly.
-    async fn fetch(&self) -> Result<Cached, ApiError> {
+    async fn fetch(&self) -> Result<Cached, Failure> {
         let issuer = &self.settings.issuer;
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        let unavailable = |what: &str, e: String| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("The identity provider's {what} is not available."),
-                e,
-            )
+        let unavailable = |what: &'static str, e: String| Failure::IdpUnavailable {
+            what: IdpPart::Document(what),
+            detail: e,
         };
         let discovery: Discovery = self
             .http
@@ -117,11 +113,7 @@ impl Oidc {
             if self.settings.skip_issuer_checks {
                 tracing::warn!("{detail} (ignored: CODER_DANGEROUS_OIDC_SKIP_ISSUER_CHECKS)");
             } else {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "Issuer mismatch.",
-                    detail,
-                ));
+                return Err(Failure::IssuerMismatch(detail));
             }
         }
         let jwks: JwkSet = self
@@ -142,7 +134,7 @@ impl Oidc {
     }
 
     /// The discovery document, fetched at most once an hour.
-    pub async fn discovery(&self) -> Result<Discovery, ApiError> {
+    pub async fn discovery(&self) -> Result<Discovery, Failure> {
         if let Some(cached) = self.cache.read().await.as_ref() {
             if cached.fetched.elapsed() < Duration::from_secs(3600) {
                 return Ok(cached.discovery.clone());
@@ -155,7 +147,7 @@ impl Oidc {
     }
 
     /// The published signing keys as `kid (alg)`, for `oidc check`; fetched with discovery.
-    pub async fn key_summary(&self) -> Result<Vec<String>, ApiError> {
+    pub async fn key_summary(&self) -> Result<Vec<String>, Failure> {
         self.discovery().await?;
         let cache = self.cache.read().await;
         Ok(cache
@@ -176,7 +168,7 @@ impl Oidc {
             .unwrap_or_default())
     }
 
-    async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, ApiError> {
+    async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, Failure> {
         let find = |jwks: &JwkSet| -> Option<DecodingKey> {
             let jwk = match kid {
                 Some(kid) => jwks.find(kid),
@@ -207,7 +199,7 @@ impl Oidc {
         code: &str,
         redirect_uri: &str,
         verifier: Option<&str>,
-    ) -> Result<Map<String, Value>, ApiError> {
+    ) -> Result<Map<String, Value>, Failure> {
         let mut form = vec![
             ("grant_type", "authorization_code".to_owned()),
             ("code", code.to_owned()),
@@ -216,13 +208,11 @@ impl Oidc {
         if let Some(v) = verifier {
             form.push(("code_verifier", v.to_owned()));
         }
-        let endpoint = url::Url::parse(&discovery.token_endpoint).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "The IdP's token endpoint is not a URL.",
-                e.to_string(),
-            )
-        })?;
+        let endpoint =
+            url::Url::parse(&discovery.token_endpoint).map_err(|e| Failure::IdpUnavailable {
+                what: IdpPart::TokenEndpoint,
+                detail: e.to_string(),
+            })?;
         let client = token_endpoint::Client {
             id: &self.settings.client_id,
             secret: Some(self.settings.client_secret()),
@@ -239,18 +229,14 @@ impl Oidc {
             |_| {},
         )
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "The identity provider is not reachable.",
-                e.without_url().to_string(),
-            )
+        .map_err(|e| Failure::IdpUnavailable {
+            what: IdpPart::Unreachable,
+            detail: e.without_url().to_string(),
         })?;
         let status = answer.status;
         let body: Map<String, Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
         if !(200..300).contains(&status) || body.contains_key("error") {
-            return Err(ApiError::bad_request(
-                "The identity provider refused the sign-in code.",
+            return Err(Failure::SignInCodeRefused(
                 format!(
                     "HTTP {}: {} {}",
                     status,
@@ -274,7 +260,7 @@ impl Oidc {
         discovery: &Discovery,
         access_token: &str,
         sub: &str,
-    ) -> Result<Map<String, Value>, ApiError> {
+    ) -> Result<Map<String, Value>, Failure> {
         let Some(endpoint) = discovery
             .userinfo_endpoint
             .as_deref()
@@ -289,12 +275,9 @@ impl Oidc {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "The identity provider's userinfo endpoint failed.",
-                    e.without_url().to_string(),
-                )
+            .map_err(|e| Failure::IdpUnavailable {
+                what: IdpPart::Userinfo,
+                detail: e.without_url().to_string(),
             })?
             .json()
             .await

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::OidcSettings;
 use super::settings::list;
 use super::verify::refused;
-use crate::error::ApiError;
+use crate::failure::Failure;
 
 /// The identity an OIDC sign-in establishes, after the rules.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub fn identity(
     settings: &OidcSettings,
     id_claims: &Map<String, Value>,
     userinfo: &Map<String, Value>,
-) -> Result<Identity, ApiError> {
+) -> Result<Identity, Failure> {
     let mut claims = id_claims.clone();
     for (k, v) in userinfo {
         claims.insert(k.clone(), v.clone());

@@ -3,8 +3,11 @@
 
 use super::*;
 
-pub(super) fn refused(message: impl Into<String>, detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, message, detail)
+pub(super) fn refused(reason: impl Into<String>, detail: impl Into<String>) -> Failure {
+    Failure::SignInRefused {
+        reason: reason.into(),
+        detail: detail.into(),
+    }
 }
 
 /// OpenID Connect Core §3.1.3.8: an `at_hash` claim binds the ID token to the access token
@@ -14,7 +17,7 @@ pub fn check_at_hash(
     id_token: &str,
     claims: &Map<String, Value>,
     access_token: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     use base64::Engine as _;
     use sha2::Digest as _;
 
@@ -56,7 +59,7 @@ impl Oidc {
         &self,
         token: &str,
         check_exp: bool,
-    ) -> Result<Map<String, Value>, ApiError> {
+    ) -> Result<Map<String, Value>, Failure> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| refused("The ID token is not a valid JWT.", e.to_string()))?;
         let key = match header.alg {
@@ -136,7 +139,7 @@ mod tests {
         };
         assert!(check_at_hash(id_token, &claims("77QmUPtjPfzWtF2AnpK9RQ"), access).is_ok());
         let wrong = check_at_hash(id_token, &claims("77QmUPtjPfzWtF2AnpK9RA"), access).unwrap_err();
-        assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+        assert!(matches!(wrong, Failure::SignInRefused { .. }), "{wrong:?}");
         assert!(
             check_at_hash(id_token, &Map::new(), access).is_ok(),
             "no claim, nothing to check"

@@ -129,7 +129,10 @@ pub async fn backchannel_post(
     };
     let claims = match oidc.verify(&form.logout_token, false).await {
         Ok(c) => c,
-        Err(e) => return invalid(&format!("{} {}", e.message, e.detail)),
+        Err(e) => {
+            let e = ApiError::from(e);
+            return invalid(&format!("{} {}", e.message, e.detail));
+        }
     };
     let has_event = claims
         .get("events")
@@ -152,7 +155,7 @@ pub async fn backchannel_post(
             [(axum::http::header::CACHE_CONTROL, "no-store")],
         )
             .into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

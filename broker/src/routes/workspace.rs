@@ -35,7 +35,7 @@ fn choose<'a>(
             "",
         )),
         (None, None) => Err(ApiError::bad_request("'url' or 'id' must be provided!", "")),
-        (Some(id), None) => links::provider(state, id),
+        (Some(id), None) => Ok(links::provider(state, id)?),
         (None, Some(url)) => {
             let matched = state.providers.match_url(url).map_err(|e| {
                 ApiError::bad_request(format!("Cannot match {url:?}."), e.to_string())
