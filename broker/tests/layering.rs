@@ -231,3 +231,25 @@ fn the_domain_speaks_in_failures_not_http_answers() {
     let failure = std::fs::read_to_string(crate_src("broker").join("failure.rs")).unwrap();
     assert!(!failure.contains("axum") && !failure.contains("StatusCode"));
 }
+
+/// Only the broker knows HTTP servers and storage: the other crates' manifests name none of them.
+#[test]
+fn only_the_broker_knows_http_servers_and_storage() {
+    for name in ["providers", "git-askpass", "cli"] {
+        let manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(name)
+                .join("Cargo.toml"),
+        )
+        .unwrap();
+        for server_or_store in ["axum", "hyper", "sled", "tokio-postgres", "deadpool"] {
+            assert!(
+                !manifest
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(server_or_store)),
+                "{name} depends on {server_or_store}"
+            );
+        }
+    }
+}
