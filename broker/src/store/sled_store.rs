@@ -137,6 +137,25 @@ fn conflict(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// Stores `record` under `key` in a tree of short-lived records, first dropping those whose
+/// expiry (Unix milliseconds) has passed, so the tree never grows with abandoned flows.
+fn put_expiring<T: Serialize + serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &str,
+    record: &T,
+    expires_ms: impl Fn(&T) -> i64,
+) -> StoreResult<()> {
+    let now = crate::clock::now_millis();
+    for entry in tree.iter() {
+        let (stale_key, value) = entry?;
+        if expires_ms(&decode::<T>(&value)?) < now {
+            tree.remove(stale_key)?;
+        }
+    }
+    tree.insert(key.as_bytes(), encode(record)?)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SledStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
@@ -453,16 +472,12 @@ impl Store for SledStore {
     }
 
     async fn put_login_flow(&self, flow: &LoginFlow) -> StoreResult<()> {
-        let now = crate::clock::now_millis();
-        for entry in self.login_flows.iter() {
-            let (key, value) = entry?;
-            let stale: LoginFlow = decode(&value)?;
-            if stale.expires_ms < now {
-                self.login_flows.remove(key)?;
-            }
-        }
-        self.login_flows
-            .insert(flow.state_hash.as_bytes(), encode(flow)?)?;
+        put_expiring(
+            &self.login_flows,
+            &flow.state_hash,
+            flow,
+            |f: &LoginFlow| f.expires_ms,
+        )?;
         self.flush().await
     }
 
@@ -477,16 +492,12 @@ impl Store for SledStore {
     }
 
     async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
-        let now = crate::clock::now_millis();
-        for entry in self.device_flows.iter() {
-            let (key, value) = entry?;
-            let stale: DeviceFlowRecord = decode(&value)?;
-            if stale.expires_ms < now {
-                self.device_flows.remove(key)?;
-            }
-        }
-        self.device_flows
-            .insert(flow.code_hash.as_bytes(), encode(flow)?)?;
+        put_expiring(
+            &self.device_flows,
+            &flow.code_hash,
+            flow,
+            |f: &DeviceFlowRecord| f.expires_ms,
+        )?;
         self.flush().await
     }
 

@@ -215,6 +215,23 @@ impl PgStore {
     }
 
     /// Runs a statement; how many rows it touched.
+    /// In one transaction: `prune` (given the time now, Unix milliseconds) drops expired rows of
+    /// a table of short-lived records, then `insert` stores one.
+    async fn put_pruning(
+        &self,
+        prune: &str,
+        insert: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute(prune, &[&crate::clock::now_millis()])
+            .await
+            .map_err(pg)?;
+        tx.execute(insert, params).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
     async fn execute(
         &self,
         sql: &str,

@@ -326,15 +326,8 @@ impl Store for PgStore {
     }
 
     async fn put_login_flow(&self, flow: &LoginFlow) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.execute(
+        self.put_pruning(
             "DELETE FROM login_flows WHERE expires_ms < $1",
-            &[&crate::clock::now_millis()],
-        )
-        .await
-        .map_err(pg)?;
-        tx.execute(
             "INSERT INTO login_flows (state_hash, binding_hash, user_id, purpose, verifier,
                  verifier_key_id, nonce, redirect, expires_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -351,8 +344,6 @@ impl Store for PgStore {
             ],
         )
         .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)
     }
 
     async fn take_login_flow(&self, state_hash: &str) -> StoreResult<Option<LoginFlow>> {
@@ -367,15 +358,8 @@ impl Store for PgStore {
     }
 
     async fn put_device_flow(&self, flow: &DeviceFlowRecord) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.execute(
+        self.put_pruning(
             "DELETE FROM device_flows WHERE expires_ms < $1",
-            &[&crate::clock::now_millis()],
-        )
-        .await
-        .map_err(pg)?;
-        tx.execute(
             "INSERT INTO device_flows (code_hash, user_id, provider_id, interval_ms, next_poll_ms, expires_ms)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (code_hash) DO UPDATE SET user_id = $2, provider_id = $3,
@@ -390,8 +374,6 @@ impl Store for PgStore {
             ],
         )
         .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)
     }
 
     async fn device_flow(&self, code_hash: &str) -> StoreResult<Option<DeviceFlowRecord>> {
