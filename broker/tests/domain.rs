@@ -1,0 +1,177 @@
+//! The domain functions the routes call, tested on their own: an app state on an embedded store
+//! in a temporary directory, no HTTP and no provider.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use extauth_broker::failure::{Failure, LoginKind};
+use extauth_broker::login_flow::{self, Purpose};
+use extauth_broker::settings::{ServeArgs, Settings};
+use extauth_broker::state::AppState;
+use extauth_broker::store::{SledStore, TokenKind};
+use extauth_broker::upstream::TokenResponse;
+use extauth_broker::{accounts, links, server};
+use extauth_providers::{AccessToken, Providers};
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+async fn app(dir: &std::path::Path) -> AppState {
+    let args = Args::parse_from([
+        "extauth-broker",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen-timeout",
+        "3s",
+    ]);
+    let settings = Settings::from_args("http://127.0.0.1:3000", &args.serve).unwrap();
+    let providers = Providers::from_vars([
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+    ])
+    .unwrap();
+    let store = Arc::new(SledStore::open(&dir.join("store")).unwrap());
+    server::build_state(settings, providers, None, None, store)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_login_finishes_once_in_the_browser_that_started_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let link = Purpose::Link("github");
+    let started = login_flow::start(&app, link, "session-a", "u1", true, "/after")
+        .await
+        .unwrap();
+    let challenge = started.challenge.clone().unwrap();
+
+    let elsewhere = login_flow::finish(&app, link, "session-b", "u1", &started.state).await;
+    assert!(matches!(
+        elsewhere,
+        Err(Failure::LoginElsewhere(LoginKind::Link))
+    ));
+    let used = login_flow::finish(&app, link, "session-a", "u1", &started.state).await;
+    assert!(
+        matches!(used, Err(Failure::LoginUnknown(LoginKind::Link))),
+        "the failed attempt used it up"
+    );
+
+    let started = login_flow::start(&app, link, "session-a", "u1", true, "/after")
+        .await
+        .unwrap();
+    let finished = login_flow::finish(&app, link, "session-a", "u1", &started.state)
+        .await
+        .unwrap();
+    assert_eq!(finished.redirect, "/after");
+    let verifier = finished.verifier.unwrap();
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let derived = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    assert_ne!(derived, challenge, "each login has its own verifier");
+    assert_eq!(
+        derived,
+        started.challenge.unwrap(),
+        "the verifier answers its challenge"
+    );
+    let missing = login_flow::finish(&app, Purpose::SignIn, "x", "", "").await;
+    assert!(matches!(
+        missing,
+        Err(Failure::LoginStateMissing(LoginKind::SignIn))
+    ));
+}
+
+#[tokio::test]
+async fn tokens_are_refused_for_what_they_could_not_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let create = |name: &str, providers: Option<Vec<String>>, lifetime: Option<&str>| {
+        let (app, name, lifetime) = (app.clone(), name.to_owned(), lifetime.map(str::to_owned));
+        async move {
+            accounts::create_token(
+                &app,
+                TokenKind::Workspace,
+                "u1",
+                &name,
+                providers,
+                lifetime.as_deref(),
+            )
+            .await
+        }
+    };
+    assert!(matches!(
+        create("n", Some(vec![]), None).await,
+        Err(Failure::NarrowedToNothing)
+    ));
+    assert!(matches!(
+        create("n", Some(vec!["gitlab".into()]), None).await,
+        Err(Failure::UnknownProvider { .. })
+    ));
+    assert!(matches!(
+        create("n", None, Some("99999999999999d")).await,
+        Err(Failure::InvalidLifetime { .. })
+    ));
+    assert!(matches!(
+        create("a\u{1b}b", None, None).await,
+        Err(Failure::InvalidTokenName)
+    ));
+    let minted = create("ok", Some(vec!["github".into()]), Some("1d"))
+        .await
+        .unwrap();
+    assert!(minted.token.starts_with("extauth_ws_"));
+    assert!(
+        accounts::revoke_token(&app, "u1", TokenKind::Workspace, &minted.record.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !accounts::revoke_token(&app, "u1", TokenKind::Workspace, &minted.record.id)
+            .await
+            .unwrap(),
+        "already gone"
+    );
+}
+
+#[tokio::test]
+async fn waiting_until_linked_answers_when_the_link_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let github = links::provider(&app, "github").unwrap().clone();
+    assert!(
+        links::wait_until_linked(&app, "u1", &github, false)
+            .await
+            .unwrap()
+            .is_none(),
+        "without listen: not linked, at once"
+    );
+    let linker = {
+        let (app, github) = (app.clone(), github.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let tokens = TokenResponse {
+                access_token: AccessToken::new("gho_fresh"),
+                refresh_token: None,
+                expires_in: None,
+                fields: Default::default(),
+            };
+            links::save_link(&app, "u1", &github, &tokens)
+                .await
+                .unwrap();
+        })
+    };
+    let fresh = links::wait_until_linked(&app, "u1", &github, true)
+        .await
+        .unwrap()
+        .expect("linked while waiting");
+    assert_eq!(fresh.access_token.secret(), "gho_fresh");
+    linker.await.unwrap();
+    assert!(matches!(
+        links::provider(&app, "nope"),
+        Err(Failure::UnknownProvider { known, .. }) if known == ["github"]
+    ));
+}
