@@ -17,6 +17,8 @@ use super::{
 };
 use crate::crypto::Sealed;
 
+mod snapshot;
+
 /// The page cache of the embedded store. sled's default (1 GiB) dominated the broker's memory;
 /// at 100 000 users 32 MiB kept lookups as fast as 64 MiB (the OS page cache serves the rest)
 /// with 50-90 MB less resident memory (README, "Scale").
@@ -547,94 +549,11 @@ impl Store for SledStore {
     }
 
     async fn snapshot(&self) -> StoreResult<Snapshot> {
-        fn all<T: DeserializeOwned>(tree: &sled::Tree) -> StoreResult<Vec<T>> {
-            tree.iter().map(|entry| decode(&entry?.1)).collect()
-        }
-        Ok(Snapshot {
-            users: all(&self.users)?,
-            sessions: all(&self.sessions)?,
-            tokens: all(&self.tokens)?,
-            links: all(&self.links)?,
-            pending_revocations: all(&self.revocations)?,
-            revoked_keys: self
-                .revoked_keys
-                .iter()
-                .keys()
-                .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
-                .collect::<StoreResult<_>>()?,
-            oidc_claims: all(&self.oidc_claims)?,
-        }
-        .sorted())
+        self.read_snapshot()
     }
 
     async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {
-        for user in &snapshot.users {
-            let taken = |index: &sled::Tree, key: &[u8]| -> StoreResult<bool> {
-                Ok(index.get(key)?.is_some_and(|id| id != user.id.as_bytes()))
-            };
-            if taken(&self.usernames, user.username.as_bytes())? {
-                return Err(StoreError::Conflict("username"));
-            }
-            let identity = user
-                .oidc
-                .as_ref()
-                .map(|o| identity_key(&o.issuer, &o.subject));
-            if let Some(key) = &identity {
-                if taken(&self.identities, key)? {
-                    return Err(StoreError::Conflict("OIDC identity"));
-                }
-                self.identities.insert(key.as_slice(), user.id.as_bytes())?;
-            }
-            // A user renamed (or re-identified) since the last import frees the old entries.
-            if let Some(previous) = Self::get::<User>(&self.users, user.id.as_bytes())? {
-                let mine = user.id.as_bytes();
-                // Only where the entry is still this user's (a failed swap: someone else's).
-                if previous.username != user.username {
-                    let _ = self.usernames.compare_and_swap(
-                        previous.username.as_bytes(),
-                        Some(mine),
-                        None::<&[u8]>,
-                    )?;
-                }
-                let previous_identity = previous
-                    .oidc
-                    .as_ref()
-                    .map(|o| identity_key(&o.issuer, &o.subject));
-                if let Some(old) = previous_identity.filter(|old| Some(old) != identity.as_ref()) {
-                    let _ = self.identities.compare_and_swap(
-                        old.as_slice(),
-                        Some(mine),
-                        None::<&[u8]>,
-                    )?;
-                }
-            }
-            self.usernames
-                .insert(user.username.as_bytes(), user.id.as_bytes())?;
-            self.users.insert(user.id.as_bytes(), encode(user)?)?;
-        }
-        for session in &snapshot.sessions {
-            self.sessions
-                .insert(session.id_hash.as_bytes(), encode(session)?)?;
-        }
-        for token in &snapshot.tokens {
-            self.tokens.insert(token.id.as_bytes(), encode(token)?)?;
-        }
-        for link in &snapshot.links {
-            self.links
-                .insert(link_key(&link.user_id, &link.provider_id), encode(link)?)?;
-        }
-        for pending in &snapshot.pending_revocations {
-            self.revocations
-                .insert(pending.id.as_bytes(), encode(pending)?)?;
-        }
-        for id in &snapshot.revoked_keys {
-            self.revoked_keys.insert(id.as_bytes(), &[])?;
-        }
-        for claims in &snapshot.oidc_claims {
-            self.oidc_claims
-                .insert(claims.user_id.as_bytes(), encode(claims)?)?;
-        }
-        self.flush().await
+        self.write_snapshot(snapshot).await
     }
 
     async fn put_oidc_claims(&self, claims: &OidcClaims) -> StoreResult<()> {
