@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use extauth_providers::wire::ErrorBody;
 
 use crate::crypto::CryptoError;
-use crate::failure::{Failure, IdpPart, LoginKind};
+use crate::failure::{Failure, IdpPart, LoginKind, Refusal};
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
@@ -245,8 +245,9 @@ impl From<Failure> for ApiError {
                 "The ID token's nonce does not match this sign-in.",
                 "start signing in again",
             ),
-            Failure::SignInRefused { reason, detail } => {
-                Self::new(StatusCode::FORBIDDEN, reason, detail)
+            Failure::SignInRefused(refusal) => {
+                let (message, detail) = refusal_words(refusal);
+                Self::new(StatusCode::FORBIDDEN, message, detail)
             }
             Failure::SignUpsDisabled { text } => Self::new(
                 StatusCode::FORBIDDEN,
@@ -262,6 +263,66 @@ impl From<Failure> for ApiError {
             ),
         }
     }
+}
+
+/// What a sign-in refusal tells the person signing in, and what to do.
+fn refusal_words(refusal: Refusal) -> (String, String) {
+    let (message, detail): (&str, String) = match refusal {
+        Refusal::NotAJwt(why) => ("The ID token is not a valid JWT.", why),
+        Refusal::Algorithm(alg) => (
+            "The ID token uses an algorithm extauth does not accept.",
+            format!("{alg}; use RS256 or ES256"),
+        ),
+        Refusal::UnknownKey(kid) => (
+            "The ID token is signed with a key the IdP does not publish.",
+            format!("key id {kid:?}"),
+        ),
+        Refusal::Hs256Secret => (
+            "The ID token's HS256 signature does not match CODER_OIDC_CLIENT_SECRET.",
+            "check the client secret, or select a signing key for the provider in authentik (RS256)"
+                .to_owned(),
+        ),
+        Refusal::Signature => ("The ID token's signature is invalid.", String::new()),
+        Refusal::Audience { client_id } => (
+            "The ID token was issued for another client.",
+            format!("its aud does not contain CODER_OIDC_CLIENT_ID ({client_id})"),
+        ),
+        Refusal::Expired => (
+            "The ID token has expired.",
+            "sign in again; check the clocks of the IdP and the broker".to_owned(),
+        ),
+        Refusal::Issuer { expected } => (
+            "The ID token comes from another issuer.",
+            format!("expected iss {expected:?}"),
+        ),
+        Refusal::Invalid(why) => ("The ID token is invalid.", why),
+        Refusal::AtHash => (
+            "The ID token does not belong to the access token sent with it.",
+            "its at_hash does not match; sign in again".to_owned(),
+        ),
+        Refusal::UserinfoOfAnother => (
+            "The userinfo answer is for another user.",
+            "its sub differs from the ID token's".to_owned(),
+        ),
+        Refusal::NoSubject => ("The ID token has no subject (sub).", String::new()),
+        Refusal::EmailUnverified { email } => {
+            return (
+                format!("Your email address {email} is not verified by the identity provider."),
+                "verify it at the IdP, or an administrator sets CODER_OIDC_IGNORE_EMAIL_VERIFIED=true (authentik reports false by default)".to_owned(),
+            );
+        }
+        Refusal::EmailDomain { email, allowed } => {
+            return (
+                format!("Your email address {email:?} is not in an allowed domain."),
+                format!("allowed: {}", allowed.join(", ")),
+            );
+        }
+        Refusal::Group { allowed } => (
+            "You are not in a group allowed to sign in.",
+            format!("allowed groups: {}", allowed.join(", ")),
+        ),
+    };
+    (message.to_owned(), detail)
 }
 
 impl IntoResponse for ApiError {

@@ -154,14 +154,9 @@ pub enum Failure {
     /// The ID token's nonce is not this sign-in's.
     #[error("nonce mismatch")]
     NonceMismatch,
-    /// A verification check or a sign-in rule refused the identity: what it found.
-    #[error("{reason}")]
-    SignInRefused {
-        /// What failed, for the person signing in.
-        reason: String,
-        /// More context.
-        detail: String,
-    },
+    /// A verification check or a sign-in rule refused the identity.
+    #[error("sign-in refused: {0:?}")]
+    SignInRefused(Refusal),
     /// Sign-ups are off and the identity has no user.
     #[error("sign-ups are disabled")]
     SignUpsDisabled {
@@ -171,6 +166,58 @@ pub enum Failure {
     /// Every username derived from the identity is taken.
     #[error("no free username for {0}")]
     NoFreeUsername(String),
+}
+
+/// Why an ID token, a logout token or an identity was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a JWT at all.
+    NotAJwt(String),
+    /// Signed with an algorithm that is not accepted.
+    Algorithm(String),
+    /// Signed with a key the IdP does not publish.
+    UnknownKey(Option<String>),
+    /// HS256-signed, but not with the client secret.
+    Hs256Secret,
+    /// The signature does not verify.
+    Signature,
+    /// `aud` does not hold the client id.
+    Audience {
+        /// `CODER_OIDC_CLIENT_ID`.
+        client_id: String,
+    },
+    /// `exp` has passed.
+    Expired,
+    /// `iss` is another issuer.
+    Issuer {
+        /// The configured one.
+        expected: String,
+    },
+    /// Invalid in another way.
+    Invalid(String),
+    /// `at_hash` does not match the access token.
+    AtHash,
+    /// The userinfo answer is for another `sub`.
+    UserinfoOfAnother,
+    /// No `sub`.
+    NoSubject,
+    /// `email_verified` is false.
+    EmailUnverified {
+        /// The address.
+        email: String,
+    },
+    /// The email's domain is not allowed.
+    EmailDomain {
+        /// The address.
+        email: String,
+        /// `CODER_OIDC_EMAIL_DOMAIN`.
+        allowed: Vec<String>,
+    },
+    /// Not in an allowed group.
+    Group {
+        /// `CODER_OIDC_ALLOWED_GROUPS`.
+        allowed: Vec<String>,
+    },
 }
 
 /// A part of the identity provider.

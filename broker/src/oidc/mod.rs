@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 
-use crate::failure::{Failure, IdpPart};
+use crate::failure::{Failure, IdpPart, Refusal};
 use crate::upstream::token_endpoint;
 
 /// The IdP's discovery document (the parts used).
@@ -184,12 +184,7 @@ impl Oidc {
         let fresh = self.fetch().await?;
         let key = find(&fresh.jwks);
         *self.cache.write().await = Some(fresh);
-        key.ok_or_else(|| {
-            refused(
-                "The ID token is signed with a key the IdP does not publish.",
-                format!("key id {kid:?}"),
-            )
-        })
+        key.ok_or_else(|| refused(Refusal::UnknownKey(kid.map(str::to_owned))))
     }
 
     /// Exchanges the authorization code (client_secret_basic, then client_secret_post).
@@ -287,10 +282,7 @@ impl Oidc {
             .and_then(Value::as_str)
             .is_some_and(|s| s != sub)
         {
-            return Err(refused(
-                "The userinfo answer is for another user.",
-                "its sub differs from the ID token's",
-            ));
+            return Err(refused(Refusal::UserinfoOfAnother));
         }
         Ok(claims)
     }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::OidcSettings;
 use super::settings::list;
 use super::verify::refused;
-use crate::failure::Failure;
+use crate::failure::{Failure, Refusal};
 
 /// The identity an OIDC sign-in establishes, after the rules.
 #[derive(Debug, Clone)]
@@ -66,8 +66,7 @@ pub fn identity(
     for (k, v) in userinfo {
         claims.insert(k.clone(), v.clone());
     }
-    let subject = claim_str(id_claims, "sub")
-        .ok_or_else(|| refused("The ID token has no subject (sub).", ""))?;
+    let subject = claim_str(id_claims, "sub").ok_or_else(|| refused(Refusal::NoSubject))?;
     let issuer = claim_str(id_claims, "iss").unwrap_or_else(|| settings.issuer.clone());
     let email = claim_str(&claims, &settings.email_field).unwrap_or_default();
     let verified = match claims.get("email_verified") {
@@ -76,16 +75,13 @@ pub fn identity(
         _ => None,
     };
     if verified == Some(false) && !settings.ignore_email_verified {
-        return Err(refused(
-            format!("Your email address {email} is not verified by the identity provider."),
-            "verify it at the IdP, or an administrator sets CODER_OIDC_IGNORE_EMAIL_VERIFIED=true (authentik reports false by default)",
-        ));
+        return Err(refused(Refusal::EmailUnverified { email }));
     }
     if !settings.email_domains.is_empty() && !settings.email_allowed(&email) {
-        return Err(refused(
-            format!("Your email address {email:?} is not in an allowed domain."),
-            format!("allowed: {}", settings.email_domains.join(", ")),
-        ));
+        return Err(refused(Refusal::EmailDomain {
+            email,
+            allowed: settings.email_domains.clone(),
+        }));
     }
     if !settings.allowed_groups.is_empty() {
         let groups: Vec<String> = match claims.get(&settings.group_field) {
@@ -98,10 +94,9 @@ pub fn identity(
             _ => Vec::new(),
         };
         if !groups.iter().any(|g| settings.allowed_groups.contains(g)) {
-            return Err(refused(
-                "You are not in a group allowed to sign in.",
-                format!("allowed groups: {}", settings.allowed_groups.join(", ")),
-            ));
+            return Err(refused(Refusal::Group {
+                allowed: settings.allowed_groups.clone(),
+            }));
         }
     }
     Ok(Identity {

@@ -2,12 +2,10 @@
 //! with the client secret; issuer, audience, expiry), and `at_hash`.
 
 use super::*;
+use crate::failure::Refusal;
 
-pub(super) fn refused(reason: impl Into<String>, detail: impl Into<String>) -> Failure {
-    Failure::SignInRefused {
-        reason: reason.into(),
-        detail: detail.into(),
-    }
+pub(super) fn refused(refusal: Refusal) -> Failure {
+    Failure::SignInRefused(refusal)
 }
 
 /// OpenID Connect Core §3.1.3.8: an `at_hash` claim binds the ID token to the access token
@@ -29,7 +27,7 @@ pub fn check_at_hash(
     }
     let alg = jsonwebtoken::decode_header(id_token)
         .map(|h| h.alg)
-        .map_err(|e| refused("The ID token is not a valid JWT.", e.to_string()))?;
+        .map_err(|e| refused(Refusal::NotAJwt(e.to_string())))?;
     // The hash of the signing algorithm, left half.
     let digest = match alg {
         Algorithm::RS384 | Algorithm::ES384 | Algorithm::PS384 | Algorithm::HS384 => {
@@ -45,10 +43,7 @@ pub fn check_at_hash(
     if extauth_providers::constant_time_eq(actual.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
-        Err(refused(
-            "The ID token does not belong to the access token sent with it.",
-            "its at_hash does not match; sign in again",
-        ))
+        Err(refused(Refusal::AtHash))
     }
 }
 
@@ -61,7 +56,7 @@ impl Oidc {
         check_exp: bool,
     ) -> Result<Map<String, Value>, Failure> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| refused("The ID token is not a valid JWT.", e.to_string()))?;
+            .map_err(|e| refused(Refusal::NotAJwt(e.to_string())))?;
         let key = match header.alg {
             Algorithm::HS256 => {
                 if !self
@@ -81,10 +76,7 @@ impl Oidc {
             | Algorithm::ES384
             | Algorithm::PS256) => self.key_for(header.kid.as_deref(), alg).await?,
             other => {
-                return Err(refused(
-                    "The ID token uses an algorithm extauth does not accept.",
-                    format!("{other:?}; use RS256 or ES256"),
-                ));
+                return Err(refused(Refusal::Algorithm(format!("{other:?}"))));
             }
         };
         let mut validation = Validation::new(header.alg);
@@ -99,26 +91,24 @@ impl Oidc {
         } else {
             &["iss", "aud"][..]
         });
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::InvalidAudience => refused(
-                    "The ID token was issued for another client.",
-                    format!("its aud does not contain CODER_OIDC_CLIENT_ID ({})", self.settings.client_id),
-                ),
-                ErrorKind::ExpiredSignature => refused("The ID token has expired.", "sign in again; check the clocks of the IdP and the broker"),
-                ErrorKind::InvalidIssuer => refused(
-                    "The ID token comes from another issuer.",
-                    format!("expected iss {:?}", self.settings.issuer),
-                ),
-                ErrorKind::InvalidSignature if header.alg == Algorithm::HS256 => refused(
-                    "The ID token's HS256 signature does not match CODER_OIDC_CLIENT_SECRET.",
-                    "check the client secret, or select a signing key for the provider in authentik (RS256)",
-                ),
-                ErrorKind::InvalidSignature => refused("The ID token's signature is invalid.", ""),
-                other => refused("The ID token is invalid.", format!("{other:?}")),
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::InvalidAudience => refused(Refusal::Audience {
+                        client_id: self.settings.client_id.clone(),
+                    }),
+                    ErrorKind::ExpiredSignature => refused(Refusal::Expired),
+                    ErrorKind::InvalidIssuer => refused(Refusal::Issuer {
+                        expected: self.settings.issuer.clone(),
+                    }),
+                    ErrorKind::InvalidSignature if header.alg == Algorithm::HS256 => {
+                        refused(Refusal::Hs256Secret)
+                    }
+                    ErrorKind::InvalidSignature => refused(Refusal::Signature),
+                    other => refused(Refusal::Invalid(format!("{other:?}"))),
+                }
+            })?;
         Ok(data.claims)
     }
 }
@@ -139,7 +129,10 @@ mod tests {
         };
         assert!(check_at_hash(id_token, &claims("77QmUPtjPfzWtF2AnpK9RQ"), access).is_ok());
         let wrong = check_at_hash(id_token, &claims("77QmUPtjPfzWtF2AnpK9RA"), access).unwrap_err();
-        assert!(matches!(wrong, Failure::SignInRefused { .. }), "{wrong:?}");
+        assert!(
+            matches!(wrong, Failure::SignInRefused(Refusal::AtHash)),
+            "{wrong:?}"
+        );
         assert!(
             check_at_hash(id_token, &Map::new(), access).is_ok(),
             "no claim, nothing to check"
