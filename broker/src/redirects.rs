@@ -5,6 +5,13 @@
 /// A path on this site to send the browser to, or `None` for anything that could leave it
 /// (`https://evil.example`, `//evil.example`, `/\evil.example`, control characters, which
 /// browsers strip before parsing).
+///
+/// ```
+/// use extauth_broker::redirects::safe_redirect;
+/// assert_eq!(safe_redirect("/workspace-tokens").as_deref(), Some("/workspace-tokens"));
+/// assert_eq!(safe_redirect("//evil.example"), None);
+/// assert_eq!(safe_redirect("/\\evil.example"), None);
+/// ```
 pub fn safe_redirect(value: &str) -> Option<String> {
     let ok = value.starts_with('/')
         && !value.starts_with("//")

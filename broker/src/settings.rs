@@ -385,6 +385,14 @@ impl Settings {
 }
 
 /// `250ms`, `30s`, `5m`, `1h`, `1d`, or plain seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use extauth_broker::settings::parse_duration;
+/// assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+/// assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+/// assert!(parse_duration("5 minutes").is_err());
+/// ```
 pub fn parse_duration(value: &str) -> Result<Duration, &'static str> {
     let value = value.trim();
     let split = value

@@ -118,9 +118,10 @@ enum WorkspaceToken {
         /// Narrow it to these provider IDs (repeatable).
         #[arg(long = "provider", value_name = "ID")]
         providers: Vec<String>,
-        /// Expiry, e.g. 30d or 12h (default: never).
-        #[arg(long)]
-        lifetime: Option<String>,
+        /// Expiry, e.g. 7d or 12h; "never" for a token that does not expire. The default is the
+        /// web form's.
+        #[arg(long, default_value = "30d")]
+        lifetime: String,
         /// Create it for another user (admins).
         #[arg(long, default_value = "me")]
         user: String,
@@ -252,9 +253,14 @@ fn print_json(out: &mut dyn Write, value: &Value) {
 fn access_token(args: AccessTokenArgs, out: &mut dyn Write) -> Outcome {
     let client = workspace_client()?;
     match client.external_auth(By::Id(&args.id), None)? {
-        Lookup::NoMatch { message, detail } => {
-            Err(Failure(format!("{message} {detail}").trim().to_owned(), 1))
-        }
+        Lookup::NoMatch { message, detail } => Err(Failure(
+            if detail.is_empty() {
+                message
+            } else {
+                format!("{message} ({detail})")
+            },
+            1,
+        )),
         Lookup::NotLinked(url) => {
             if args.output == Output::Json {
                 print_json(out, &json!({ "url": url }));
@@ -555,7 +561,8 @@ fn workspace_token(command: WorkspaceToken, out: &mut dyn Write) -> Outcome {
             let body = json!({
                 "name": name,
                 "providers": (!providers.is_empty()).then_some(providers),
-                "lifetime": lifetime,
+                // The API takes an absent lifetime as "never".
+                "lifetime": (lifetime != "never").then_some(lifetime),
             });
             let (status, text) = client.send(
                 "POST",

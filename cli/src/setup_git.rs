@@ -135,14 +135,13 @@ pub fn run(client: &Client, global: bool, out: &mut dyn Write) -> Outcome {
             hostless.join(", ")
         );
     }
-    let _ = writeln!(
-        out,
-        "{}",
-        if changed == 0 {
-            "git was already set up."
-        } else {
-            "git is set up: HTTPS remotes of these hosts now use your extauth tokens."
-        }
-    );
+    let message = if hosts.is_empty() && hostless.is_empty() {
+        "Nothing to set up: the broker has no provider with a regex to match git URLs (set CODER_EXTERNAL_AUTH_<N>_REGEX, or use a provider type that has a default one); git's configuration was not changed."
+    } else if changed == 0 {
+        "git was already set up."
+    } else {
+        "git is set up: HTTPS remotes of these hosts now use your extauth tokens."
+    };
+    let _ = writeln!(out, "{message}");
     Ok(())
 }

@@ -457,6 +457,12 @@ pub fn api_error(status: u16, text: &str) -> ClientError {
 /// `text` with its control characters escaped (`\u{1b}`, `\n`), for a terminal: a name or a
 /// message from the broker can carry anything, and raw escape sequences would be run by the
 /// terminal (rewrite the screen, set the title, worse).
+///
+/// ```
+/// use extauth_git_askpass::workspace::terminal_safe;
+/// assert_eq!(terminal_safe("laptop"), "laptop");
+/// assert_eq!(terminal_safe("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+/// ```
 pub fn terminal_safe(text: &str) -> String {
     text.chars()
         .map(|c| {

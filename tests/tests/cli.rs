@@ -178,8 +178,10 @@ async fn access_token_follows_coders_contract() {
     let unknown = w.run(true, &["access-token", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
-        stderr(&unknown).contains("No external auth provider with ID \"nope\""),
-        "{}",
+        stderr(&unknown).contains(
+            "No external auth provider with ID \"nope\". (configured providers: gh, dev)"
+        ),
+        "the message and its detail, not run together: {}",
         stderr(&unknown)
     );
     assert!(!stderr(&linked).contains(token) && !stderr(&unknown).contains(token));
@@ -366,6 +368,39 @@ async fn login_list_link_unlink_and_workspace_tokens() {
         .unwrap()
         .clone();
     assert_eq!(laptop["providers"], json!(["gh"]));
+    // Without --lifetime, a token lives as long as the web form's default: 30 days.
+    w.run(false, &["workspace-token", "create", "default-lifetime"]);
+    w.run(
+        false,
+        &[
+            "workspace-token",
+            "create",
+            "forever",
+            "--lifetime",
+            "never",
+        ],
+    );
+    let listed: Value = serde_json::from_str(&stdout(
+        &w.run(false, &["workspace-token", "list", "--output", "json"]),
+    ))
+    .unwrap();
+    let named = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let expires = time::OffsetDateTime::parse(
+        named("default-lifetime")["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let days = (expires - time::OffsetDateTime::now_utc()).whole_hours() as f64 / 24.0;
+    assert!((29.9..=30.1).contains(&days), "{days} days");
+    assert_eq!(named("forever")["expires_at"], Value::Null);
     let (status, _) = w.broker.lookup(&token, "id=gh").await;
     assert_eq!(status, reqwest::StatusCode::OK);
     let revoked = w.run(
@@ -435,4 +470,33 @@ async fn setup_git_then_clone_just_works() {
         .unwrap();
     assert!(clone.status.success(), "{}", stderr(&clone));
     assert!(Path::new(&w.home.path().join("repo/README")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_git_says_why_it_did_nothing() {
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, data.path(), &[]);
+    let (admin, csrf) = broker.admin().await;
+    let token = broker
+        .workspace_token(&admin, &csrf, "me", json!({"name": "ws"}))
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(binary("extauth"))
+        .env_clear()
+        .env("PATH", path_with_binaries())
+        .env("HOME", home.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("EXTAUTH_URL", &broker.url)
+        .env("EXTAUTH_TOKEN", &token)
+        .args(["setup-git", "--global"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("Nothing to set up: the broker has no provider with a regex"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!home.path().join(".gitconfig").exists(), "nothing written");
 }
