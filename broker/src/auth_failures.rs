@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why a presented token was refused (a metric label).
@@ -59,6 +60,9 @@ pub struct AuthFailures {
     /// Failures per minute per address; 0 = no limit (failures are still counted and logged).
     limit: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// How many addresses `buckets` holds, read without the lock: a token check (every
+    /// authenticated request) takes the lock only while some address has failed recently.
+    tracked: AtomicUsize,
 }
 
 impl AuthFailures {
@@ -67,6 +71,7 @@ impl AuthFailures {
         Self {
             limit,
             buckets: Mutex::new(HashMap::new()),
+            tracked: AtomicUsize::new(0),
         }
     }
 
@@ -74,22 +79,32 @@ impl AuthFailures {
         f64::from(self.limit) / 60.0
     }
 
-    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+    /// The failures `bucket` allows at `now`.
+    fn allowance(&self, bucket: &Bucket, now: Instant) -> f64 {
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.allowance =
-            (bucket.allowance + elapsed * self.per_second()).min(f64::from(self.limit));
+        (bucket.allowance + elapsed * self.per_second()).min(f64::from(self.limit))
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        bucket.allowance = self.allowance(bucket, now);
         bucket.updated = now;
     }
 
     /// `Some(wait)` when `client` has used up its failures: refuse its token without checking.
     pub fn throttled(&self, client: IpAddr) -> Option<Duration> {
-        if self.limit == 0 {
+        if self.limit == 0 || self.tracked.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let now = Instant::now();
         let mut buckets = self.buckets.lock().ok()?;
         let bucket = buckets.get_mut(&client)?;
         self.refill(bucket, now);
+        if bucket.allowance >= f64::from(self.limit) {
+            // Refilled: forget the address, so checks go back to the lock-free path.
+            buckets.remove(&client);
+            self.tracked.store(buckets.len(), Ordering::Relaxed);
+            return None;
+        }
         if bucket.allowance >= 1.0 {
             return None;
         }
@@ -98,18 +113,19 @@ impl AuthFailures {
         Some(Duration::from_secs_f64(missing / self.per_second()).max(Duration::from_secs(1)))
     }
 
-    /// Counts a failed check by `client`; `token_id` is the id part of the token, if any.
-    pub fn failed(&self, client: IpAddr, refusal: Refusal, token_id: Option<&str>) {
+    /// Counts a failed check by `client` (when known); `token_id` is the id part of the token,
+    /// if any.
+    pub fn failed(&self, client: Option<IpAddr>, refusal: Refusal, token_id: Option<&str>) {
         metrics::counter!("extauth_auth_failures_total", "reason" => refusal.label()).increment(1);
+        let Some(client) = client else {
+            return;
+        };
         let now = Instant::now();
         let Ok(mut buckets) = self.buckets.lock() else {
             return;
         };
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
-            let limit = f64::from(self.limit);
-            buckets.retain(|_, b| {
-                b.allowance + now.duration_since(b.updated).as_secs_f64() * limit / 60.0 < limit
-            });
+            buckets.retain(|_, b| self.allowance(b, now) < f64::from(self.limit));
             if buckets.len() >= MAX_TRACKED {
                 buckets.clear();
             }
@@ -122,6 +138,7 @@ impl AuthFailures {
         });
         self.refill(bucket, now);
         bucket.allowance = (bucket.allowance - 1.0).max(0.0);
+        let throttled = self.limit > 0 && bucket.allowance < 1.0;
         bucket.unlogged += 1;
         if bucket
             .logged
@@ -134,12 +151,13 @@ impl AuthFailures {
                 reason = refusal.label(),
                 token_id_prefix = prefix,
                 failures = bucket.unlogged,
-                throttled = self.limit > 0 && bucket.allowance < 1.0,
+                throttled,
                 "token authentication failed"
             );
             bucket.unlogged = 0;
             bucket.logged = Some(now);
         }
+        self.tracked.store(buckets.len(), Ordering::Relaxed);
     }
 }
 
@@ -154,7 +172,7 @@ mod tests {
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..5 {
             assert_eq!(limiter.throttled(attacker), None);
-            limiter.failed(attacker, Refusal::Unknown, Some("abcdef0123"));
+            limiter.failed(Some(attacker), Refusal::Unknown, Some("abcdef0123"));
         }
         let wait = limiter.throttled(attacker).expect("throttled after 5");
         assert!(
@@ -165,11 +183,27 @@ mod tests {
     }
 
     #[test]
+    fn a_refilled_address_is_forgotten_and_checks_skip_the_lock_again() {
+        let limiter = AuthFailures::new(6000); // 100 a second: refills in 10 ms
+        let client: IpAddr = "10.0.0.3".parse().unwrap();
+        limiter.failed(Some(client), Refusal::WrongSecret, Some("abc"));
+        limiter.failed(None, Refusal::Malformed, None);
+        assert_eq!(
+            limiter.tracked.load(Ordering::Relaxed),
+            1,
+            "unknown clients are not tracked"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(limiter.throttled(client), None);
+        assert_eq!(limiter.tracked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn zero_means_no_limit() {
         let limiter = AuthFailures::new(0);
         let client: IpAddr = "::1".parse().unwrap();
         for _ in 0..100 {
-            limiter.failed(client, Refusal::Malformed, None);
+            limiter.failed(Some(client), Refusal::Malformed, None);
         }
         assert_eq!(limiter.throttled(client), None);
     }

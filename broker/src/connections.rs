@@ -35,16 +35,6 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 4096,
-        }
-    }
-}
-
 /// Accepts TCP connections while fewer than the limit are open.
 pub struct Gate {
     listener: TcpListener,
@@ -376,7 +366,15 @@ mod tests {
 
     fn watched() -> Watched<tokio::io::Empty> {
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        Watched::new(tokio::io::empty(), Slot::new(permit), Limits::default())
+        Watched::new(
+            tokio::io::empty(),
+            Slot::new(permit),
+            Limits {
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 1,
+            },
+        )
     }
 
     #[tokio::test]

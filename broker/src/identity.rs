@@ -193,7 +193,6 @@ pub async fn authenticate_token(
     match check_token(state, token).await? {
         Ok(caller) => Ok(caller),
         Err((refusal, id)) => {
-            let client = client.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
             state.auth_failures.failed(client, refusal, id.as_deref());
             Err(Failure::InvalidToken)
         }

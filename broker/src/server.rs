@@ -214,7 +214,7 @@ pub async fn serve(
         None => open_sled(&settings)?,
         Some(url) => {
             let tls = settings.tls.as_ref().map(|(config, _)| config.clone());
-            connect_postgres(url.secret(), &listener, tls).await?
+            connect_postgres(url.secret(), &listener, tls, settings.connections).await?
         }
     };
     let state = build_state(settings, providers, oidc, Some(metrics), store).await?;
@@ -223,7 +223,7 @@ pub async fn serve(
         match oidc.discovery().await {
             Ok(d) => tracing::info!(
                 issuer = d.issuer,
-                redirect_uri = crate::routes::oidc_redirect_uri(&state),
+                redirect_uri = crate::sign_in::redirect_uri(&state),
                 "OIDC sign-in ready"
             ),
             Err(e) => tracing::warn!(error = %e, "OIDC discovery failed; sign-in will retry it"),
@@ -279,6 +279,7 @@ async fn connect_postgres(
     url: &str,
     listener: &TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
 ) -> Result<Arc<dyn Store>, StartError> {
     let mut starting: Option<Starting> = None;
     let mut delay = std::time::Duration::from_millis(500);
@@ -290,7 +291,7 @@ async fn connect_postgres(
         tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL store unreachable; retrying");
         Starting::show(
             &mut starting,
-            (listener, &tls),
+            (listener, &tls, limits),
             "The broker is starting: its PostgreSQL store is unreachable.",
             error,
         );
@@ -319,7 +320,7 @@ async fn connect_postgres(
             Err(_) => {
                 Starting::show(
                     &mut starting,
-                    (listener, &tls),
+                    (listener, &tls, limits),
                     "The broker is starting: a maintenance command (dbcrypt) runs on its database.",
                     "it serves once the command has finished".to_owned(),
                 );
@@ -351,19 +352,27 @@ impl Starting {
     /// Shows `message` and `detail`, starting to answer if not yet.
     fn show(
         slot: &mut Option<Self>,
-        (listener, tls): (&TcpListener, &Option<Arc<rustls::ServerConfig>>),
+        (listener, tls, limits): (&TcpListener, &Option<Arc<rustls::ServerConfig>>, Limits),
         message: &'static str,
         detail: String,
     ) {
         match slot {
             Some(starting) => starting.says(message, detail),
-            None => *slot = Some(Self::begin(listener, tls.clone(), (message, detail))),
+            None => {
+                *slot = Some(Self::begin(
+                    listener,
+                    tls.clone(),
+                    limits,
+                    (message, detail),
+                ))
+            }
         }
     }
 
     fn begin(
         listener: &TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
+        limits: Limits,
         reason: (&'static str, String),
     ) -> Self {
         use axum::http::StatusCode;
@@ -384,7 +393,7 @@ impl Starting {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = duplicate(listener).ok().map(|l| {
             tokio::spawn(async move {
-                let _ = serve_on(l, tls, Limits::default(), router, async {
+                let _ = serve_on(l, tls, limits, router, async {
                     let _ = stopped.await;
                 })
                 .await;

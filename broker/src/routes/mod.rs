@@ -18,11 +18,6 @@ use crate::identity::session_of;
 use crate::pages::Chrome;
 use crate::state::AppState;
 
-/// The OIDC redirect URI to register at the IdP.
-pub fn oidc_redirect_uri(state: &AppState) -> String {
-    oidc::redirect_uri(state)
-}
-
 /// Every route: the paths and what answers them. The router is built from this list, and tests
 /// walk it (hostile input, security headers), so a new route is covered without anyone
 /// remembering to add it there.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, PageError};
+use crate::failure::Failure;
 use crate::identity::{self, cookie_header};
 use crate::oidc::Oidc;
 use crate::redirects::safe_redirect;
@@ -18,18 +19,8 @@ use crate::{login_flow, sign_in};
 /// The cookie that binds a sign-in in progress to its browser.
 const SIGNIN: &str = "extauth_signin";
 
-fn configured(state: &AppState) -> Result<&Oidc, ApiError> {
-    state.oidc.as_ref().ok_or_else(|| {
-        ApiError::not_found(
-            "OIDC sign-in is not configured.",
-            "set CODER_OIDC_ISSUER_URL, CODER_OIDC_CLIENT_ID and CODER_OIDC_CLIENT_SECRET",
-        )
-    })
-}
-
-/// The redirect URI to register at the IdP.
-pub fn redirect_uri(state: &AppState) -> String {
-    sign_in::redirect_uri(state)
+fn configured(state: &AppState) -> Result<&Oidc, Failure> {
+    state.oidc.as_ref().ok_or(Failure::OidcOff)
 }
 
 #[derive(Deserialize)]
