@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 
 use crate::crypto::{CryptoError, KeyRing, Sealed};
 use crate::link_secrets::purpose;
+use crate::oauth2::{retry_purpose, signing_key_purpose};
 use crate::oidc::session_purpose;
 use crate::store::{Store, StoreError};
 
@@ -43,6 +44,14 @@ pub enum DbcryptError {
         user: String,
         /// Which provider.
         provider: String,
+    },
+    /// An app's token family was refreshed while the command ran.
+    #[error(
+        "the OAuth2 token family {family} was refreshed while this ran; stop every broker replica and run the command again"
+    )]
+    FamilyChanged {
+        /// Which family.
+        family: String,
     },
 }
 
@@ -191,6 +200,34 @@ async fn rewrite(store: &dyn Store, action: &Action<'_>) -> Result<Report, Dbcry
             store.put_session(&new).await?;
         }
     }
+    for family in snapshot.oauth2_families {
+        let mut new = family.clone();
+        new.retry_answer = action.optional(
+            &format!("OAuth2 token family {}", family.id),
+            &retry_purpose(&family.id),
+            family.retry_answer.as_ref(),
+            &mut report,
+        )?;
+        if new != family
+            && !store
+                .replace_oauth2_family_if(&new, &family.refresh_hash)
+                .await?
+        {
+            return Err(DbcryptError::FamilyChanged { family: family.id });
+        }
+    }
+    for key in snapshot.signing_keys {
+        let mut new = key.clone();
+        new.private_key = action.apply(
+            &format!("signing key {}", key.kid),
+            &signing_key_purpose(&key.kid),
+            &key.private_key,
+            &mut report,
+        )?;
+        if new != key {
+            store.put_signing_key(&new).await?;
+        }
+    }
     Ok(report)
 }
 
@@ -249,6 +286,26 @@ pub async fn delete(
             store.delete_session(&session.id_hash).await?;
             report.changed += 1;
         }
+    }
+    // A family's kept answer goes (the family stays); signing keys go and are made anew at the
+    // next start, which ends the access tokens they signed.
+    for family in snapshot.oauth2_families {
+        if family.retry_answer.is_some() {
+            let new = crate::store::OAuth2Family {
+                retry_answer: None,
+                ..family.clone()
+            };
+            if store
+                .replace_oauth2_family_if(&new, &family.refresh_hash)
+                .await?
+            {
+                report.changed += 1;
+            }
+        }
+    }
+    for key in snapshot.signing_keys {
+        store.delete_signing_key(&key.kid).await?;
+        report.changed += 1;
     }
     report.revoked = before.into_iter().collect();
     store.revoke_key_ids(&report.revoked, now).await?;

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds after which a retry may succeed (`Retry-After`).
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (default for 401: `Bearer`).
+    pub www_authenticate: Option<String>,
 }
 
 impl ApiError {
@@ -32,7 +34,13 @@ impl ApiError {
             message: message.into(),
             detail: detail.into(),
             retry_after: None,
+            www_authenticate: None,
         }
+    }
+
+    /// 403 with a detail.
+    pub fn forbidden_with(message: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message, detail)
     }
 
     /// 429: too many attempts; retry in `after`.
@@ -171,6 +179,32 @@ impl From<Failure> for ApiError {
             Failure::DevLinkUsed => Self::unauthorized(
                 "This sign-in link was already used or is not the current one; restart the broker for a new one.",
             ),
+            Failure::InsufficientScope(scope) => Self {
+                www_authenticate: Some(format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{scope}\""
+                )),
+                ..Self::new(
+                    StatusCode::FORBIDDEN,
+                    format!("This token lacks the scope {scope:?}."),
+                    "ask the app's user to authorize it again with that scope",
+                )
+            },
+            Failure::ServiceToken => Self::forbidden_with(
+                "An app's service token does not act as a user.",
+                "get a token through the authorization code flow to act for a user",
+            ),
+            Failure::AdminOnly => Self::forbidden("Only admins can do this."),
+            Failure::OAuth2Off => Self::not_found(
+                "There is nothing at this address.",
+                "the OAuth2 provider is off (CODER_OAUTH2_PROVIDER_ENABLE=false)",
+            ),
+            Failure::UnknownApp(id) => {
+                Self::not_found(format!("No OAuth2 app with id {id:?}."), "")
+            }
+            Failure::UnknownAppSecret(id) => {
+                Self::not_found(format!("No client secret with id {id:?}."), "")
+            }
+            Failure::InvalidApp(detail) => Self::bad_request("Invalid OAuth2 app.", detail),
             Failure::DevAdminGone => Self::unauthorized("The local admin no longer exists."),
             Failure::LoginStateMissing(kind) => {
                 Self::bad_request("State must be provided.", again(kind))
@@ -333,13 +367,21 @@ impl IntoResponse for ApiError {
             validations: Vec::new(),
         };
         let retry_after = self.retry_after;
+        let challenge = self.www_authenticate;
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(value) = challenge.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED
+            && !response.headers().contains_key(header::WWW_AUTHENTICATE)
+        {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
@@ -369,6 +411,56 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let mut response = self.0.status.into_response();
         response.extensions_mut().insert(PageErrorMark(self.0));
+        response
+    }
+}
+
+/// An OAuth2 protocol error as RFC 6749 §5.2 says: JSON `{error, error_description}`, 400, or
+/// 401 with a `Basic` challenge for client authentication, 429 with `Retry-After` when paced;
+/// a server error is logged with a reference and its cause never sent.
+impl IntoResponse for crate::oauth2::OAuthError {
+    fn into_response(self) -> Response {
+        use crate::oauth2::OAuthError;
+        let code = self.code();
+        let (status, description) = match &self {
+            OAuthError::InvalidClient(_) => (StatusCode::UNAUTHORIZED, self.to_string()),
+            OAuthError::SlowDown(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests; retry in {} s", wait.as_secs().max(1)),
+            ),
+            OAuthError::Server(failure) => {
+                let reference = crate::random::hex_token::<6>();
+                tracing::error!(reference, error = %failure, "OAuth2 request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the server failed (reference {reference})"),
+                )
+            }
+            _ => (StatusCode::BAD_REQUEST, self.to_string()),
+        };
+        let body = serde_json::json!({"error": code, "error_description": description});
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+        match &self {
+            OAuthError::InvalidClient(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"extauth\""),
+                );
+            }
+            OAuthError::SlowDown(wait) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(wait.as_secs().max(1)),
+                );
+            }
+            _ => {}
+        }
         response
     }
 }

@@ -77,6 +77,27 @@ pub enum Failure {
     /// A workspace token on a route that is not the workspace API.
     #[error("a workspace token outside the workspace API")]
     WorkspaceTokenOnly,
+    /// A token lacks the scope a route needs.
+    #[error("the token lacks scope {0}")]
+    InsufficientScope(&'static str),
+    /// An app's service token (client credentials) on a route that acts as a user.
+    #[error("a service token where a user is needed")]
+    ServiceToken,
+    /// An admin-only action by someone else.
+    #[error("admins only")]
+    AdminOnly,
+    /// The authorization server is turned off.
+    #[error("the OAuth2 provider is off")]
+    OAuth2Off,
+    /// No OAuth2 app with this id.
+    #[error("no OAuth2 app {0:?}")]
+    UnknownApp(String),
+    /// No secret with this id on the app.
+    #[error("no client secret {0:?}")]
+    UnknownAppSecret(String),
+    /// An app's registration was refused: the field and why.
+    #[error("invalid app: {0}")]
+    InvalidApp(String),
     /// The `--dev` sign-in link was used or replaced.
     #[error("the dev sign-in link is used up")]
     DevLinkUsed,

@@ -97,6 +97,8 @@ pub enum Credential {
     Session(Session),
     /// An API or workspace token.
     Token(TokenRecord),
+    /// An access token the authorization server issued to an app: limited to its scopes.
+    OAuth2(crate::oauth2::tokens::AccessToken),
 }
 
 /// An authenticated caller of the API.
@@ -156,6 +158,9 @@ async fn check_token(
     state: &AppState,
     token: &str,
 ) -> Result<Result<Caller, (Refusal, Option<String>)>, Failure> {
+    if crate::oauth2::tokens::looks_like_jwt(token) {
+        return check_access_token(state, token).await;
+    }
     let Some((kind, id, secret)) = parse_token(token) else {
         return Ok(Err((Refusal::Malformed, None)));
     };
@@ -177,6 +182,33 @@ async fn check_token(
     Ok(Ok(Caller {
         user,
         credential: Credential::Token(record),
+    }))
+}
+
+/// Checks an app's access token for extauth's own API: issued for it (its audience is this
+/// site, not another resource), not revoked, acting for a user who still exists.
+async fn check_access_token(
+    state: &AppState,
+    token: &str,
+) -> Result<Result<Caller, (Refusal, Option<String>)>, Failure> {
+    let Some(access) = crate::oauth2::tokens::check(state, token).await? else {
+        return Ok(Err((Refusal::Unknown, None)));
+    };
+    let issuer = crate::oauth2::tokens::issuer(state);
+    if !access.for_resource(&issuer)
+        && !access.for_resource(state.settings.access_url.as_url().as_str())
+    {
+        return Ok(Err((Refusal::WrongSecret, access.family_id.clone())));
+    }
+    let Some(user_id) = &access.user_id else {
+        return Err(Failure::ServiceToken);
+    };
+    let Some(user) = state.store.user(user_id).await? else {
+        return Ok(Err((Refusal::NoUser, access.family_id.clone())));
+    };
+    Ok(Ok(Caller {
+        user,
+        credential: Credential::OAuth2(access),
     }))
 }
 
@@ -251,7 +283,14 @@ impl std::ops::Deref for WorkspaceCaller {
 /// Whoever the request's token or session says, with no check of what it may do.
 async fn any_caller(parts: &Parts, state: &AppState) -> Result<Caller, Failure> {
     if let Some(token) = presented_token(&parts.headers) {
-        return authenticate_token(state, token, client_of(state, parts)).await;
+        let caller = authenticate_token(state, token, client_of(state, parts)).await?;
+        if let Credential::OAuth2(access) = &caller.credential {
+            let needed = crate::oauth2::scopes::needed_for(parts.method.as_str(), parts.uri.path());
+            if !crate::oauth2::scopes::covers(&access.scopes, needed) {
+                return Err(Failure::InsufficientScope(needed));
+            }
+        }
+        return Ok(caller);
     }
     let Some((user, session)) = session_of(state, &parts.headers).await? else {
         return Err(Failure::AuthenticationRequired);

@@ -27,6 +27,7 @@ pub mod link_secrets;
 pub mod linking;
 pub mod links;
 pub mod login_flow;
+pub mod oauth2;
 pub mod oidc;
 pub mod pages;
 pub mod random;

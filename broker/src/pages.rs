@@ -17,6 +17,8 @@ pub struct Chrome {
     pub csrf: String,
     /// Which navigation entry is current.
     pub nav: &'static str,
+    /// Whether the signed-in user is an admin (for the admin pages' entry).
+    pub admin: bool,
 }
 
 impl Chrome {
@@ -27,6 +29,7 @@ impl Chrome {
             user: None,
             csrf: String::new(),
             nav: "",
+            admin: false,
         }
     }
 }
@@ -307,4 +310,79 @@ pub fn when(unix: i64) -> String {
             .ok()
         })
         .unwrap_or_default()
+}
+
+/// The consent page of the authorization endpoint.
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage {
+    pub chrome: Chrome,
+    pub app_name: String,
+    pub app_icon: String,
+    pub username: String,
+    /// Where the browser goes afterwards (scheme and host of the redirect URI).
+    pub redirect_host: String,
+    /// What the scopes allow, in words.
+    pub scopes: Vec<&'static str>,
+    /// The request, echoed as hidden fields.
+    pub fields: Vec<(String, String)>,
+}
+
+/// One app a user connected.
+pub struct ConnectedRow {
+    pub id: String,
+    pub name: String,
+    pub icon: String,
+    pub scopes: Vec<&'static str>,
+    pub since: String,
+}
+
+#[derive(Template)]
+#[template(path = "connected_apps.html")]
+pub struct ConnectedAppsPage {
+    pub chrome: Chrome,
+    pub apps: Vec<ConnectedRow>,
+    pub notice: Option<String>,
+}
+
+/// One client secret of an app.
+pub struct SecretRow {
+    pub id: String,
+    pub truncated: String,
+    pub last_used: String,
+}
+
+/// One registered app.
+pub struct AppRow {
+    pub id: String,
+    pub name: String,
+    pub icon: String,
+    pub client_type: String,
+    pub redirect_uris: Vec<String>,
+    pub scopes: String,
+    pub secrets: Vec<SecretRow>,
+    pub confidential: bool,
+}
+
+/// A secret just made, shown once.
+pub struct CreatedSecret {
+    pub app_name: String,
+    pub secret: String,
+}
+
+/// A scope an admin may allow.
+pub struct ScopeChoice {
+    pub name: &'static str,
+    pub words: &'static str,
+    pub default: bool,
+}
+
+#[derive(Template)]
+#[template(path = "oauth2_apps.html")]
+pub struct OAuth2AppsPage {
+    pub chrome: Chrome,
+    pub apps: Vec<AppRow>,
+    pub created: Option<CreatedSecret>,
+    pub scopes: Vec<ScopeChoice>,
+    pub issuer: String,
 }

@@ -176,7 +176,17 @@ pub async fn build_state(
         .map(|o| crate::oidc::Oidc::new(o, settings.upstream_timeout))
         .transpose()
         .map_err(|e| StartError::Http(e.to_string()))?;
+    crate::oauth2::signing::ensure_key(&*store, &keys)
+        .await
+        .map_err(|e| StartError::Store(format!("token-signing key: {e}")))?;
+    let oauth2_keys = crate::oauth2::signing::Keys::default();
+    oauth2_keys
+        .load(&*store, &keys, settings.oauth2.key_overlap())
+        .await
+        .map_err(|e| StartError::Store(format!("token-signing key: {e}")))?;
     Ok(AppState::new(Inner {
+        oauth2_keys,
+        oauth2_pace: Default::default(),
         settings,
         providers,
         store,
@@ -189,6 +199,29 @@ pub async fn build_state(
         auth_failures: crate::auth_failures::AuthFailures::new(settings_failure_limit),
         warned: Mutex::new(Default::default()),
     }))
+}
+
+/// Reads the signing keys again every minute: a rotation (`keys rotate`, another replica)
+/// takes effect here without a restart.
+fn spawn_key_reloader(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = state
+                .oauth2_keys
+                .load(
+                    state.store.as_ref(),
+                    &state.keys,
+                    state.settings.oauth2.key_overlap(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "reading the token-signing keys failed; keeping the loaded ones");
+            }
+        }
+    });
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
@@ -230,6 +263,7 @@ pub async fn serve(
         }
     }
     crate::revocations::spawn_worker(state.clone());
+    spawn_key_reloader(state.clone());
     if let Some((_, certificate)) = &state.settings.tls {
         certificate.watch();
     }

@@ -168,6 +168,53 @@ pub struct ServeArgs {
         value_name = "CIDRS"
     )]
     pub proxy_trusted_origins: Vec<String>,
+
+    /// Serve the OAuth2 authorization server and OpenID Provider (`/oauth2/*`, the
+    /// `.well-known` documents, app management); false turns them all into 404s.
+    #[arg(
+        long,
+        env = "CODER_OAUTH2_PROVIDER_ENABLE",
+        default_value = "true",
+        value_name = "BOOL"
+    )]
+    pub oauth2_provider_enable: String,
+
+    /// Require PKCE of every OAuth2 client, confidential ones too (public ones always must).
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_REQUIRE_PKCE",
+        default_value = "false",
+        value_name = "BOOL"
+    )]
+    pub oauth2_require_pkce: String,
+
+    /// Lifetime of the access (and ID) tokens the authorization server issues.
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_ACCESS_TOKEN_LIFETIME",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
+    pub oauth2_access_token_lifetime: String,
+
+    /// Lifetime of a refresh token from its last use (Coder's setting).
+    #[arg(
+        long,
+        env = "CODER_DEFAULT_OAUTH_REFRESH_LIFETIME",
+        default_value = "720h",
+        value_name = "DURATION"
+    )]
+    pub oauth2_refresh_lifetime: String,
+
+    /// Requests per minute to /oauth2/* allowed per client and per client address; 0 turns the
+    /// limit off.
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_RATE_LIMIT",
+        default_value = "600",
+        value_name = "N"
+    )]
+    pub oauth2_rate_limit: String,
 }
 
 /// A setting that may hold a secret (keys, a database password): never shown by `Debug`.
@@ -222,6 +269,8 @@ pub struct Settings {
     pub auth_failure_limit: u32,
     /// Where a request's client address is read from.
     pub client_address: crate::client_address::ClientAddress,
+    /// The authorization server.
+    pub oauth2: crate::oauth2::Oauth2Settings,
     /// Serve HTTPS with this configuration and certificate (`CODER_TLS_CERT_FILE`,
     /// `CODER_TLS_KEY_FILE`).
     pub tls: Option<(
@@ -294,6 +343,44 @@ impl Settings {
             1,
         );
         let auth_failure_limit = count("EXTAUTH_AUTH_FAILURE_LIMIT", &args.auth_failure_limit, 0);
+        let oauth2_rate_limit = count("EXTAUTH_OAUTH2_RATE_LIMIT", &args.oauth2_rate_limit, 0);
+        let mut flag =
+            |variable: &str, value: &str| match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" | "" => false,
+                _ => {
+                    errors.push(format!(
+                        "{variable}: {value:?} is not true or false; write true or false"
+                    ));
+                    false
+                }
+            };
+        let oauth2_enabled = flag("CODER_OAUTH2_PROVIDER_ENABLE", &args.oauth2_provider_enable);
+        let oauth2_require_pkce = flag("EXTAUTH_OAUTH2_REQUIRE_PKCE", &args.oauth2_require_pkce);
+        let mut duration = |variable: &str, value: &str| {
+            parse_duration(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .unwrap_or_else(|| {
+                    errors.push(format!(
+                        "{variable}: {value:?} is not a duration longer than 0; write e.g. 1h or 720h"
+                    ));
+                    Duration::from_secs(1)
+                })
+        };
+        let oauth2 = crate::oauth2::Oauth2Settings {
+            enabled: oauth2_enabled,
+            require_pkce: oauth2_require_pkce,
+            access_lifetime: duration(
+                "EXTAUTH_OAUTH2_ACCESS_TOKEN_LIFETIME",
+                &args.oauth2_access_token_lifetime,
+            ),
+            refresh_lifetime: duration(
+                "CODER_DEFAULT_OAUTH_REFRESH_LIFETIME",
+                &args.oauth2_refresh_lifetime,
+            ),
+            rate_limit: oauth2_rate_limit,
+        };
         let client_address = crate::client_address::ClientAddress::parse(
             &args.proxy_trusted_headers,
             &args.proxy_trusted_origins,
@@ -373,6 +460,7 @@ impl Settings {
                 },
                 auth_failure_limit,
                 client_address,
+                oauth2,
             }),
             _ => Err(errors),
         }

@@ -38,6 +38,10 @@ pub struct Inner {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Failed token checks per client address.
     pub auth_failures: crate::auth_failures::AuthFailures,
+    /// Keys signing the authorization server's tokens.
+    pub oauth2_keys: crate::oauth2::signing::Keys,
+    /// Pace of `/oauth2/*` per client and address.
+    pub oauth2_pace: crate::oauth2::pace::Pace,
     /// Per-provider timestamps for throttled warnings.
     pub warned: Mutex<HashMap<String, std::time::Instant>>,
 }

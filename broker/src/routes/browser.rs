@@ -15,12 +15,13 @@ use crate::redirects::safe_redirect;
 use crate::state::AppState;
 use crate::{linking, login_flow};
 
-fn chrome(state: &AppState, user: &BrowserUser, nav: &'static str) -> Chrome {
+pub(super) fn chrome(state: &AppState, user: &BrowserUser, nav: &'static str) -> Chrome {
     Chrome {
         base: state.settings.base_path().to_owned(),
         user: Some(user.user.username.clone()),
         csrf: user.session.csrf.clone(),
         nav,
+        admin: user.user.is_admin,
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod api;
 pub(crate) mod browser;
+mod oauth2;
+mod oauth2_apps;
 mod oidc;
 mod security_headers;
 mod workspace;
@@ -111,6 +113,82 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         (
             "/cli-auth",
             get(browser::cli_auth_get).post(browser::cli_auth_post),
+        ),
+        // The authorization server (404 when CODER_OAUTH2_PROVIDER_ENABLE=false).
+        (
+            "/oauth2/authorize",
+            get(oauth2::authorize_get).post(oauth2::authorize_post),
+        ),
+        (
+            "/oauth2/tokens",
+            post(oauth2::tokens_post).delete(oauth2::tokens_delete),
+        ),
+        ("/oauth2/token", post(oauth2::tokens_post)),
+        ("/oauth2/revoke", post(oauth2::revoke_post)),
+        ("/oauth2/introspect", post(oauth2::introspect_post)),
+        (
+            "/oauth2/userinfo",
+            get(oauth2::userinfo).post(oauth2::userinfo),
+        ),
+        ("/oauth2/jwks", get(oauth2::jwks_get)),
+        (
+            "/.well-known/openid-configuration",
+            get(oauth2::metadata_get),
+        ),
+        (
+            "/.well-known/oauth-authorization-server",
+            get(oauth2::metadata_get),
+        ),
+        (
+            "/.well-known/oauth-authorization-server/{*suffix}",
+            get(oauth2::metadata_suffixed_get),
+        ),
+        (
+            "/.well-known/openid-configuration/{*suffix}",
+            get(oauth2::metadata_suffixed_get),
+        ),
+        (
+            "/api/v2/oauth2-provider/apps",
+            get(oauth2_apps::apps_get).post(oauth2_apps::apps_post),
+        ),
+        (
+            "/api/v2/oauth2-provider/apps/{id}",
+            get(oauth2_apps::app_get)
+                .put(oauth2_apps::app_put)
+                .delete(oauth2_apps::app_delete),
+        ),
+        (
+            "/api/v2/oauth2-provider/apps/{id}/secrets",
+            get(oauth2_apps::secrets_get).post(oauth2_apps::secrets_post),
+        ),
+        (
+            "/api/v2/oauth2-provider/apps/{id}/secrets/{secret}",
+            delete(oauth2_apps::secret_delete),
+        ),
+        (
+            "/api/v2/users/{user}/oauth2-apps",
+            get(oauth2::connected_api_get),
+        ),
+        ("/connected-apps", get(oauth2::connected_get)),
+        (
+            "/connected-apps/{id}/disconnect",
+            post(oauth2::disconnect_post),
+        ),
+        (
+            "/oauth2-apps",
+            get(oauth2_apps::page_get).post(oauth2_apps::page_post),
+        ),
+        (
+            "/oauth2-apps/{id}/secrets",
+            post(oauth2_apps::page_secret_post),
+        ),
+        (
+            "/oauth2-apps/{id}/secrets/{secret}/delete",
+            post(oauth2_apps::page_secret_delete_post),
+        ),
+        (
+            "/oauth2-apps/{id}/delete",
+            post(oauth2_apps::page_delete_post),
         ),
     ]
 }
@@ -225,6 +303,7 @@ async fn error_answers(State(state): State<AppState>, request: Request, next: Ne
     };
     let mut chrome = Chrome::anonymous(state.settings.base_path().to_owned());
     if let Ok(Some((user, session))) = session_of(&state, &cookies).await {
+        chrome.admin = user.is_admin;
         chrome.user = Some(user.username);
         chrome.csrf = session.csrf;
     }

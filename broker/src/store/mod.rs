@@ -5,6 +5,7 @@
 //! backend never sees a plaintext credential. Every write returns only once it is durable
 //! (sled: flushed), so a request is never acknowledged for data a crash would lose.
 
+mod oauth2;
 mod postgres;
 pub mod postgres_tls;
 mod sled_store;
@@ -15,6 +16,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use oauth2::{
+    AppSecret, ClientType, FamilyFilter, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant,
+    SigningKey,
+};
 pub use postgres::{PgStore, lock_key};
 
 /// The lock serving replicas hold shared ([`Store::register_replica`]) and maintenance
@@ -249,6 +254,18 @@ pub struct Snapshot {
     /// The claims of each user's latest OIDC sign-in.
     #[serde(default)]
     pub oidc_claims: Vec<OidcClaims>,
+    /// Apps of the authorization server.
+    #[serde(default)]
+    pub oauth2_apps: Vec<OAuth2App>,
+    /// Remembered consents.
+    #[serde(default)]
+    pub oauth2_grants: Vec<OAuth2Grant>,
+    /// Refresh-token families.
+    #[serde(default)]
+    pub oauth2_families: Vec<OAuth2Family>,
+    /// Keys signing the authorization server's tokens.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKey>,
 }
 
 /// What the IdP said about a user at their latest OIDC sign-in (ID token and userinfo claims,
@@ -267,14 +284,18 @@ impl Snapshot {
     /// `users 3, sessions 2, …`, for reports.
     pub fn counts(&self) -> String {
         format!(
-            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}, OIDC claims {}",
+            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}, OIDC claims {}, OAuth2 apps {}, grants {}, token families {}, signing keys {}",
             self.users.len(),
             self.sessions.len(),
             self.tokens.len(),
             self.links.len(),
             self.pending_revocations.len(),
             self.revoked_keys.len(),
-            self.oidc_claims.len()
+            self.oidc_claims.len(),
+            self.oauth2_apps.len(),
+            self.oauth2_grants.len(),
+            self.oauth2_families.len(),
+            self.signing_keys.len()
         )
     }
 
@@ -288,6 +309,11 @@ impl Snapshot {
         self.pending_revocations.sort_by(|a, b| a.id.cmp(&b.id));
         self.revoked_keys.sort();
         self.oidc_claims.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        self.oauth2_apps.sort_by(|a, b| a.id.cmp(&b.id));
+        self.oauth2_grants
+            .sort_by(|a, b| (&a.user_id, &a.app_id).cmp(&(&b.user_id, &b.app_id)));
+        self.oauth2_families.sort_by(|a, b| a.id.cmp(&b.id));
+        self.signing_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
         self
     }
 }
@@ -367,6 +393,30 @@ impl Snapshot {
             &self.revoked_keys,
             &other.revoked_keys,
             |k| format!("revoked key {k}"),
+            &mut out,
+        );
+        check(
+            &self.oauth2_apps,
+            &other.oauth2_apps,
+            |a| format!("OAuth2 app {}", a.id),
+            &mut out,
+        );
+        check(
+            &self.oauth2_grants,
+            &other.oauth2_grants,
+            |g| format!("consent of user {} to app {}", g.user_id, g.app_id),
+            &mut out,
+        );
+        check(
+            &self.oauth2_families,
+            &other.oauth2_families,
+            |f| format!("token family {}", f.id),
+            &mut out,
+        );
+        check(
+            &self.signing_keys,
+            &other.signing_keys,
+            |k| format!("signing key {}", k.kid),
             &mut out,
         );
         out
@@ -561,4 +611,51 @@ pub trait Store: Send + Sync + 'static {
     async fn revoked_key_ids(&self) -> StoreResult<BTreeSet<String>>;
     /// Records keys as revoked at `now`.
     async fn revoke_key_ids(&self, ids: &[String], now: i64) -> StoreResult<()>;
+
+    /// Creates or replaces an app (by id).
+    async fn put_oauth2_app(&self, app: &OAuth2App) -> StoreResult<()>;
+    /// An app by id (`client_id`).
+    async fn oauth2_app(&self, id: &str) -> StoreResult<Option<OAuth2App>>;
+    /// Every app, oldest first.
+    async fn oauth2_apps(&self) -> StoreResult<Vec<OAuth2App>>;
+    /// Deletes an app with its consents and token families; whether it existed.
+    async fn delete_oauth2_app(&self, id: &str) -> StoreResult<bool>;
+
+    /// Stores a new authorization code (dropping expired ones).
+    async fn put_oauth2_code(&self, code: &OAuth2Code) -> StoreResult<()>;
+    /// Marks the code `code_hash` used and returns it as it was before: of two redemptions one
+    /// sees `used == false`. `None` if unknown or expired.
+    async fn use_oauth2_code(&self, code_hash: &str) -> StoreResult<Option<OAuth2Code>>;
+
+    /// Creates or replaces a user's consent to an app.
+    async fn put_oauth2_grant(&self, grant: &OAuth2Grant) -> StoreResult<()>;
+    /// A user's consent to an app.
+    async fn oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<Option<OAuth2Grant>>;
+    /// A user's consents, by app id.
+    async fn oauth2_grants_of_user(&self, user_id: &str) -> StoreResult<Vec<OAuth2Grant>>;
+    /// Deletes a user's consent to an app; whether it existed.
+    async fn delete_oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<bool>;
+
+    /// Creates a token family; `Conflict` if its id is taken.
+    async fn create_oauth2_family(&self, family: &OAuth2Family) -> StoreResult<()>;
+    /// A token family by id.
+    async fn oauth2_family(&self, id: &str) -> StoreResult<Option<OAuth2Family>>;
+    /// Replaces a family only if its refresh hash is still `expected_refresh_hash` (two
+    /// rotations of one refresh token: one wins); whether it was replaced.
+    async fn replace_oauth2_family_if(
+        &self,
+        family: &OAuth2Family,
+        expected_refresh_hash: &str,
+    ) -> StoreResult<bool>;
+    /// Deletes one family; whether it existed.
+    async fn delete_oauth2_family(&self, id: &str) -> StoreResult<bool>;
+    /// Deletes the families `filter` picks; how many.
+    async fn delete_oauth2_families(&self, filter: FamilyFilter<'_>) -> StoreResult<u64>;
+
+    /// Creates or replaces a signing key.
+    async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()>;
+    /// Every signing key, oldest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
+    /// Deletes a signing key no token needs any more.
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<()>;
 }

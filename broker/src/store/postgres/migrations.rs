@@ -119,4 +119,42 @@ CREATE TABLE login_flows (
 CREATE INDEX login_flows_expiry ON login_flows (expires_ms);
 ",
     ),
+    (
+        5,
+        r"
+CREATE TABLE oauth2_apps (
+    id text PRIMARY KEY,
+    created_at bigint NOT NULL,
+    doc text NOT NULL
+);
+CREATE TABLE oauth2_codes (
+    code_hash text PRIMARY KEY,
+    used boolean NOT NULL,
+    expires_ms bigint NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX oauth2_codes_expiry ON oauth2_codes (expires_ms);
+CREATE TABLE oauth2_grants (
+    user_id text NOT NULL,
+    app_id text NOT NULL,
+    doc text NOT NULL,
+    PRIMARY KEY (user_id, app_id)
+);
+CREATE INDEX oauth2_grants_app ON oauth2_grants (app_id);
+CREATE TABLE oauth2_families (
+    id text PRIMARY KEY,
+    app_id text NOT NULL,
+    user_id text NOT NULL,
+    secret_id text,
+    refresh_hash text NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX oauth2_families_app ON oauth2_families (app_id, user_id);
+CREATE TABLE signing_keys (
+    kid text PRIMARY KEY,
+    created_at bigint NOT NULL,
+    doc text NOT NULL
+);
+",
+    ),
 ];

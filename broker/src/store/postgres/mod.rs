@@ -19,8 +19,9 @@ use tokio::sync::broadcast;
 use tokio_postgres::Row;
 
 use super::{
-    DeviceFlowRecord, HeldLock, LinkChanged, LinkRecord, LoginFlow, OidcClaims, OidcIdentity,
-    OidcSession, PendingRevocation, Session, Snapshot, Store, StoreError, StoreLock, StoreResult,
+    DeviceFlowRecord, FamilyFilter, HeldLock, LinkChanged, LinkRecord, LoginFlow, OAuth2App,
+    OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, OidcIdentity, OidcSession,
+    PendingRevocation, Session, SigningKey, Snapshot, Store, StoreError, StoreLock, StoreResult,
     TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
@@ -75,6 +76,7 @@ pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
                 c if c.contains("oidc") => "OIDC identity",
                 c if c.starts_with("api_tokens") => "token id",
                 c if c.starts_with("users") => "user id",
+                c if c.starts_with("oauth2_families") => "token family id",
                 _ => "record",
             };
             return StoreError::Conflict(what);
@@ -250,6 +252,21 @@ impl PgStore {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(pg)?;
         client.query_opt(&statement, params).await.map_err(pg)
+    }
+
+    /// Every sealed value of the authorization server's records (families' retry answers,
+    /// signing keys), for `encryption_key_ids` and `plaintext_values`.
+    async fn oauth2_sealed(&self) -> StoreResult<Vec<Sealed>> {
+        let client = self.client().await?;
+        let families: Vec<OAuth2Family> =
+            rows(&client, "SELECT doc FROM oauth2_families", &[], doc_of).await?;
+        let keys: Vec<SigningKey> =
+            rows(&client, "SELECT doc FROM signing_keys", &[], doc_of).await?;
+        Ok(families
+            .into_iter()
+            .filter_map(|f| f.retry_answer)
+            .chain(keys.into_iter().map(|k| k.private_key))
+            .collect())
     }
 
     fn notify_local(&self, user_id: &str, provider_id: &str) {

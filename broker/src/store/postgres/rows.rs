@@ -248,3 +248,58 @@ pub(super) async fn notify(
     .map_err(pg)?;
     Ok(())
 }
+
+/// A record kept whole as JSON in a `doc` column (the authorization server's records: read by
+/// key, never queried by their fields beyond the indexed columns beside them).
+pub(super) fn doc<T: serde::Serialize>(record: &T) -> StoreResult<String> {
+    serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The record in a row's `doc` column.
+pub(super) fn doc_of<T: serde::de::DeserializeOwned>(row: &Row) -> StoreResult<T> {
+    let text: String = row.try_get("doc").map_err(pg)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) const UPSERT_APP: &str =
+    "INSERT INTO oauth2_apps (id, created_at, doc) VALUES ($1, $2, $3)
+     ON CONFLICT (id) DO UPDATE SET created_at = $2, doc = $3";
+pub(super) const UPSERT_GRANT: &str =
+    "INSERT INTO oauth2_grants (user_id, app_id, doc) VALUES ($1, $2, $3)
+     ON CONFLICT (user_id, app_id) DO UPDATE SET doc = $3";
+pub(super) const INSERT_FAMILY: &str =
+    "INSERT INTO oauth2_families (id, app_id, user_id, secret_id, refresh_hash, doc)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub(super) const UPSERT_KEY: &str =
+    "INSERT INTO signing_keys (kid, created_at, doc) VALUES ($1, $2, $3)
+     ON CONFLICT (kid) DO UPDATE SET created_at = $2, doc = $3";
+
+/// Writes a family (insert, or replace by id with `upsert`).
+pub(super) async fn write_family(
+    client: &impl deadpool_postgres::GenericClient,
+    family: &OAuth2Family,
+    upsert: bool,
+) -> StoreResult<u64> {
+    let sql = if upsert {
+        format!(
+            "{INSERT_FAMILY} ON CONFLICT (id) DO UPDATE SET app_id = $2, user_id = $3, secret_id = $4,
+             refresh_hash = $5, doc = $6"
+        )
+    } else {
+        INSERT_FAMILY.to_owned()
+    };
+    client
+        .execute(
+            &sql,
+            &[
+                &family.id,
+                &family.app_id,
+                &family.user_id,
+                &family.secret_id,
+                &family.refresh_hash,
+                &doc(family)?,
+            ],
+        )
+        .await
+        .map_err(pg)
+}

@@ -289,10 +289,16 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg)?;
-        Ok(rows
+        let mut ids: BTreeSet<String> = rows
             .iter()
             .filter_map(|r| r.get::<_, Option<String>>(0))
-            .collect())
+            .collect();
+        for sealed in self.oauth2_sealed().await? {
+            if !sealed.is_plaintext() {
+                ids.insert(sealed.key_id);
+            }
+        }
+        Ok(ids)
     }
 
     async fn plaintext_values(&self) -> StoreResult<u64> {
@@ -312,7 +318,13 @@ impl Store for PgStore {
             .await
             .map_err(pg)?
             .get(0);
-        Ok(u64::try_from(n).unwrap_or_default())
+        let oauth2 = self
+            .oauth2_sealed()
+            .await?
+            .iter()
+            .filter(|s| s.is_plaintext())
+            .count() as u64;
+        Ok(u64::try_from(n).unwrap_or_default() + oauth2)
     }
 
     fn subscribe_links(&self) -> broadcast::Receiver<LinkChanged> {
@@ -479,6 +491,10 @@ impl Store for PgStore {
             })
             .await?,
             oidc_claims: rows(&tx, "SELECT * FROM oidc_claims", &[], oidc_claims_of).await?,
+            oauth2_apps: rows(&tx, "SELECT doc FROM oauth2_apps", &[], doc_of).await?,
+            oauth2_grants: rows(&tx, "SELECT doc FROM oauth2_grants", &[], doc_of).await?,
+            oauth2_families: rows(&tx, "SELECT doc FROM oauth2_families", &[], doc_of).await?,
+            signing_keys: rows(&tx, "SELECT doc FROM signing_keys", &[], doc_of).await?,
         };
         tx.commit().await.map_err(pg)?;
         Ok(snapshot.sorted())
@@ -544,6 +560,24 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         }
+        for app in &snapshot.oauth2_apps {
+            tx.execute(UPSERT_APP, &[&app.id, &app.created_at, &doc(app)?])
+                .await
+                .map_err(pg)?;
+        }
+        for grant in &snapshot.oauth2_grants {
+            tx.execute(UPSERT_GRANT, &[&grant.user_id, &grant.app_id, &doc(grant)?])
+                .await
+                .map_err(pg)?;
+        }
+        for family in &snapshot.oauth2_families {
+            write_family(&tx, family, true).await?;
+        }
+        for key in &snapshot.signing_keys {
+            tx.execute(UPSERT_KEY, &[&key.kid, &key.created_at, &doc(key)?])
+                .await
+                .map_err(pg)?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(())
     }
@@ -588,5 +622,186 @@ impl Store for PgStore {
                 .map_err(pg)?;
         }
         Ok(())
+    }
+
+    async fn put_oauth2_app(&self, app: &OAuth2App) -> StoreResult<()> {
+        self.execute(UPSERT_APP, &[&app.id, &app.created_at, &doc(app)?])
+            .await
+            .map(drop)
+    }
+
+    async fn oauth2_app(&self, id: &str) -> StoreResult<Option<OAuth2App>> {
+        let row = self
+            .one("SELECT doc FROM oauth2_apps WHERE id = $1", &[&id])
+            .await?;
+        row.as_ref().map(doc_of).transpose()
+    }
+
+    async fn oauth2_apps(&self) -> StoreResult<Vec<OAuth2App>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT doc FROM oauth2_apps ORDER BY created_at, id",
+            &[],
+            doc_of,
+        )
+        .await
+    }
+
+    async fn delete_oauth2_app(&self, id: &str) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("DELETE FROM oauth2_families WHERE app_id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        tx.execute("DELETE FROM oauth2_grants WHERE app_id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        let deleted = tx
+            .execute("DELETE FROM oauth2_apps WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(deleted > 0)
+    }
+
+    async fn put_oauth2_code(&self, code: &OAuth2Code) -> StoreResult<()> {
+        self.put_pruning(
+            "DELETE FROM oauth2_codes WHERE expires_ms < $1",
+            "INSERT INTO oauth2_codes (code_hash, used, expires_ms, doc) VALUES ($1, $2, $3, $4)",
+            &[&code.code_hash, &code.used, &code.expires_ms, &doc(code)?],
+        )
+        .await
+    }
+
+    async fn use_oauth2_code(&self, code_hash: &str) -> StoreResult<Option<OAuth2Code>> {
+        // The row lock makes the read of `used` and its update one step: of two redemptions,
+        // the second waits and sees `true`.
+        let row = self
+            .one(
+                "UPDATE oauth2_codes c SET used = true
+                 FROM (SELECT code_hash, used AS was_used FROM oauth2_codes
+                       WHERE code_hash = $1 FOR UPDATE) o
+                 WHERE c.code_hash = o.code_hash
+                 RETURNING c.doc, o.was_used",
+                &[&code_hash],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut code: OAuth2Code = doc_of(&row)?;
+        code.used = row.try_get("was_used").map_err(pg)?;
+        Ok((code.expires_ms >= crate::clock::now_millis()).then_some(code))
+    }
+
+    async fn put_oauth2_grant(&self, grant: &OAuth2Grant) -> StoreResult<()> {
+        self.execute(UPSERT_GRANT, &[&grant.user_id, &grant.app_id, &doc(grant)?])
+            .await
+            .map(drop)
+    }
+
+    async fn oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<Option<OAuth2Grant>> {
+        let row = self
+            .one(
+                "SELECT doc FROM oauth2_grants WHERE user_id = $1 AND app_id = $2",
+                &[&user_id, &app_id],
+            )
+            .await?;
+        row.as_ref().map(doc_of).transpose()
+    }
+
+    async fn oauth2_grants_of_user(&self, user_id: &str) -> StoreResult<Vec<OAuth2Grant>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT doc FROM oauth2_grants WHERE user_id = $1 ORDER BY app_id",
+            &[&user_id],
+            doc_of,
+        )
+        .await
+    }
+
+    async fn delete_oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<bool> {
+        let deleted = self
+            .execute(
+                "DELETE FROM oauth2_grants WHERE user_id = $1 AND app_id = $2",
+                &[&user_id, &app_id],
+            )
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn create_oauth2_family(&self, family: &OAuth2Family) -> StoreResult<()> {
+        let client = self.client().await?;
+        write_family(&client, family, false).await.map(drop)
+    }
+
+    async fn oauth2_family(&self, id: &str) -> StoreResult<Option<OAuth2Family>> {
+        let row = self
+            .one("SELECT doc FROM oauth2_families WHERE id = $1", &[&id])
+            .await?;
+        row.as_ref().map(doc_of).transpose()
+    }
+
+    async fn replace_oauth2_family_if(
+        &self,
+        family: &OAuth2Family,
+        expected_refresh_hash: &str,
+    ) -> StoreResult<bool> {
+        let updated = self
+            .execute(
+                "UPDATE oauth2_families SET refresh_hash = $2, secret_id = $3, doc = $4
+                 WHERE id = $1 AND refresh_hash = $5",
+                &[
+                    &family.id,
+                    &family.refresh_hash,
+                    &family.secret_id,
+                    &doc(family)?,
+                    &expected_refresh_hash,
+                ],
+            )
+            .await?;
+        Ok(updated > 0)
+    }
+
+    async fn delete_oauth2_family(&self, id: &str) -> StoreResult<bool> {
+        let deleted = self
+            .execute("DELETE FROM oauth2_families WHERE id = $1", &[&id])
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn delete_oauth2_families(&self, filter: FamilyFilter<'_>) -> StoreResult<u64> {
+        self.execute(
+            "DELETE FROM oauth2_families WHERE app_id = $1
+             AND ($2::text IS NULL OR user_id = $2)
+             AND ($3::text IS NULL OR secret_id = $3)",
+            &[&filter.app_id, &filter.user_id, &filter.secret_id],
+        )
+        .await
+    }
+
+    async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
+        self.execute(UPSERT_KEY, &[&key.kid, &key.created_at, &doc(key)?])
+            .await
+            .map(drop)
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT doc FROM signing_keys ORDER BY created_at, kid",
+            &[],
+            doc_of,
+        )
+        .await
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<()> {
+        self.execute("DELETE FROM signing_keys WHERE kid = $1", &[&kid])
+            .await
+            .map(drop)
     }
 }

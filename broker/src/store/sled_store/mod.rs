@@ -12,8 +12,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    DeviceFlowRecord, LinkChanged, LinkRecord, LoginFlow, OidcClaims, PendingRevocation, Session,
-    Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
+    DeviceFlowRecord, FamilyFilter, LinkChanged, LinkRecord, LoginFlow, OAuth2App, OAuth2Code,
+    OAuth2Family, OAuth2Grant, OidcClaims, PendingRevocation, Session, SigningKey, Snapshot, Store,
+    StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -38,6 +39,11 @@ pub struct SledStore {
     oidc_claims: sled::Tree,
     device_flows: sled::Tree,
     login_flows: sled::Tree,
+    oauth2_apps: sled::Tree,
+    oauth2_codes: sled::Tree,
+    oauth2_grants: sled::Tree,
+    oauth2_families: sled::Tree,
+    signing_keys: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -99,6 +105,11 @@ impl SledStore {
             oidc_claims: db.open_tree("oidc_claims")?,
             device_flows: db.open_tree("device_flows")?,
             login_flows: db.open_tree("login_flows")?,
+            oauth2_apps: db.open_tree("oauth2_apps")?,
+            oauth2_codes: db.open_tree("oauth2_codes")?,
+            oauth2_grants: db.open_tree("oauth2_grants")?,
+            oauth2_families: db.open_tree("oauth2_families")?,
+            signing_keys: db.open_tree("signing_keys")?,
             db,
             events,
         })
@@ -129,6 +140,21 @@ impl SledStore {
             Some(id) => Self::get(&self.users, id),
             None => Ok(None),
         }
+    }
+}
+
+impl SledStore {
+    /// Removes the token families `pick` chooses (not flushed); how many.
+    fn remove_families(&self, pick: impl Fn(&OAuth2Family) -> bool) -> StoreResult<u64> {
+        let mut removed = 0;
+        for entry in self.oauth2_families.iter() {
+            let (key, value) = entry?;
+            if pick(&decode::<OAuth2Family>(&value)?) {
+                self.oauth2_families.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -433,6 +459,14 @@ impl Store for SledStore {
                 ids.extend(oidc.refresh_token.map(|s| s.key_id));
             }
         }
+        for entry in self.oauth2_families.iter() {
+            let family: OAuth2Family = decode(&entry?.1)?;
+            ids.extend(family.retry_answer.map(|s| s.key_id));
+        }
+        for entry in self.signing_keys.iter() {
+            let key: SigningKey = decode(&entry?.1)?;
+            ids.insert(key.private_key.key_id);
+        }
         // Plaintext (after `dbcrypt decrypt`) is not a key.
         ids.remove("");
         Ok(ids)
@@ -460,6 +494,14 @@ impl Store for SledStore {
             if let Some(o) = &s.oidc {
                 plain += count(&[o.id_token.as_ref(), o.refresh_token.as_ref()]);
             }
+        }
+        for entry in self.oauth2_families.iter() {
+            let f: OAuth2Family = decode(&entry?.1)?;
+            plain += count(&[f.retry_answer.as_ref()]);
+        }
+        for entry in self.signing_keys.iter() {
+            let k: SigningKey = decode(&entry?.1)?;
+            plain += count(&[Some(&k.private_key)]);
         }
         Ok(plain)
     }
@@ -579,6 +621,174 @@ impl Store for SledStore {
             self.revoked_keys
                 .insert(id.as_bytes(), now.to_string().as_bytes())?;
         }
+        self.flush().await
+    }
+
+    async fn put_oauth2_app(&self, app: &OAuth2App) -> StoreResult<()> {
+        self.oauth2_apps.insert(app.id.as_bytes(), encode(app)?)?;
+        self.flush().await
+    }
+
+    async fn oauth2_app(&self, id: &str) -> StoreResult<Option<OAuth2App>> {
+        Self::get(&self.oauth2_apps, id.as_bytes())
+    }
+
+    async fn oauth2_apps(&self) -> StoreResult<Vec<OAuth2App>> {
+        let mut apps: Vec<OAuth2App> = self
+            .oauth2_apps
+            .iter()
+            .map(|entry| decode(&entry?.1))
+            .collect::<StoreResult<_>>()?;
+        apps.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(apps)
+    }
+
+    async fn delete_oauth2_app(&self, id: &str) -> StoreResult<bool> {
+        let existed = self.oauth2_apps.remove(id.as_bytes())?.is_some();
+        for entry in self.oauth2_grants.iter() {
+            let (key, value) = entry?;
+            if decode::<OAuth2Grant>(&value)?.app_id == id {
+                self.oauth2_grants.remove(key)?;
+            }
+        }
+        self.remove_families(|f| f.app_id == id)?;
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn put_oauth2_code(&self, code: &OAuth2Code) -> StoreResult<()> {
+        put_expiring(
+            &self.oauth2_codes,
+            &code.code_hash,
+            code,
+            |c: &OAuth2Code| c.expires_ms,
+        )?;
+        self.flush().await
+    }
+
+    async fn use_oauth2_code(&self, code_hash: &str) -> StoreResult<Option<OAuth2Code>> {
+        let key = code_hash.as_bytes();
+        loop {
+            let Some(current) = self.oauth2_codes.get(key)? else {
+                return Ok(None);
+            };
+            let code: OAuth2Code = decode(&current)?;
+            if code.expires_ms < crate::clock::now_millis() {
+                return Ok(None);
+            }
+            let used = OAuth2Code {
+                used: true,
+                ..code.clone()
+            };
+            if self
+                .oauth2_codes
+                .compare_and_swap(key, Some(current), Some(encode(&used)?))?
+                .is_ok()
+            {
+                self.flush().await?;
+                return Ok(Some(code));
+            }
+        }
+    }
+
+    async fn put_oauth2_grant(&self, grant: &OAuth2Grant) -> StoreResult<()> {
+        self.oauth2_grants
+            .insert(link_key(&grant.user_id, &grant.app_id), encode(grant)?)?;
+        self.flush().await
+    }
+
+    async fn oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<Option<OAuth2Grant>> {
+        Self::get(&self.oauth2_grants, link_key(user_id, app_id))
+    }
+
+    async fn oauth2_grants_of_user(&self, user_id: &str) -> StoreResult<Vec<OAuth2Grant>> {
+        self.oauth2_grants
+            .scan_prefix(format!("{user_id}\0").as_bytes())
+            .map(|entry| decode(&entry?.1))
+            .collect()
+    }
+
+    async fn delete_oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<bool> {
+        let existed = self
+            .oauth2_grants
+            .remove(link_key(user_id, app_id))?
+            .is_some();
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn create_oauth2_family(&self, family: &OAuth2Family) -> StoreResult<()> {
+        let swapped = self.oauth2_families.compare_and_swap(
+            family.id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(encode(family)?),
+        )?;
+        if swapped.is_err() {
+            return Err(StoreError::Conflict("token family id"));
+        }
+        self.flush().await
+    }
+
+    async fn oauth2_family(&self, id: &str) -> StoreResult<Option<OAuth2Family>> {
+        Self::get(&self.oauth2_families, id.as_bytes())
+    }
+
+    async fn replace_oauth2_family_if(
+        &self,
+        family: &OAuth2Family,
+        expected_refresh_hash: &str,
+    ) -> StoreResult<bool> {
+        let key = family.id.as_bytes();
+        let new = encode(family)?;
+        loop {
+            let Some(current) = self.oauth2_families.get(key)? else {
+                return Ok(false);
+            };
+            let stored: OAuth2Family = decode(&current)?;
+            if stored.refresh_hash != expected_refresh_hash {
+                return Ok(false);
+            }
+            if self
+                .oauth2_families
+                .compare_and_swap(key, Some(current), Some(new.as_slice()))?
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    async fn delete_oauth2_family(&self, id: &str) -> StoreResult<bool> {
+        let existed = self.oauth2_families.remove(id.as_bytes())?.is_some();
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn delete_oauth2_families(&self, filter: FamilyFilter<'_>) -> StoreResult<u64> {
+        let removed = self.remove_families(|f| filter.matches(f))?;
+        self.flush().await?;
+        Ok(removed)
+    }
+
+    async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
+        self.signing_keys.insert(key.kid.as_bytes(), encode(key)?)?;
+        self.flush().await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
+        let mut keys: Vec<SigningKey> = self
+            .signing_keys
+            .iter()
+            .map(|entry| decode(&entry?.1))
+            .collect::<StoreResult<_>>()?;
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        Ok(keys)
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<()> {
+        self.signing_keys.remove(kid.as_bytes())?;
         self.flush().await
     }
 }

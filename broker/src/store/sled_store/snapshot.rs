@@ -21,6 +21,10 @@ impl SledStore {
                 .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
                 .collect::<StoreResult<_>>()?,
             oidc_claims: all(&self.oidc_claims)?,
+            oauth2_apps: all(&self.oauth2_apps)?,
+            oauth2_grants: all(&self.oauth2_grants)?,
+            oauth2_families: all(&self.oauth2_families)?,
+            signing_keys: all(&self.signing_keys)?,
         }
         .sorted())
     }
@@ -93,6 +97,20 @@ impl SledStore {
         for claims in &snapshot.oidc_claims {
             self.oidc_claims
                 .insert(claims.user_id.as_bytes(), encode(claims)?)?;
+        }
+        for app in &snapshot.oauth2_apps {
+            self.oauth2_apps.insert(app.id.as_bytes(), encode(app)?)?;
+        }
+        for grant in &snapshot.oauth2_grants {
+            self.oauth2_grants
+                .insert(link_key(&grant.user_id, &grant.app_id), encode(grant)?)?;
+        }
+        for family in &snapshot.oauth2_families {
+            self.oauth2_families
+                .insert(family.id.as_bytes(), encode(family)?)?;
+        }
+        for key in &snapshot.signing_keys {
+            self.signing_keys.insert(key.kid.as_bytes(), encode(key)?)?;
         }
         self.flush().await
     }

@@ -1,0 +1,563 @@
+//! The authorization server's HTTP surface: the protocol endpoints (`/oauth2/*`), the discovery
+//! documents, the consent page, and the apps a user connected. Each handler reads the request,
+//! calls `oauth2::…`, and answers in the protocol's shape (RFC 6749 §5.2 JSON for the token,
+//! revocation and introspection endpoints; `{message, detail}` elsewhere).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, RawForm, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, PageError};
+use crate::identity::{BrowserUser, Caller, client_of};
+use crate::oauth2::authorize::{self, AuthorizeRequest, Refused};
+use crate::oauth2::grants::{self, ClientCredentials, TokenRequest};
+use crate::oauth2::{OAuthError, scopes, signing, tokens};
+use crate::pages::{self, ConnectedAppsPage, ConnectedRow, ConsentPage};
+use crate::state::AppState;
+
+use super::browser::chrome;
+
+/// Present on every handler of the authorization server: with `CODER_OAUTH2_PROVIDER_ENABLE`
+/// false they all answer 404, as if they did not exist (clients probe the discovery documents
+/// to tell).
+pub struct ProviderOn;
+
+impl FromRequestParts<AppState> for ProviderOn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.settings.oauth2.enabled {
+            Ok(Self)
+        } else {
+            Err(crate::failure::Failure::OAuth2Off.into())
+        }
+    }
+}
+
+/// The per-address pace of `/oauth2/*`.
+pub struct Paced;
+
+impl FromRequestParts<AppState> for Paced {
+    type Rejection = OAuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
+        let key = match client_of(state, parts) {
+            Some(address) => format!("ip:{address}"),
+            None => "ip:unknown".to_owned(),
+        };
+        state
+            .oauth2_pace
+            .admit(&key, state.settings.oauth2.rate_limit)
+            .map_err(OAuthError::SlowDown)?;
+        Ok(Self)
+    }
+}
+
+/// A form's fields; a field given twice is refused (RFC 6749 §3.1: parameters are sent once).
+fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if out
+            .insert(name.clone().into_owned(), value.into_owned())
+            .is_some()
+        {
+            return Err(OAuthError::InvalidRequest(format!(
+                "the parameter {name} is given more than once"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// A request type (every field an optional string) from a form's fields.
+fn typed<T: serde::de::DeserializeOwned + Default>(fields: &BTreeMap<String, String>) -> T {
+    let object: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    serde_json::from_value(Value::Object(object)).unwrap_or_default()
+}
+
+/// HTTP Basic client credentials (RFC 6749 §2.3.1: each part form-encoded).
+fn basic(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return Ok(None);
+    };
+    let bad = || OAuthError::InvalidClient("malformed Basic credentials".to_owned());
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((unescape(id), unescape(secret))))
+}
+
+/// Client credentials of a request, paced per client.
+fn credentials(
+    state: &AppState,
+    headers: &HeaderMap,
+    fields: &BTreeMap<String, String>,
+) -> Result<ClientCredentials, OAuthError> {
+    let credentials = ClientCredentials {
+        basic: basic(headers)?,
+        client_id: fields.get("client_id").cloned(),
+        client_secret: fields.get("client_secret").cloned(),
+    };
+    let id = credentials
+        .basic
+        .as_ref()
+        .map(|(id, _)| id.as_str())
+        .or(credentials.client_id.as_deref())
+        .unwrap_or_default();
+    state
+        .oauth2_pace
+        .admit(&format!("client:{id}"), state.settings.oauth2.rate_limit)
+        .map_err(OAuthError::SlowDown)?;
+    Ok(credentials)
+}
+
+/// A secret in the URL ends up in logs and histories: refused at the endpoints that take one.
+fn no_secret_in_query(uri: &axum::http::Uri) -> Result<(), OAuthError> {
+    let leaked = uri.query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "client_secret")
+    });
+    if leaked {
+        return Err(OAuthError::InvalidRequest(
+            "client_secret must not be in the URL; send it in the Authorization header or the form body".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `POST /oauth2/tokens` (and `/oauth2/token`).
+pub async fn tokens_post(
+    _: ProviderOn,
+    _: Paced,
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Result<Response, OAuthError> {
+    no_secret_in_query(&uri)?;
+    let fields = fields(&body)?;
+    let credentials = credentials(&state, &headers, &fields)?;
+    let client = grants::authenticate(&state, &credentials).await?;
+    let request: TokenRequest = typed(&fields);
+    let answer = grants::exchange(&state, &client, &request).await;
+    if let Err(e) = &answer {
+        tracing::info!(target: "extauth::audit", event = "oauth2.token", app = %client.app.id, grant = request.grant_type.as_deref().unwrap_or(""), outcome = e.code(), reason = %e, "refused a token request");
+    }
+    Ok(no_store(Json(answer?).into_response()))
+}
+
+#[derive(Deserialize)]
+pub struct ClientQuery {
+    client_id: String,
+}
+
+/// `DELETE /oauth2/tokens?client_id=`: the caller disconnects an app (Coder's route).
+pub async fn tokens_delete(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ClientQuery>,
+) -> Result<StatusCode, ApiError> {
+    crate::oauth2::grants::disconnect(&state, &caller.user.id, &q.client_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /oauth2/revoke` (RFC 7009).
+pub async fn revoke_post(
+    _: ProviderOn,
+    _: Paced,
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Result<Response, OAuthError> {
+    no_secret_in_query(&uri)?;
+    let fields = fields(&body)?;
+    let credentials = credentials(&state, &headers, &fields)?;
+    let client = grants::authenticate(&state, &credentials).await?;
+    let token = fields
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+    grants::revoke(&state, &client, token).await?;
+    Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// `POST /oauth2/introspect` (RFC 7662): for apps and resource servers with a secret.
+pub async fn introspect_post(
+    _: ProviderOn,
+    _: Paced,
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Result<Response, OAuthError> {
+    no_secret_in_query(&uri)?;
+    let fields = fields(&body)?;
+    let credentials = credentials(&state, &headers, &fields)?;
+    let client = grants::authenticate(&state, &credentials).await?;
+    if client.secret_id.is_none() {
+        return Err(OAuthError::InvalidClient(
+            "introspection needs a confidential client's credentials".to_owned(),
+        ));
+    }
+    let token = fields
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+    let answer = grants::introspect(&state, token).await?;
+    Ok(no_store(Json(answer).into_response()))
+}
+
+/// A 401 of a bearer-token endpoint (RFC 6750 §3).
+fn invalid_token(description: &str) -> ApiError {
+    ApiError {
+        www_authenticate: Some(format!(
+            "Bearer error=\"invalid_token\", error_description=\"{description}\""
+        )),
+        ..ApiError::unauthorized("Invalid or expired access token.")
+    }
+}
+
+/// `GET/POST /oauth2/userinfo` (OpenID Connect Core §5.3).
+pub async fn userinfo(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| invalid_token("no bearer token"))?;
+    let access = tokens::check(&state, token)
+        .await?
+        .ok_or_else(|| invalid_token("the token is invalid, expired or revoked"))?;
+    if !access.scopes.contains("openid") {
+        return Err(crate::failure::Failure::InsufficientScope("openid").into());
+    }
+    let user = match &access.user_id {
+        Some(id) => state.store.user(id).await.map_err(ApiError::from)?,
+        None => None,
+    };
+    let Some(user) = user else {
+        return Err(invalid_token("the token acts for no user"));
+    };
+    Ok(no_store(
+        Json(Value::Object(tokens::user_claims(&user, &access.scopes))).into_response(),
+    ))
+}
+
+fn cacheable(body: Value) -> Response {
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    // Browser-based clients read these across origins.
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+/// `GET /oauth2/jwks`.
+pub async fn jwks_get(_: ProviderOn, State(state): State<AppState>) -> Response {
+    cacheable(state.oauth2_keys.jwks())
+}
+
+/// The endpoints of the authorization server, by name.
+pub fn endpoints(state: &AppState) -> Value {
+    let issuer = tokens::issuer(state);
+    json!({
+        "authorization": format!("{issuer}/oauth2/authorize"),
+        "token": format!("{issuer}/oauth2/tokens"),
+        "device_authorization": "",
+        "revocation": format!("{issuer}/oauth2/revoke"),
+        "introspection": format!("{issuer}/oauth2/introspect"),
+        "userinfo": format!("{issuer}/oauth2/userinfo"),
+        "jwks": format!("{issuer}/oauth2/jwks"),
+    })
+}
+
+/// The metadata document (RFC 8414; OpenID Connect Discovery 1.0 §3).
+fn metadata(state: &AppState) -> Value {
+    let issuer = tokens::issuer(state);
+    let auth_methods = ["client_secret_basic", "client_secret_post", "none"];
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
+        "token_endpoint": format!("{issuer}/oauth2/tokens"),
+        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "userinfo_endpoint": format!("{issuer}/oauth2/userinfo"),
+        "jwks_uri": format!("{issuer}/oauth2/jwks"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": scopes::CATALOG.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [signing::ALGORITHM],
+        "token_endpoint_auth_signing_alg_values_supported": [signing::ALGORITHM],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
+            "azp", "name", "preferred_username", "email", "email_verified"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+    })
+}
+
+/// `GET /.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`
+/// (also with a path suffix, RFC 8414 §3.1).
+pub async fn metadata_get(_: ProviderOn, State(state): State<AppState>) -> Response {
+    cacheable(metadata(&state))
+}
+
+/// The same for a path-suffixed request.
+pub async fn metadata_suffixed_get(
+    on: ProviderOn,
+    State(state): State<AppState>,
+    Path(_suffix): Path<String>,
+) -> Response {
+    metadata_get(on, State(state)).await
+}
+
+/// A 302 to `location` (clients expect 302 from the authorization endpoint).
+fn found(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            let mut response = StatusCode::FOUND.into_response();
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        Err(_) => ApiError::internal("an unusable redirect location").into_response(),
+    }
+}
+
+fn refused_here(message: String) -> PageError {
+    PageError(ApiError::bad_request(
+        "This authorization request cannot be used.",
+        message,
+    ))
+}
+
+/// The request's parameters, as hidden fields of the consent form.
+fn echoed(request: &AuthorizeRequest) -> Vec<(String, String)> {
+    let pairs = [
+        ("client_id", &request.client_id),
+        ("response_type", &request.response_type),
+        ("redirect_uri", &request.redirect_uri),
+        ("scope", &request.scope),
+        ("state", &request.state),
+        ("code_challenge", &request.code_challenge),
+        ("code_challenge_method", &request.code_challenge_method),
+        ("nonce", &request.nonce),
+        ("resource", &request.resource),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+        .collect()
+}
+
+/// `GET /oauth2/authorize`: checks the request, then sends a visitor to sign in and back, asks a
+/// signed-in user for consent, or (consent remembered) answers at once.
+pub async fn authorize_get(
+    _: ProviderOn,
+    _: Paced,
+    State(state): State<AppState>,
+    user: Option<BrowserUser>,
+    OriginalUri(uri): OriginalUri,
+    Query(request): Query<AuthorizeRequest>,
+) -> Result<Response, PageError> {
+    let valid = match authorize::validate(&state, &request).await {
+        Ok(valid) => valid,
+        Err(Refused::Here(message)) => return Err(refused_here(message)),
+        Err(Refused::Back(location)) => return Ok(found(&location)),
+    };
+    let Some(user) = user else {
+        let back = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut login = state.settings.access_url.join("login");
+        login.query_pairs_mut().append_pair("redirect", back);
+        let location = login.path().to_owned() + "?" + login.query().unwrap_or_default();
+        return Ok(found(&location));
+    };
+    if authorize::remembered(&state, &user.user, &valid).await? {
+        let location = authorize::approve(&state, &user.user, &user.session, &valid).await?;
+        return Ok(found(&location));
+    }
+    let redirect_host = url::Url::parse(&valid.redirect_uri)
+        .map(|u| match u.host_str() {
+            Some(host) => format!("{}://{host}", u.scheme()),
+            None => format!("{}:", u.scheme()),
+        })
+        .unwrap_or_default();
+    Ok(pages::render(
+        StatusCode::OK,
+        &ConsentPage {
+            chrome: chrome(&state, &user, ""),
+            app_name: valid.app.name.clone(),
+            app_icon: valid.app.icon.clone(),
+            username: user.user.username.clone(),
+            redirect_host,
+            scopes: scopes::words(&valid.scopes),
+            fields: echoed(&request),
+        },
+    ))
+}
+
+/// `POST /oauth2/authorize`: the consent form's answer.
+pub async fn authorize_post(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    user: BrowserUser,
+    RawForm(body): RawForm,
+) -> Result<Response, PageError> {
+    let fields = fields(&body).map_err(|e| refused_here(e.to_string()))?;
+    user.check_csrf(fields.get("csrf").map(String::as_str).unwrap_or_default())?;
+    let request: AuthorizeRequest = typed(&fields);
+    let valid = match authorize::validate(&state, &request).await {
+        Ok(valid) => valid,
+        Err(Refused::Here(message)) => return Err(refused_here(message)),
+        Err(Refused::Back(location)) => return Ok(found(&location)),
+    };
+    let location = match fields.get("decision").map(String::as_str) {
+        Some("allow") => authorize::approve(&state, &user.user, &user.session, &valid).await?,
+        _ => authorize::deny(&state, &user.user, &valid),
+    };
+    Ok(found(&location))
+}
+
+fn date(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!("[year]-[month]-[day]"))
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+async fn connected_page(
+    state: &AppState,
+    user: &BrowserUser,
+    notice: Option<String>,
+) -> Result<Response, PageError> {
+    let apps = grants::connected_apps(state, &user.user.id)
+        .await?
+        .into_iter()
+        .map(|c| ConnectedRow {
+            id: c.app.id,
+            name: c.app.name,
+            icon: c.app.icon,
+            scopes: scopes::words(&scopes::set(&c.grant.scopes)),
+            since: date(c.grant.created_at),
+        })
+        .collect();
+    Ok(pages::render(
+        StatusCode::OK,
+        &ConnectedAppsPage {
+            chrome: chrome(state, user, "connected-apps"),
+            apps,
+            notice,
+        },
+    ))
+}
+
+/// `GET /connected-apps`.
+pub async fn connected_get(
+    State(state): State<AppState>,
+    user: BrowserUser,
+) -> Result<Response, PageError> {
+    connected_page(&state, &user, None).await
+}
+
+/// `POST /connected-apps/{id}/disconnect`.
+pub async fn disconnect_post(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(app_id): Path<String>,
+    RawForm(body): RawForm,
+) -> Result<Response, PageError> {
+    let csrf = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    user.check_csrf(&csrf)?;
+    let name = crate::oauth2::apps::find(&state, &app_id).await?.name;
+    grants::disconnect(&state, &user.user.id, &app_id).await?;
+    connected_page(
+        &state,
+        &user,
+        Some(format!(
+            "{name} is disconnected; its tokens no longer work."
+        )),
+    )
+    .await
+}
+
+/// `GET /api/v2/users/{user}/oauth2-apps`: the apps the caller connected.
+pub async fn connected_api_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if user != "me" && user != caller.user.id && user != caller.user.username {
+        return Err(ApiError::forbidden(
+            "Only your own connected apps can be listed.",
+        ));
+    }
+    let apps: Vec<Value> = grants::connected_apps(&state, &caller.user.id)
+        .await?
+        .into_iter()
+        .map(|c| {
+            json!({
+                "id": c.app.id, "name": c.app.name, "icon": c.app.icon,
+                "scopes": c.grant.scopes, "authorized_at": c.grant.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(apps)))
+}
