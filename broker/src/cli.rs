@@ -42,6 +42,16 @@ enum Command {
     /// Move data between stores.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// The keys that sign the authorization server's tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key; it signs from now on (running replicas switch within a minute).
+    /// The old key stays published in the JWKS until the tokens it signed have expired.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,8 +159,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Config(ConfigCommand::Check(args))) => {
             let mut other = config_check::OtherSettings::default();
-            if let Err(errors) = Settings::from_args(&access_url, &cli.serve) {
-                other.errors.extend(errors);
+            match Settings::from_args(&access_url, &cli.serve) {
+                Ok(settings) => other.oauth2_provider = Some(settings.oauth2.enabled),
+                Err(errors) => other.errors.extend(errors),
             }
             if let Err(errors) =
                 crate::oidc::OidcSettings::from_vars(&process_env(), &mut other.warnings)
@@ -166,6 +177,10 @@ pub fn main() -> ExitCode {
         Some(Command::Dbcrypt(command)) => {
             init_logging(false);
             block_on(dbcrypt(&cli.serve, command))
+        }
+        Some(Command::Keys(KeysCommand::Rotate)) => {
+            init_logging(false);
+            block_on(keys_rotate(&access_url, &cli.serve))
         }
         Some(Command::Store(StoreCommand::Migrate { from, to })) => {
             init_logging(false);
@@ -361,6 +376,20 @@ async fn dbcrypt(args: &ServeArgs, command: DbcryptCommand) -> Result<String, St
         }
     };
     Ok(report)
+}
+
+/// `keys rotate`: works beside running replicas (PostgreSQL), under the store's key lock.
+async fn keys_rotate(access_url: &str, args: &ServeArgs) -> Result<String, String> {
+    let settings = Settings::from_args(access_url, args).map_err(|e| e.join("\n"))?;
+    let keys = crate::server::key_ring(&settings).map_err(|e| e.to_string())?;
+    let store = open_store(args).await?;
+    let kid = crate::oauth2::signing::rotate(&*store, &keys, settings.oauth2.key_overlap())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "rotated: key {kid} signs from now on; the previous key stays published for {} s",
+        settings.oauth2.key_overlap().as_secs()
+    ))
 }
 
 fn list(ids: &[String]) -> String {

@@ -48,6 +48,9 @@ pub struct Outcome {
 #[derive(Serialize)]
 struct Report<'a> {
     access_url: Option<String>,
+    /// Whether the OAuth2 authorization server is on (`CODER_OAUTH2_PROVIDER_ENABLE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oauth2_provider: Option<bool>,
     providers: Vec<ProviderReport<'a>>,
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     matched: Option<MatchReport<'a>>,
@@ -134,6 +137,8 @@ pub struct OtherSettings {
     pub errors: Vec<String>,
     /// Messages it would log as warnings.
     pub warnings: Vec<String>,
+    /// Whether the OAuth2 authorization server would be served (`None`: the setting is bad).
+    pub oauth2_provider: Option<bool>,
 }
 
 /// Runs `config check` over `vars` (normally the process environment).
@@ -197,6 +202,7 @@ pub fn run(
     warning_findings.extend(other.warnings.iter().map(|m| Finding::from_message(m)));
     let status = u8::from(!error_findings.is_empty());
     let report = Report {
+        oauth2_provider: other.oauth2_provider,
         access_url: access.as_ref().map(ToString::to_string),
         providers: providers
             .iter()
@@ -251,6 +257,18 @@ fn text(report: &Report<'_>, providers: &Providers, status: u8) -> Outcome {
     if status == 0 {
         if let Some(access) = &report.access_url {
             let _ = writeln!(out, "access URL: {access}");
+            if report.oauth2_provider == Some(true) {
+                let _ = writeln!(
+                    out,
+                    "OAuth2 provider: on (discovery at {}/.well-known/openid-configuration; CODER_OAUTH2_PROVIDER_ENABLE=false turns it off)",
+                    access.trim_end_matches('/')
+                );
+            } else if report.oauth2_provider == Some(false) {
+                let _ = writeln!(
+                    out,
+                    "OAuth2 provider: off (CODER_OAUTH2_PROVIDER_ENABLE=false): /oauth2/* and the discovery documents answer 404"
+                );
+            }
         }
         if providers.is_empty() {
             let _ = writeln!(

@@ -64,6 +64,9 @@ enum Command {
     /// Tokens that let a workspace fetch your provider tokens.
     #[command(subcommand)]
     WorkspaceToken(WorkspaceToken),
+    /// Apps of the broker's OAuth2 authorization server (admins).
+    #[command(subcommand, name = "oauth2-app")]
+    OAuth2App(OAuth2App),
     /// Configure git to get credentials from extauth for every provider (idempotent).
     SetupGit {
         /// Write to ~/.gitconfig instead of the current repository's config.
@@ -144,6 +147,61 @@ enum WorkspaceToken {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum OAuth2App {
+    /// Register an app; a confidential one gets its first client secret (printed once).
+    Create {
+        /// Its name, shown on the consent page.
+        name: String,
+        /// A redirect URI (repeatable; the first is Coder's `callback_url`).
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        redirect_uris: Vec<String>,
+        /// An icon URL.
+        #[arg(long, default_value = "")]
+        icon: String,
+        /// A public client (native app, CLI, SPA): PKCE instead of a secret.
+        #[arg(long)]
+        public: bool,
+        /// A scope it may ask for (repeatable; default: openid profile email offline_access
+        /// user:read).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List the registered apps.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Delete an app and end every token issued through it.
+    Delete {
+        /// Its client_id.
+        id: String,
+    },
+    /// Client secrets of an app.
+    #[command(subcommand)]
+    Secret(OAuth2Secret),
+}
+
+#[derive(Debug, Subcommand)]
+enum OAuth2Secret {
+    /// Make a new client secret (printed once); the old ones keep working until deleted.
+    Create {
+        /// The app's client_id.
+        app: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Delete a client secret and end every token issued under it.
+    Delete {
+        /// The app's client_id.
+        app: String,
+        /// The secret's id (from `GET …/secrets`).
+        id: String,
+    },
+}
+
 /// Output format of commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
@@ -201,6 +259,7 @@ fn run(command: Command, out: &mut dyn Write) -> Outcome {
         }
         Command::Whoami { output } => whoami(output, out),
         Command::WorkspaceToken(command) => workspace_token(command, out),
+        Command::OAuth2App(command) => oauth2_app(command, out),
         Command::SetupGit { global } => setup_git::run(&workspace_client()?, global, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "extauth", out);
@@ -644,6 +703,155 @@ fn workspace_token(command: WorkspaceToken, out: &mut dyn Write) -> Outcome {
                 return Err(api_error(status, &text).into());
             }
             let _ = writeln!(out, "Revoked {id}.");
+            Ok(())
+        }
+    }
+}
+
+fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
+    let client = user_client()?;
+    let send =
+        |method: &str, path: &str, body: Option<&Value>, expected: u16| -> Result<Value, Failure> {
+            let (status, text) = client.send(method, path, &[], body, None)?;
+            if status != expected {
+                return Err(api_error(status, &text).into());
+            }
+            Ok(serde_json::from_str(&text).unwrap_or_default())
+        };
+    let new_secret = |app: &str| {
+        send(
+            "POST",
+            &format!("/api/v2/oauth2-provider/apps/{app}/secrets"),
+            None,
+            201,
+        )
+    };
+    match command {
+        OAuth2App::Create {
+            name,
+            redirect_uris,
+            icon,
+            public,
+            scopes,
+            output,
+        } => {
+            let body = json!({
+                "name": name,
+                "icon": icon,
+                "redirect_uris": redirect_uris,
+                "client_type": if public { "public" } else { "confidential" },
+                "scopes": (!scopes.is_empty()).then_some(scopes),
+            });
+            let mut app = send("POST", "/api/v2/oauth2-provider/apps", Some(&body), 201)?;
+            let id = app["id"].as_str().unwrap_or_default().to_owned();
+            if !public {
+                app["client_secret"] = new_secret(&id)?["client_secret_full"].clone();
+            }
+            if output == Output::Json {
+                print_json(out, &app);
+                return Ok(());
+            }
+            let _ = writeln!(out, "client_id:     {}", terminal_safe(&id));
+            if let Some(secret) = app["client_secret"].as_str() {
+                let _ = writeln!(out, "client_secret: {secret}");
+                let _ = writeln!(out, "(the secret is shown only this once)");
+            }
+            let _ = writeln!(
+                out,
+                "discovery:     {}/.well-known/openid-configuration",
+                client.settings().url.trim_end_matches('/')
+            );
+            Ok(())
+        }
+        OAuth2App::List { output } => {
+            let apps = get_json(&client, "/api/v2/oauth2-provider/apps")?;
+            if output == Output::Json {
+                print_json(out, &apps);
+                return Ok(());
+            }
+            let empty = Vec::new();
+            let apps = apps.as_array().unwrap_or(&empty);
+            if apps.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "No apps; register one with `extauth oauth2-app create <name> --redirect-uri <uri>`."
+                );
+                return Ok(());
+            }
+            let _ = writeln!(
+                out,
+                "{:<34} {:<24} {:<13} REDIRECT URIS",
+                "CLIENT ID", "NAME", "TYPE"
+            );
+            for app in apps {
+                let shown = |v: &Value| terminal_safe(v.as_str().unwrap_or_default());
+                let uris = app["redirect_uris"]
+                    .as_array()
+                    .map(|u| {
+                        u.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{:<34} {:<24} {:<13} {}",
+                    shown(&app["id"]),
+                    shown(&app["name"]),
+                    shown(&app["client_type"]),
+                    terminal_safe(&uris)
+                );
+            }
+            Ok(())
+        }
+        OAuth2App::Delete { id } => {
+            let (status, text) = client.send(
+                "DELETE",
+                &format!("/api/v2/oauth2-provider/apps/{id}"),
+                &[],
+                None,
+                None,
+            )?;
+            if status != 204 {
+                return Err(api_error(status, &text).into());
+            }
+            let _ = writeln!(
+                out,
+                "Deleted app {}; its tokens no longer work.",
+                terminal_safe(&id)
+            );
+            Ok(())
+        }
+        OAuth2App::Secret(OAuth2Secret::Create { app, output }) => {
+            let secret = new_secret(&app)?;
+            if output == Output::Json {
+                print_json(out, &secret);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    secret["client_secret_full"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        OAuth2App::Secret(OAuth2Secret::Delete { app, id }) => {
+            let (status, text) = client.send(
+                "DELETE",
+                &format!("/api/v2/oauth2-provider/apps/{app}/secrets/{id}"),
+                &[],
+                None,
+                None,
+            )?;
+            if status != 204 {
+                return Err(api_error(status, &text).into());
+            }
+            let _ = writeln!(
+                out,
+                "Deleted secret {}; tokens issued under it no longer work.",
+                terminal_safe(&id)
+            );
             Ok(())
         }
     }

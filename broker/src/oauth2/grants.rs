@@ -30,6 +30,10 @@ use super::tokens::{self, Subject};
 /// was lost on the way) instead of ending the family.
 const RETRY_GRACE_MS: i64 = 10_000;
 
+/// How many replaced refresh tokens a family remembers besides the last (a replay of an older
+/// one is then only an unknown token).
+const MAX_EARLIER: usize = 32;
+
 /// What binds a family's kept answer to it.
 pub fn retry_purpose(family_id: &str) -> String {
     format!("oauth2-retry:{family_id}")
@@ -329,6 +333,7 @@ async fn redeem_code(
         auth_time: record.auth_time,
         refresh_hash: refresh.as_deref().map(hash).unwrap_or_default(),
         previous_hash: None,
+        earlier_hashes: Vec::new(),
         rotated_ms: now_millis(),
         retry_answer: None,
         created_at: now(),
@@ -422,30 +427,35 @@ async fn rotate(
     if family.refresh_hash.is_empty()
         || !constant_time_eq(presented.as_bytes(), family.refresh_hash.as_bytes())
     {
-        if family.previous_hash.as_deref() == Some(presented.as_str()) {
-            if now_millis() - family.rotated_ms <= RETRY_GRACE_MS {
-                if let Some(kept) = &family.retry_answer {
-                    let kept: Kept = serde_json::from_slice(
-                        &state
-                            .keys
-                            .open(&retry_purpose(&family.id), kept)
-                            .map_err(Failure::from)?,
-                    )
-                    .map_err(|e| Failure::Internal(format!("kept answer unreadable: {e}")))?;
-                    if kept.scope == request.scope && kept.resource == request.resource {
-                        tracing::info!(target: "extauth::audit", event = "oauth2.token", grant = "refresh_token", app = %app.id, user = %family.user_id, outcome = "retry answered again", "a refresh was retried within the grace window");
-                        return Ok(kept.answer);
-                    }
+        let retry_window = family.previous_hash.as_deref() == Some(presented.as_str())
+            && now_millis() - family.rotated_ms <= RETRY_GRACE_MS;
+        if retry_window {
+            if let Some(kept) = &family.retry_answer {
+                let kept: Kept = serde_json::from_slice(
+                    &state
+                        .keys
+                        .open(&retry_purpose(&family.id), kept)
+                        .map_err(Failure::from)?,
+                )
+                .map_err(|e| Failure::Internal(format!("kept answer unreadable: {e}")))?;
+                if kept.scope == request.scope && kept.resource == request.resource {
+                    tracing::info!(target: "extauth::audit", event = "oauth2.token", grant = "refresh_token", app = %app.id, user = %family.user_id, outcome = "retry answered again", "a refresh was retried within the grace window");
+                    return Ok(kept.answer);
                 }
             }
-            state.store.delete_oauth2_family(&family.id).await?;
-            tracing::warn!(target: "extauth::audit", event = "oauth2.family.revoked", app = %app.id, user = %family.user_id, family = %family.id, reason = "refresh token reused", "a replaced refresh token was presented; every token of its authorization is revoked");
-            return Err(OAuthError::InvalidGrant(
-                "the refresh token was already used; every token of this authorization is revoked"
-                    .to_owned(),
-            ));
         }
-        return Err(OAuthError::InvalidGrant("unknown refresh token".to_owned()));
+        let replayed = family.previous_hash.as_deref() == Some(presented.as_str())
+            || family.earlier_hashes.iter().any(|h| *h == presented);
+        if !replayed {
+            return Err(OAuthError::InvalidGrant("unknown refresh token".to_owned()));
+        }
+        // An earlier token of the family: two parties hold it (RFC 9700 §4.14.2).
+        state.store.delete_oauth2_family(&family.id).await?;
+        tracing::warn!(target: "extauth::audit", event = "oauth2.family.revoked", app = %app.id, user = %family.user_id, family = %family.id, reason = "refresh token reused", "a replaced refresh token was presented; every token of its authorization is revoked");
+        return Err(OAuthError::InvalidGrant(
+            "the refresh token was already used; every token of this authorization is revoked"
+                .to_owned(),
+        ));
     }
     if family.expires_at <= now() {
         return Err(OAuthError::InvalidGrant(
@@ -523,9 +533,14 @@ async fn rotate(
     .map_err(|e| Failure::Internal(e.to_string()))?;
     let lifetime =
         i64::try_from(state.settings.oauth2.refresh_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let mut earlier_hashes = family.earlier_hashes.clone();
+    earlier_hashes.extend(family.previous_hash.clone());
+    let excess = earlier_hashes.len().saturating_sub(MAX_EARLIER);
+    earlier_hashes.drain(..excess);
     let rotated = OAuth2Family {
         refresh_hash: hash(&refresh),
         previous_hash: Some(presented.clone()),
+        earlier_hashes,
         rotated_ms: now_millis(),
         retry_answer: Some(state.keys.seal(&retry_purpose(&family.id), &kept)),
         expires_at: now().saturating_add(lifetime),

@@ -126,6 +126,9 @@ pub struct OAuth2Family {
     pub refresh_hash: String,
     /// sha256 of the refresh token the last rotation replaced.
     pub previous_hash: Option<String>,
+    /// sha256 of the refresh tokens replaced before (the latest few), to recognise a replay
+    /// of any of them and not only of the last.
+    pub earlier_hashes: Vec<String>,
     /// When the last rotation happened (Unix milliseconds).
     pub rotated_ms: i64,
     /// The answer the last rotation gave, sealed, handed out again to an identical retry within

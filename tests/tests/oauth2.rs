@@ -1,0 +1,1217 @@
+//! The broker as an OAuth2 authorization server and OpenID Provider, driven over HTTP as apps
+//! drive it: seed 002's walkthrough command by command, the attacks it must refuse, the switch,
+//! client credentials, introspection and revocation, key rotation, the pace, and a refresh race
+//! over two replicas on PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use extauth_tests::{Broker, TestDatabase, answer, binary, free_port};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const CALLBACK: &str = "https://app.example/cb";
+
+struct Site {
+    broker: Broker,
+    session: String,
+    api_token: String,
+    _data: tempfile::TempDir,
+}
+
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn site(env: &[(&str, &str)]) -> Site {
+    let data = tempfile::tempdir().unwrap();
+    site_in(data, env).await
+}
+
+async fn site_in(data: tempfile::TempDir, env: &[(&str, &str)]) -> Site {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let broker = Broker::start(free_port(), data.path(), &env);
+    let session = broker.session_cookie().await;
+    let (admin, csrf) = broker.admin().await;
+    let created = answer(
+        admin
+            .post(format!("{}/api/v2/users/me/keys/tokens", broker.url))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"name": "oauth2-test"})),
+    )
+    .await;
+    Site {
+        api_token: created["token"].as_str().unwrap().to_owned(),
+        broker,
+        session,
+        _data: data,
+    }
+}
+
+impl Site {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.broker.url)
+    }
+
+    /// Seed 002: `POST /api/v2/oauth2-provider/apps` with an API token as Bearer.
+    async fn create_app(&self, body: Value) -> Value {
+        let response = plain()
+            .post(self.url("/api/v2/oauth2-provider/apps"))
+            .bearer_auth(&self.api_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// Seed 002: a secret with an empty POST.
+    async fn create_secret(&self, app: &str) -> (String, String) {
+        let response = plain()
+            .post(self.url(&format!("/api/v2/oauth2-provider/apps/{app}/secrets")))
+            .bearer_auth(&self.api_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["client_secret_full"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A confidential app and its secret.
+    async fn confidential(&self, name: &str) -> (String, String) {
+        let app = self
+            .create_app(json!({"name": name, "callback_url": CALLBACK}))
+            .await;
+        let id = app["id"].as_str().unwrap().to_owned();
+        let (_, secret) = self.create_secret(&id).await;
+        (id, secret)
+    }
+
+    /// `GET /oauth2/authorize` as the signed-in admin's browser, redirects not followed.
+    async fn authorize(&self, query: &[(&str, &str)]) -> reqwest::Response {
+        plain()
+            .get(self.url("/oauth2/authorize"))
+            .query(query)
+            .header("Cookie", &self.session)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Answers the consent page with `decision` (its hidden fields and CSRF token echoed).
+    async fn consent(&self, page: &str, decision: &str) -> reqwest::Response {
+        let mut form = hidden_fields(page);
+        form.insert("decision".into(), decision.into());
+        plain()
+            .post(self.url("/oauth2/authorize"))
+            .header("Cookie", &self.session)
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Authorize through the consent page (or a remembered consent); the redirect's query.
+    async fn code(&self, query: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let response = self.authorize(query).await;
+        let response = if response.status() == StatusCode::OK {
+            let page = response.text().await.unwrap();
+            assert!(page.contains("wants to use your account"), "{page}");
+            self.consent(&page, "allow").await
+        } else {
+            response
+        };
+        assert_eq!(response.status(), StatusCode::FOUND);
+        redirect_query(&response)
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let response = plain()
+            .post(self.url("/oauth2/tokens"))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        if status == StatusCode::OK {
+            assert_eq!(
+                response.headers()["cache-control"],
+                "no-store",
+                "token answers are never cached"
+            );
+        }
+        (status, response.json().await.unwrap())
+    }
+
+    /// `GET path` with a bearer token: status and body.
+    async fn api(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let response = plain()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap_or_default())
+    }
+
+    /// The standard flow of a confidential app: a code, then tokens.
+    async fn tokens(&self, client_id: &str, secret: &str, scope: Option<&str>) -> Value {
+        let mut query = vec![
+            ("client_id", client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("state", "s"),
+        ];
+        if let Some(scope) = scope {
+            query.push(("scope", scope));
+        }
+        let code = self.code(&query).await["code"].clone();
+        let (status, body) = self
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("redirect_uri", CALLBACK),
+            ])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+/// The hidden fields of a page's form (HTML entities undone).
+fn hidden_fields(page: &str) -> BTreeMap<String, String> {
+    let re = regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)">"#).unwrap();
+    re.captures_iter(page)
+        .map(|c| (c[1].to_owned(), unescape(&c[2])))
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    let numeric = regex::Regex::new(r"&#(x?)([0-9a-fA-F]+);").unwrap();
+    let text = numeric.replace_all(text, |c: &regex::Captures<'_>| {
+        let radix = if c[1].is_empty() { 10 } else { 16 };
+        char::from_u32(u32::from_str_radix(&c[2], radix).unwrap())
+            .unwrap()
+            .to_string()
+    });
+    text.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+fn redirect_query(response: &reqwest::Response) -> BTreeMap<String, String> {
+    let url = url::Url::parse(&location(response)).unwrap();
+    url.query_pairs().into_owned().collect()
+}
+
+fn pkce() -> (String, String) {
+    let verifier = extauth_broker::random::hex_token::<32>();
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn access(tokens: &Value) -> String {
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+fn refresh(tokens: &Value) -> String {
+    tokens["refresh_token"].as_str().unwrap().to_owned()
+}
+
+/// Seed 002's walkthrough as the document shows it, command by command.
+#[tokio::test]
+async fn seed_002_walkthrough() {
+    let site = site(&[]).await;
+    // Create an application with {name, callback_url, icon}, the API token as Bearer.
+    let app = site
+        .create_app(json!({
+            "name": "My Application",
+            "callback_url": CALLBACK,
+            "icon": "https://app.example/icon.png",
+        }))
+        .await;
+    let client_id = app["id"].as_str().unwrap().to_owned();
+    assert_eq!(app["callback_url"], CALLBACK);
+    assert_eq!(app["redirect_uris"], json!([CALLBACK]));
+    assert_eq!(app["client_type"], "confidential");
+    assert!(
+        app["endpoints"]["token"]
+            .as_str()
+            .unwrap()
+            .ends_with("/oauth2/tokens")
+    );
+    // Generate a client secret: an empty POST; shown once, then only truncated.
+    let (secret_id, secret) = site.create_secret(&client_id).await;
+    assert!(secret.starts_with("extauth_cs_"), "scanner-friendly prefix");
+    let listed = answer(
+        plain()
+            .get(site.url(&format!("/api/v2/oauth2-provider/apps/{client_id}/secrets")))
+            .bearer_auth(&site.api_token),
+    )
+    .await;
+    assert_eq!(listed[0]["id"], secret_id.as_str());
+    assert_eq!(
+        listed[0]["client_secret_truncated"],
+        &secret[secret.len() - 6..]
+    );
+    assert!(!listed.to_string().contains(&secret));
+
+    // Standard OAuth2 flow: authorize (no scope), consent, the code and state come back.
+    let back = site
+        .code(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("state", "random-string"),
+        ])
+        .await;
+    assert_eq!(back["state"], "random-string");
+    assert_eq!(back["iss"], site.broker.url, "RFC 9207 iss");
+    // Token exchange, exactly as the document's curl.
+    let (status, tokens) = site
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &back["code"]),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+            ("redirect_uri", CALLBACK),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["expires_in"].as_u64().unwrap() > 3000);
+    assert_eq!(
+        tokens["scope"], "email offline_access openid profile user:read",
+        "no scope asked: the app's defaults"
+    );
+    assert!(tokens["id_token"].is_string());
+    // API access with the access token.
+    let (status, _, me) = site.api(&access(&tokens), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["username"], "admin");
+    // The access token is an RFC 9068 JWT.
+    let header = access(&tokens).split('.').next().unwrap().to_owned();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+
+    // Refresh tokens, as the document's curl.
+    let (status, refreshed) = site
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&tokens)),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_ne!(refresh(&refreshed), refresh(&tokens), "rotated");
+    let (status, _, _) = site.api(&access(&refreshed), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // PKCE flow of a public client.
+    let public = site
+        .create_app(json!({
+            "name": "CLI", "callback_url": "http://127.0.0.1:8123/callback", "client_type": "public",
+        }))
+        .await;
+    let public_id = public["id"].as_str().unwrap();
+    let (verifier, challenge) = pkce();
+    let back = site
+        .code(&[
+            ("client_id", public_id),
+            ("response_type", "code"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("redirect_uri", "http://127.0.0.1:8123/callback"),
+        ])
+        .await;
+    let (status, public_tokens) = site
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &back["code"]),
+            ("client_id", public_id),
+            ("code_verifier", &verifier),
+            ("redirect_uri", "http://127.0.0.1:8123/callback"),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{public_tokens}");
+
+    // Revoke access: every token of the app for this user ends.
+    let response = plain()
+        .delete(site.url("/oauth2/tokens"))
+        .query(&[("client_id", &client_id)])
+        .bearer_auth(&site.api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _, _) = site.api(&access(&refreshed), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked at once");
+    let (status, body) = site
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&refreshed)),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // The public client's tokens are untouched.
+    let (status, _, _) = site.api(&access(&public_tokens), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(site.broker.stop());
+}
+
+#[tokio::test]
+async fn pkce_and_redirect_attacks_are_refused() {
+    let site = site(&[]).await;
+    let (client_id, secret) = site.confidential("Web").await;
+    let public = site
+        .create_app(json!({"name": "Native", "redirect_uris": ["http://127.0.0.1:9000/cb", "vscode://extauth.test/cb"], "client_type": "public"}))
+        .await;
+    let public_id = public["id"].as_str().unwrap().to_owned();
+    let (verifier, challenge) = pkce();
+
+    // A public client without PKCE, and `plain`: sent back to the (valid) redirect with state.
+    for extra in [
+        vec![],
+        vec![
+            ("code_challenge", verifier.as_str()),
+            ("code_challenge_method", "plain"),
+        ],
+    ] {
+        let mut query = vec![
+            ("client_id", public_id.as_str()),
+            ("response_type", "code"),
+            ("redirect_uri", "http://127.0.0.1:9000/cb"),
+            ("state", "st"),
+        ];
+        query.extend(extra);
+        let response = site.authorize(&query).await;
+        assert_eq!(response.status(), StatusCode::FOUND);
+        let back = redirect_query(&response);
+        assert_eq!(back["error"], "invalid_request", "{back:?}");
+        assert_eq!(back["state"], "st");
+        assert!(!back.contains_key("code"));
+    }
+
+    // Redirect URIs not registered exactly: refused on the broker's page, never redirected.
+    for bad in [
+        "https://app.example.evil/cb",
+        "https://app.example/cb/more",
+        "https://app.example/cb#fragment",
+        "https://app.example/cb?extra=1",
+        "http://app.example/cb",
+    ] {
+        let response = site
+            .authorize(&[
+                ("client_id", &client_id),
+                ("response_type", "code"),
+                ("redirect_uri", bad),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(response.headers().get("location").is_none(), "{bad}");
+    }
+    // An unknown client: the same.
+    let response = site
+        .authorize(&[
+            ("client_id", "nope"),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A loopback redirect on another port (RFC 8252) and a custom scheme work for a public app.
+    for redirect in ["http://127.0.0.1:51234/cb", "vscode://extauth.test/cb"] {
+        let back = site
+            .code(&[
+                ("client_id", &public_id),
+                ("response_type", "code"),
+                ("redirect_uri", redirect),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ])
+            .await;
+        let (status, body) = site
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("code", &back["code"]),
+                ("client_id", &public_id),
+                ("code_verifier", &verifier),
+                ("redirect_uri", redirect),
+            ])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{redirect}: {body}");
+    }
+
+    // Downgrade one way: a code issued with a challenge, redeemed without its verifier.
+    let with = site
+        .code(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("code_challenge", &challenge),
+        ])
+        .await;
+    let redeem = |code: String, verifier: Option<String>| {
+        let client_id = client_id.clone();
+        let secret = secret.clone();
+        let site = &site;
+        async move {
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", code),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("redirect_uri", CALLBACK.to_owned()),
+            ];
+            if let Some(v) = verifier {
+                form.push(("code_verifier", v));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            site.token(&form).await
+        }
+    };
+    let (status, body) = redeem(with["code"].clone(), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // The other way: a code issued without a challenge, redeemed with a verifier.
+    let without = site
+        .code(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+        ])
+        .await;
+    let (status, body) = redeem(without["code"].clone(), Some(verifier.clone())).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // A wrong verifier.
+    let with = site
+        .code(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .await;
+    let (wrong, _) = pkce();
+    let (status, body) = redeem(with["code"].clone(), Some(wrong)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // A redirect URI at the token endpoint other than the authorization's.
+    let fresh = site
+        .code(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+        ])
+        .await;
+    let (status, body) = site
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &fresh["code"]),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+            ("redirect_uri", "https://app.example/other"),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+
+    // EXTAUTH_OAUTH2_REQUIRE_PKCE is not set: the confidential flow without PKCE works
+    // (seed 002's standard flow), covered by `seed_002_walkthrough`.
+    assert!(site.broker.stop());
+}
+
+#[tokio::test]
+async fn code_and_refresh_reuse_revoke_and_scopes_never_widen() {
+    let site = site(&[]).await;
+    let (client_id, secret) = site.confidential("Web").await;
+    let (other_id, other_secret) = site.confidential("Other").await;
+
+    // A code used twice: the second use fails and ends what the first one gave.
+    let back = site
+        .code(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+        ])
+        .await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", back["code"].as_str()),
+        ("client_id", client_id.as_str()),
+        ("client_secret", secret.as_str()),
+        ("redirect_uri", CALLBACK),
+    ];
+    let (status, first) = site.token(&form).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = site.token(&form).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (status, _, _) = site.api(&access(&first), "/api/v2/users/me").await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the first use's tokens are revoked"
+    );
+
+    // Consent is remembered: the next authorization answers at once, no page.
+    let response = site
+        .authorize(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("state", "again"),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::FOUND, "remembered consent");
+    assert_eq!(redirect_query(&response)["state"], "again");
+
+    // Refresh: an identical retry within the grace window gets the same answer back.
+    let tokens = site.tokens(&client_id, &secret, None).await;
+    let r1 = refresh(&tokens);
+    let refresh_form = |token: &str, scope: Option<&str>| {
+        let mut form = vec![
+            ("grant_type".to_owned(), "refresh_token".to_owned()),
+            ("refresh_token".to_owned(), token.to_owned()),
+            ("client_id".to_owned(), client_id.clone()),
+            ("client_secret".to_owned(), secret.clone()),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope".to_owned(), scope.to_owned()));
+        }
+        form
+    };
+    let send = |form: Vec<(String, String)>| {
+        let site = &site;
+        async move {
+            let form: Vec<(&str, &str)> =
+                form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            site.token(&form).await
+        }
+    };
+    let (status, second) = send(refresh_form(&r1, None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, retried) = send(refresh_form(&r1, None)).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried, second, "a lost answer is given again");
+    // A scope on refresh may narrow the access token...
+    let r2 = refresh(&second);
+    let (status, narrowed) = send(refresh_form(&r2, Some("user:read offline_access"))).await;
+    assert_eq!(status, StatusCode::OK, "{narrowed}");
+    assert_eq!(narrowed["scope"], "offline_access user:read");
+    let r3 = refresh(&narrowed);
+    // ...never widen it.
+    let (status, body) = send(refresh_form(&r3, Some("user:read all"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    // Another client's refresh token.
+    let (status, body) = site
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r3),
+            ("client_id", &other_id),
+            ("client_secret", &other_secret),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // A replaced refresh token presented again (not an identical retry): the family ends.
+    let (status, body) = send(refresh_form(&r1, Some("openid"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (status, body) = send(refresh_form(&r3, None)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "the current refresh token died with its family"
+    );
+    let (status, _, _) = site.api(&access(&narrowed), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A scope the app may not ask for: back to the app with invalid_scope.
+    let response = site
+        .authorize(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("scope", "openid workspace-tokens:write"),
+            ("state", "x"),
+        ])
+        .await;
+    assert_eq!(redirect_query(&response)["error"], "invalid_scope");
+
+    // A token without the scope a route needs: 403 naming the scope.
+    let app = site
+        .create_app(json!({"name": "Narrow", "callback_url": CALLBACK, "scopes": ["openid", "external-auth:read"]}))
+        .await;
+    let narrow_id = app["id"].as_str().unwrap().to_owned();
+    let (_, narrow_secret) = site.create_secret(&narrow_id).await;
+    let narrow = site
+        .tokens(&narrow_id, &narrow_secret, Some("openid"))
+        .await;
+    assert!(
+        narrow.get("refresh_token").is_none(),
+        "no offline_access, no refresh token"
+    );
+    let (status, headers, _) = site.api(&access(&narrow), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer error=\"insufficient_scope\", scope=\"user:read\""
+    );
+    // The same token reads the user's provider tokens' list: what its scope allows.
+    let narrow = site
+        .tokens(&narrow_id, &narrow_secret, Some("external-auth:read"))
+        .await;
+    let (status, _, _) = site.api(&access(&narrow), "/api/v2/external-auth").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(site.broker.stop());
+}
+
+#[tokio::test]
+async fn consent_state_csrf_secrets_and_app_lifecycle() {
+    let site = site(&[]).await;
+    let (client_id, secret) = site.confidential("Web").await;
+    // The consent page: app name, redirect host, scopes in words; Cancel → access_denied.
+    let state = "a b&c=d/é\"'<x>";
+    let response = site
+        .authorize(&[
+            ("client_id", &client_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("state", state),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Web wants to use your account"));
+    assert!(page.contains("https://app.example"));
+    assert!(page.contains("Read your account"));
+    assert!(!page.contains("<x>"), "state is escaped in the form");
+    let denied = site.consent(&page, "deny").await;
+    let back = redirect_query(&denied);
+    assert_eq!(back["error"], "access_denied");
+    assert_eq!(back["state"], state, "state echoed exactly");
+    // The consent POST without its CSRF token.
+    let mut form = hidden_fields(&page);
+    form.remove("csrf");
+    form.insert("decision".into(), "allow".into());
+    let response = plain()
+        .post(site.url("/oauth2/authorize"))
+        .header("Cookie", &site.session)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get("location").is_none());
+    // Allowed: state echoed exactly with the code.
+    let allowed = site.consent(&page, "allow").await;
+    assert_eq!(redirect_query(&allowed)["state"], state);
+
+    // Not signed in: the sign-in page first, then back to the same request.
+    let response = plain()
+        .get(site.url("/oauth2/authorize"))
+        .query(&[
+            ("client_id", client_id.as_str()),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let login = location(&response);
+    assert!(
+        login.starts_with("/login?redirect=%2Foauth2%2Fauthorize%3Fclient_id%3D"),
+        "{login}"
+    );
+
+    // Client authentication: a secret in the URL, a wrong secret (401 + Basic challenge),
+    // HTTP Basic works.
+    let response = plain()
+        .post(site.url(&format!("/oauth2/tokens?client_secret={secret}")))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &client_id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = plain()
+        .post(site.url("/oauth2/tokens"))
+        .basic_auth(&client_id, Some("extauth_cs_00_wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+
+    // Secret rotation: a second secret works; deleting the first ends its tokens only.
+    let tokens_first = site.tokens(&client_id, &secret, None).await;
+    let secrets = answer(
+        plain()
+            .get(site.url(&format!("/api/v2/oauth2-provider/apps/{client_id}/secrets")))
+            .bearer_auth(&site.api_token),
+    )
+    .await;
+    let first_id = secrets[0]["id"].as_str().unwrap().to_owned();
+    let (_, second) = site.create_secret(&client_id).await;
+    let tokens_second = site.tokens(&client_id, &second, None).await;
+    let response = plain()
+        .delete(site.url(&format!(
+            "/api/v2/oauth2-provider/apps/{client_id}/secrets/{first_id}"
+        )))
+        .bearer_auth(&site.api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        site.api(&access(&tokens_first), "/api/v2/users/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        site.api(&access(&tokens_second), "/api/v2/users/me")
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // Connected apps: listed for the user; the app changed by PUT; deleting it ends its tokens.
+    let connected = answer(
+        plain()
+            .get(site.url("/api/v2/users/me/oauth2-apps"))
+            .bearer_auth(&site.api_token),
+    )
+    .await;
+    assert_eq!(connected[0]["id"], client_id.as_str());
+    let response = plain()
+        .put(site.url(&format!("/api/v2/oauth2-provider/apps/{client_id}")))
+        .bearer_auth(&site.api_token)
+        .json(&json!({"name": "Web 2", "redirect_uris": [CALLBACK, "https://app.example/cb2"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let changed: Value = response.json().await.unwrap();
+    assert_eq!(changed["name"], "Web 2");
+    assert_eq!(changed["redirect_uris"][1], "https://app.example/cb2");
+    let response = plain()
+        .delete(site.url(&format!("/api/v2/oauth2-provider/apps/{client_id}")))
+        .bearer_auth(&site.api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        site.api(&access(&tokens_second), "/api/v2/users/me")
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Registration is checked: an http redirect off loopback, a custom scheme for a
+    // confidential app, javascript: never.
+    for bad in [
+        json!({"name": "x", "callback_url": "http://app.example/cb"}),
+        json!({"name": "x", "callback_url": "vscode://ext/cb"}),
+        json!({"name": "x", "callback_url": "javascript:alert(1)", "client_type": "public"}),
+        json!({"name": "x", "callback_url": CALLBACK, "scopes": ["nope"]}),
+    ] {
+        let response = plain()
+            .post(site.url("/api/v2/oauth2-provider/apps"))
+            .bearer_auth(&site.api_token)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].is_string() && body["detail"].is_string());
+    }
+    assert!(site.broker.stop());
+}
+
+#[tokio::test]
+async fn client_credentials_introspection_revocation_and_metadata() {
+    let site = site(&[]).await;
+    let service = site
+        .create_app(json!({"name": "Bot", "callback_url": CALLBACK, "scopes": ["openid", "user:read", "external-auth:read"]}))
+        .await;
+    let service_id = service["id"].as_str().unwrap().to_owned();
+    let (_, service_secret) = site.create_secret(&service_id).await;
+    let response = plain()
+        .post(site.url("/oauth2/tokens"))
+        .basic_auth(&service_id, Some(&service_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let service_tokens: Value = response.json().await.unwrap();
+    assert_eq!(
+        service_tokens["scope"], "external-auth:read user:read",
+        "no identity scopes"
+    );
+    assert!(service_tokens.get("refresh_token").is_none());
+    // A service acts as no user on the API.
+    let (status, _, body) = site.api(&access(&service_tokens), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // Introspection (a client with credentials): active, with its claims.
+    let introspect = |token: String| {
+        let site = &site;
+        let (id, secret) = (service_id.clone(), service_secret.clone());
+        async move {
+            answer(
+                plain()
+                    .post(site.url("/oauth2/introspect"))
+                    .basic_auth(id, Some(secret))
+                    .form(&[("token", token)]),
+            )
+            .await
+        }
+    };
+    let info = introspect(access(&service_tokens)).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["client_id"], service_id.as_str());
+    assert_eq!(info["sub"], format!("app:{service_id}"));
+
+    let (client_id, secret) = site.confidential("Web").await;
+    let tokens = site.tokens(&client_id, &secret, None).await;
+    assert_eq!(introspect(access(&tokens)).await["username"], "admin");
+    assert_eq!(introspect(refresh(&tokens)).await["active"], true);
+    assert_eq!(introspect("garbage".into()).await, json!({"active": false}));
+    // Revocation (RFC 7009) of the refresh token: the family ends, introspection says so at once.
+    let response = plain()
+        .post(site.url("/oauth2/revoke"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", refresh(&tokens))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(introspect(refresh(&tokens)).await["active"], false);
+    assert_eq!(introspect(access(&tokens)).await["active"], false);
+    // Unknown tokens are fine to revoke (nothing learnt).
+    let response = plain()
+        .post(site.url("/oauth2/revoke"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", "extauth_rt_nope_nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Userinfo with an openid token.
+    let tokens = site.tokens(&client_id, &secret, None).await;
+    let (status, _, info) = site.api(&access(&tokens), "/oauth2/userinfo").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["preferred_username"], "admin");
+
+    // Discovery: every grant, method and scope; the JWKS holds the signing key.
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-authorization-server/some/path",
+    ] {
+        let meta = answer(plain().get(site.url(path))).await;
+        assert_eq!(meta["issuer"], site.broker.url, "{path}");
+        assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+        for grant in ["authorization_code", "refresh_token", "client_credentials"] {
+            assert!(
+                meta["grant_types_supported"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(grant))
+            );
+        }
+        for scope in ["openid", "offline_access", "external-auth:read", "all"] {
+            assert!(
+                meta["scopes_supported"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(scope))
+            );
+        }
+    }
+    let jwks = answer(plain().get(site.url("/oauth2/jwks"))).await;
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert!(jwks["keys"][0].get("d").is_none(), "no private part");
+    assert!(site.broker.stop());
+}
+
+#[tokio::test]
+async fn the_switch_turns_every_endpoint_into_404() {
+    let site = site(&[("CODER_OAUTH2_PROVIDER_ENABLE", "false")]).await;
+    for (method, path) in [
+        ("GET", "/.well-known/openid-configuration"),
+        ("GET", "/.well-known/oauth-authorization-server"),
+        ("GET", "/oauth2/authorize?client_id=x&response_type=code"),
+        ("POST", "/oauth2/tokens"),
+        ("POST", "/oauth2/revoke"),
+        ("POST", "/oauth2/introspect"),
+        ("GET", "/oauth2/jwks"),
+        ("GET", "/oauth2/userinfo"),
+        ("GET", "/api/v2/oauth2-provider/apps"),
+    ] {
+        let response = plain()
+            .request(method.parse().unwrap(), site.url(path))
+            .bearer_auth(&site.api_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    assert!(site.broker.stop());
+}
+
+#[tokio::test]
+async fn requests_over_the_pace_wait() {
+    let site = site(&[("EXTAUTH_OAUTH2_RATE_LIMIT", "5")]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let response = plain()
+            .post(site.url("/oauth2/tokens"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "temporarily_unavailable");
+        }
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(statuses[5..], [StatusCode::TOO_MANY_REQUESTS; 2]);
+    assert!(site.broker.stop());
+}
+
+#[tokio::test]
+async fn a_rotated_key_keeps_earlier_tokens_valid() {
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().to_owned();
+    let site = site_in(data, &[]).await;
+    let (client_id, secret) = site.confidential("Web").await;
+    let before = site.tokens(&client_id, &secret, None).await;
+    let kid_of = |token: &str| -> String {
+        let header = token.split('.').next().unwrap();
+        let header: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(header)
+                .unwrap(),
+        )
+        .unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    };
+    let Site {
+        broker,
+        api_token,
+        _data,
+        ..
+    } = site;
+    let port: u16 = broker.url.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(broker.stop());
+    // The embedded store belongs to one process: rotate while the broker is stopped.
+    let out = Command::new(binary("extauth-broker"))
+        .args(["keys", "rotate"])
+        .env_clear()
+        .env("EXTAUTH_DATA_DIR", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rotated: key "));
+    let site = Site {
+        session: String::new(),
+        api_token,
+        broker: Broker::start(port, &path, &[]),
+        _data,
+    };
+    let session = site.broker.session_cookie().await;
+    let site = Site { session, ..site };
+    let jwks = answer(plain().get(site.url("/oauth2/jwks"))).await;
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "the old key stays published"
+    );
+    // A token signed before the rotation still works; new ones are signed with the new key.
+    let (status, _, _) = site.api(&access(&before), "/api/v2/users/me").await;
+    assert_eq!(status, StatusCode::OK);
+    let after = site.tokens(&client_id, &secret, None).await;
+    assert_ne!(
+        kid_of(&access(&after)),
+        kid_of(&access(&before)),
+        "the new key signs"
+    );
+    let published: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(published.contains(&kid_of(&access(&before)).as_str()));
+    assert!(published.contains(&kid_of(&access(&after)).as_str()));
+    assert!(site.broker.stop());
+}
+
+/// Two replicas on PostgreSQL, the same refresh token sent to both at once: one rotation, and
+/// both callers get the same new pair (the second is an identical retry of the first).
+#[tokio::test]
+async fn one_refresh_token_at_two_replicas_rotates_once() {
+    let db = TestDatabase::create().await;
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let env = vec![
+        ("CODER_PG_CONNECTION_URL".to_owned(), db.url.clone()),
+        ("CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS".to_owned(), key),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Broker::start(free_port(), dir_a.path(), &env);
+    let b = Broker::start(free_port(), dir_b.path(), &env);
+    let session = a.session_cookie().await;
+    let (admin, csrf) = a.admin().await;
+    let api_token = answer(
+        admin
+            .post(format!("{}/api/v2/users/me/keys/tokens", a.url))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"name": "replicas"})),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let site = Site {
+        broker: a,
+        session,
+        api_token,
+        _data: dir_a,
+    };
+    let (client_id, secret) = site.confidential("Web").await;
+    for round in 0..5 {
+        let tokens = site.tokens(&client_id, &secret, None).await;
+        let form = [
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh(&tokens)),
+            ("client_id", client_id.clone()),
+            ("client_secret", secret.clone()),
+        ];
+        let send = |base: String| {
+            let form = form.clone();
+            async move {
+                let response = plain()
+                    .post(format!("{base}/oauth2/tokens"))
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status(), response.json::<Value>().await.unwrap())
+            }
+        };
+        let ((sa, ja), (sb, jb)) = tokio::join!(send(site.broker.url.clone()), send(b.url.clone()));
+        assert_eq!(
+            (sa, sb),
+            (StatusCode::OK, StatusCode::OK),
+            "round {round}: {ja} {jb}"
+        );
+        assert_eq!(refresh(&ja), refresh(&jb), "round {round}: one rotation");
+        // The rotated token works on either replica; the family lives on.
+        let (status, next) = site
+            .token(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh(&ja)),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+            ])
+            .await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {next}");
+    }
+    // Keys: both replicas publish the same one (made once).
+    let ja = answer(plain().get(format!("{}/oauth2/jwks", site.broker.url))).await;
+    let jb = answer(plain().get(format!("{}/oauth2/jwks", b.url))).await;
+    assert_eq!(ja, jb);
+    assert_eq!(ja["keys"].as_array().unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(b.stop());
+    assert!(site.broker.stop());
+}
