@@ -247,7 +247,7 @@ fn default_access_url_and_empty_config() {
     assert!(o.status.success());
     assert_eq!(
         stdout(&o),
-        "access URL: http://127.0.0.1:3000/\nno external auth providers configured; set CODER_EXTERNAL_AUTH_0_TYPE and CODER_EXTERNAL_AUTH_0_CLIENT_ID to add one\n"
+        "access URL: http://127.0.0.1:3000/\nOAuth2 provider: on (discovery at http://127.0.0.1:3000/.well-known/openid-configuration; CODER_OAUTH2_PROVIDER_ENABLE=false turns it off)\nno external auth providers configured; set CODER_EXTERNAL_AUTH_0_TYPE and CODER_EXTERNAL_AUTH_0_CLIENT_ID to add one\n"
     );
     let o = run(
         &[

@@ -529,7 +529,8 @@ async fn dbcrypt_rotate_then_the_old_key_can_go() {
     let (ok, _, err) = broker_command(&env, &["dbcrypt", "delete"]);
     assert!(!ok && err.contains("--yes"), "{err}");
     let (ok, out, err) = broker_command(&env, &["dbcrypt", "delete", "--yes"]);
-    assert!(ok && out.contains("deleted: 1 record(s)"), "{out}{err}");
+    // The link and the token-signing key (sealed too; made anew at the next start).
+    assert!(ok && out.contains("deleted: 2 record(s)"), "{out}{err}");
     assert!(
         cluster
             .sql("SELECT 1 FROM external_auth_links")

@@ -265,6 +265,7 @@ async fn every_answer_carries_the_security_headers() {
             .send()
             .await
             .unwrap();
+        let status = response.status();
         let h = response.headers();
         let get = |name: &str| {
             h.get(name)
@@ -283,9 +284,13 @@ async fn every_answer_carries_the_security_headers() {
             get("strict-transport-security").is_empty(),
             "plain http: no HSTS"
         );
+        // Static assets, and the authorization server's public documents (keys, metadata),
+        // which clients cache.
         let static_asset = path.starts_with("/assets/")
             || path.starts_with("/icon/")
-            || path.starts_with("/emojis/");
+            || path.starts_with("/emojis/")
+            || (path.starts_with("/.well-known/") && status == StatusCode::OK)
+            || (path == "/oauth2/jwks" && status == StatusCode::OK);
         if static_asset {
             assert!(get("cache-control").starts_with("public"), "{path}");
         } else {

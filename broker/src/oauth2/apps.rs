@@ -6,7 +6,8 @@ use crate::failure::Failure;
 use crate::identity::hash;
 use crate::random;
 use crate::state::AppState;
-use crate::store::{AppSecret, ClientType, FamilyFilter, OAuth2App};
+use crate::store::{AppSecret, FamilyFilter};
+pub use crate::store::{ClientType, OAuth2App};
 
 use super::scopes;
 
@@ -174,6 +175,11 @@ pub async fn create(state: &AppState, input: AppInput) -> Result<OAuth2App, Fail
     state.store.put_oauth2_app(&app).await?;
     tracing::info!(target: "extauth::audit", event = "oauth2.app.created", app = %app.id, name = %app.name, "registered an OAuth2 app");
     Ok(app)
+}
+
+/// Every app, oldest first.
+pub async fn list(state: &AppState) -> Result<Vec<OAuth2App>, Failure> {
+    Ok(state.store.oauth2_apps().await?)
 }
 
 /// An app by id, or `UnknownApp`.

@@ -160,6 +160,14 @@ impl AccessToken {
     }
 }
 
+/// The user an access token acts for, if it acts for one who still exists.
+pub async fn user_of(state: &AppState, access: &AccessToken) -> Result<Option<User>, Failure> {
+    match &access.user_id {
+        Some(id) => Ok(state.store.user(id).await?),
+        None => Ok(None),
+    }
+}
+
 /// Whether `token` looks like a JWT (and not one of extauth's own opaque tokens).
 pub fn looks_like_jwt(token: &str) -> bool {
     token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2

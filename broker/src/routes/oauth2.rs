@@ -273,11 +273,7 @@ pub async fn userinfo(
     if !access.scopes.contains("openid") {
         return Err(crate::failure::Failure::InsufficientScope("openid").into());
     }
-    let user = match &access.user_id {
-        Some(id) => state.store.user(id).await.map_err(ApiError::from)?,
-        None => None,
-    };
-    let Some(user) = user else {
+    let Some(user) = tokens::user_of(&state, &access).await? else {
         return Err(invalid_token("the token acts for no user"));
     };
     Ok(no_store(

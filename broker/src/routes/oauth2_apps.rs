@@ -11,11 +11,10 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, PageError};
 use crate::failure::Failure;
 use crate::identity::{BrowserUser, Caller};
-use crate::oauth2::apps::{self, AppInput};
+use crate::oauth2::apps::{self, AppInput, ClientType, OAuth2App};
 use crate::oauth2::{scopes, tokens};
 use crate::pages::{self, AppRow, CreatedSecret, OAuth2AppsPage, ScopeChoice, SecretRow};
 use crate::state::AppState;
-use crate::store::{ClientType, OAuth2App};
 
 use super::browser::chrome;
 use super::oauth2::{ProviderOn, endpoints};
@@ -98,7 +97,7 @@ pub async fn apps_get(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     admin(&caller)?;
-    let apps = state.store.oauth2_apps().await?;
+    let apps = apps::list(&state).await?;
     Ok(Json(Value::Array(
         apps.iter().map(|a| app_json(&state, a)).collect(),
     )))
@@ -215,11 +214,8 @@ async fn apps_page(
     user: &BrowserUser,
     created: Option<CreatedSecret>,
 ) -> Result<Response, PageError> {
-    let apps = state
-        .store
-        .oauth2_apps()
-        .await
-        .map_err(Failure::from)?
+    let apps = apps::list(state)
+        .await?
         .into_iter()
         .map(|a| AppRow {
             confidential: a.client_type == ClientType::Confidential,

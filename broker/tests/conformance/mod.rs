@@ -450,7 +450,326 @@ pub async fn key_ids(store: &dyn Store) {
         .into_iter()
         .collect();
     assert_eq!(ids, ["k1", "k2", "k3", "k4", "k5"]);
+
+    // The authorization server's sealed values count too: signing keys, kept answers.
+    store
+        .put_signing_key(&signing_key("kid1", 1))
+        .await
+        .unwrap();
+    store
+        .create_oauth2_family(&OAuth2Family {
+            retry_answer: Some(sealed("k7", "answer")),
+            ..family("f1", "a1", "u1", None)
+        })
+        .await
+        .unwrap();
+    store
+        .put_signing_key(&SigningKey {
+            private_key: sealed("", "cGxhaW4="),
+            ..signing_key("kid2", 2)
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .encryption_key_ids()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ids, ["k1", "k2", "k3", "k4", "k5", "k6", "k7"]);
+    assert_eq!(store.plaintext_values().await.unwrap(), 2);
     store.ping().await.unwrap();
+}
+
+pub fn app(id: &str, created_at: i64) -> OAuth2App {
+    OAuth2App {
+        id: id.to_owned(),
+        name: format!("App {id}"),
+        icon: String::new(),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        client_type: ClientType::Confidential,
+        scopes: vec!["openid".into(), "user:read".into()],
+        default_scopes: vec!["openid".into()],
+        secrets: vec![AppSecret {
+            id: format!("{id}-s1"),
+            secret_hash: "hash".into(),
+            truncated: "abc123".into(),
+            created_at,
+            last_used_at: None,
+        }],
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+pub fn family(id: &str, app_id: &str, user_id: &str, secret_id: Option<&str>) -> OAuth2Family {
+    OAuth2Family {
+        id: id.to_owned(),
+        app_id: app_id.to_owned(),
+        user_id: user_id.to_owned(),
+        secret_id: secret_id.map(str::to_owned),
+        scopes: vec!["openid".into(), "offline_access".into()],
+        resource: None,
+        auth_time: 1,
+        refresh_hash: format!("h-{id}-1"),
+        previous_hash: None,
+        earlier_hashes: Vec::new(),
+        rotated_ms: 1,
+        retry_answer: None,
+        created_at: 1,
+        expires_at: 100,
+    }
+}
+
+pub fn signing_key(kid: &str, created_at: i64) -> SigningKey {
+    SigningKey {
+        kid: kid.to_owned(),
+        algorithm: "ES256".into(),
+        private_key: sealed("k6", "pkcs8"),
+        public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+        created_at,
+        retired_at: None,
+    }
+}
+
+fn grant(user_id: &str, app_id: &str) -> OAuth2Grant {
+    OAuth2Grant {
+        user_id: user_id.to_owned(),
+        app_id: app_id.to_owned(),
+        scopes: vec!["openid".into()],
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+pub async fn oauth2_apps(store: &dyn Store) {
+    assert!(store.oauth2_apps().await.unwrap().is_empty());
+    store.put_oauth2_app(&app("b", 2)).await.unwrap();
+    store.put_oauth2_app(&app("a", 1)).await.unwrap();
+    assert_eq!(store.oauth2_app("b").await.unwrap(), Some(app("b", 2)));
+    let ids: Vec<String> = store
+        .oauth2_apps()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(ids, ["a", "b"], "oldest first");
+    // Replaced by id (a secret added).
+    let mut changed = app("a", 1);
+    changed.secrets[0].last_used_at = Some(9);
+    store.put_oauth2_app(&changed).await.unwrap();
+    assert_eq!(store.oauth2_app("a").await.unwrap(), Some(changed));
+    // Deleting an app deletes its consents and token families, not other apps'.
+    store.put_oauth2_grant(&grant("u1", "a")).await.unwrap();
+    store.put_oauth2_grant(&grant("u1", "b")).await.unwrap();
+    store
+        .create_oauth2_family(&family("fa", "a", "u1", None))
+        .await
+        .unwrap();
+    store
+        .create_oauth2_family(&family("fb", "b", "u1", None))
+        .await
+        .unwrap();
+    assert!(store.delete_oauth2_app("a").await.unwrap());
+    assert!(!store.delete_oauth2_app("a").await.unwrap());
+    assert_eq!(store.oauth2_app("a").await.unwrap(), None);
+    assert_eq!(store.oauth2_family("fa").await.unwrap(), None);
+    assert_eq!(store.oauth2_grant("u1", "a").await.unwrap(), None);
+    assert!(store.oauth2_family("fb").await.unwrap().is_some());
+    assert_eq!(
+        store.oauth2_grants_of_user("u1").await.unwrap(),
+        [grant("u1", "b")]
+    );
+}
+
+pub async fn oauth2_codes(store: &dyn Store) {
+    let now = extauth_broker::clock::now_millis();
+    let code = OAuth2Code {
+        code_hash: "c1".into(),
+        app_id: "a".into(),
+        user_id: "u1".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scopes: vec!["openid".into()],
+        challenge: Some("challenge".into()),
+        nonce: Some("n".into()),
+        resource: None,
+        auth_time: 5,
+        family_id: "f1".into(),
+        used: false,
+        expires_ms: now + 60_000,
+    };
+    store.put_oauth2_code(&code).await.unwrap();
+    assert_eq!(store.use_oauth2_code("nope").await.unwrap(), None);
+    // The first use sees it unused, every later one sees it used.
+    assert_eq!(
+        store.use_oauth2_code("c1").await.unwrap(),
+        Some(code.clone())
+    );
+    let again = store.use_oauth2_code("c1").await.unwrap().unwrap();
+    assert!(again.used);
+    // Expired: gone for every use, and dropped when the next code is stored.
+    store
+        .put_oauth2_code(&OAuth2Code {
+            code_hash: "old".into(),
+            expires_ms: now - 1,
+            ..code.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.use_oauth2_code("old").await.unwrap(), None);
+}
+
+pub async fn oauth2_codes_are_used_once_under_concurrency(store: &dyn Store) {
+    let now = extauth_broker::clock::now_millis();
+    for round in 0..10 {
+        let hash = format!("race-{round}");
+        store
+            .put_oauth2_code(&OAuth2Code {
+                code_hash: hash.clone(),
+                app_id: "a".into(),
+                user_id: "u1".into(),
+                redirect_uri: String::new(),
+                scopes: Vec::new(),
+                challenge: None,
+                nonce: None,
+                resource: None,
+                auth_time: 0,
+                family_id: "f".into(),
+                used: false,
+                expires_ms: now + 60_000,
+            })
+            .await
+            .unwrap();
+        let uses = futures_join(store, &hash).await;
+        assert_eq!(uses, 1, "round {round}: exactly one first use");
+    }
+}
+
+async fn futures_join(store: &dyn Store, hash: &str) -> usize {
+    let (a, b, c, d) = tokio::join!(
+        store.use_oauth2_code(hash),
+        store.use_oauth2_code(hash),
+        store.use_oauth2_code(hash),
+        store.use_oauth2_code(hash),
+    );
+    [a, b, c, d]
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().as_ref().is_some_and(|c| !c.used))
+        .count()
+}
+
+pub async fn oauth2_families(store: &dyn Store) {
+    let f = family("f1", "a", "u1", Some("s1"));
+    store.create_oauth2_family(&f).await.unwrap();
+    assert!(matches!(
+        store.create_oauth2_family(&f).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.oauth2_family("f1").await.unwrap(), Some(f.clone()));
+    // A rotation replaces it only while the refresh hash is still the expected one.
+    let rotated = OAuth2Family {
+        refresh_hash: "h-f1-2".into(),
+        previous_hash: Some("h-f1-1".into()),
+        retry_answer: Some(sealed("k1", "answer")),
+        ..f.clone()
+    };
+    assert!(
+        store
+            .replace_oauth2_family_if(&rotated, "h-f1-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_oauth2_family_if(&rotated, "h-f1-1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.oauth2_family("f1").await.unwrap(), Some(rotated));
+    assert!(
+        !store
+            .replace_oauth2_family_if(&family("ghost", "a", "u1", None), "x")
+            .await
+            .unwrap()
+    );
+    // Ending families: by user, by secret, one by one.
+    store
+        .create_oauth2_family(&family("f2", "a", "u2", Some("s1")))
+        .await
+        .unwrap();
+    store
+        .create_oauth2_family(&family("f3", "a", "u2", Some("s2")))
+        .await
+        .unwrap();
+    store
+        .create_oauth2_family(&family("f4", "b", "u2", Some("s1")))
+        .await
+        .unwrap();
+    let by_secret = FamilyFilter {
+        app_id: "a",
+        user_id: None,
+        secret_id: Some("s1"),
+    };
+    assert_eq!(store.delete_oauth2_families(by_secret).await.unwrap(), 2);
+    assert_eq!(store.oauth2_family("f1").await.unwrap(), None);
+    assert!(
+        store.oauth2_family("f4").await.unwrap().is_some(),
+        "another app's"
+    );
+    let by_user = FamilyFilter {
+        app_id: "a",
+        user_id: Some("u2"),
+        secret_id: None,
+    };
+    assert_eq!(store.delete_oauth2_families(by_user).await.unwrap(), 1);
+    assert!(store.delete_oauth2_family("f4").await.unwrap());
+    assert!(!store.delete_oauth2_family("f4").await.unwrap());
+}
+
+pub async fn oauth2_grants(store: &dyn Store) {
+    assert_eq!(store.oauth2_grant("u1", "a").await.unwrap(), None);
+    store.put_oauth2_grant(&grant("u1", "b")).await.unwrap();
+    store.put_oauth2_grant(&grant("u1", "a")).await.unwrap();
+    store.put_oauth2_grant(&grant("u2", "a")).await.unwrap();
+    let wider = OAuth2Grant {
+        scopes: vec!["openid".into(), "email".into()],
+        updated_at: 2,
+        ..grant("u1", "a")
+    };
+    store.put_oauth2_grant(&wider).await.unwrap();
+    assert_eq!(
+        store.oauth2_grant("u1", "a").await.unwrap(),
+        Some(wider.clone())
+    );
+    assert_eq!(
+        store.oauth2_grants_of_user("u1").await.unwrap(),
+        [wider, grant("u1", "b")]
+    );
+    assert!(store.delete_oauth2_grant("u1", "a").await.unwrap());
+    assert!(!store.delete_oauth2_grant("u1", "a").await.unwrap());
+    assert_eq!(
+        store.oauth2_grants_of_user("u2").await.unwrap(),
+        [grant("u2", "a")]
+    );
+}
+
+pub async fn signing_keys(store: &dyn Store) {
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    store.put_signing_key(&signing_key("new", 2)).await.unwrap();
+    store.put_signing_key(&signing_key("old", 1)).await.unwrap();
+    let retired = SigningKey {
+        retired_at: Some(3),
+        ..signing_key("old", 1)
+    };
+    store.put_signing_key(&retired).await.unwrap();
+    assert_eq!(
+        store.signing_keys().await.unwrap(),
+        [retired, signing_key("new", 2)],
+        "oldest first, replaced by kid"
+    );
+    store.delete_signing_key("old").await.unwrap();
+    assert_eq!(store.signing_keys().await.unwrap(), [signing_key("new", 2)]);
 }
 
 fn oidc_session(id: &str, user_id: &str) -> Session {
@@ -523,6 +842,20 @@ async fn populate(store: &dyn Store) {
         })
         .await
         .unwrap();
+    store.put_oauth2_app(&app("a1", 3)).await.unwrap();
+    store.put_oauth2_grant(&grant("u1", "a1")).await.unwrap();
+    store
+        .create_oauth2_family(&OAuth2Family {
+            retry_answer: Some(sealed("k1", "answer")),
+            earlier_hashes: vec!["h0".into()],
+            ..family("f1", "a1", "u1", Some("a1-s1"))
+        })
+        .await
+        .unwrap();
+    store
+        .put_signing_key(&signing_key("kid1", 4))
+        .await
+        .unwrap();
 }
 
 pub async fn snapshot_and_import(store: &dyn Store) {
@@ -531,7 +864,7 @@ pub async fn snapshot_and_import(store: &dyn Store) {
     let before = store.snapshot().await.unwrap();
     assert_eq!(
         before.counts(),
-        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1, OIDC claims 1"
+        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1, OIDC claims 1, OAuth2 apps 1, grants 1, token families 1, signing keys 1"
     );
     assert_eq!(
         before.links[0].refresh_failure.as_deref(),
@@ -784,7 +1117,9 @@ macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@tests $factory;
             users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
-            snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows);
+            snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows,
+            oauth2_apps, oauth2_codes, oauth2_codes_are_used_once_under_concurrency, oauth2_families,
+            oauth2_grants, signing_keys);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(
