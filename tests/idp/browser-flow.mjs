@@ -229,6 +229,66 @@ async function run(browser) {
   assert.match(missing.headers()['content-type'], /^text\/html/);
   consoleErrors.splice(errorsBefore);
 
+  at('register an OAuth2 app');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'OAuth2 apps' }).click();
+  await page.getByRole('heading', { name: 'OAuth2 apps', level: 1 }).waitFor();
+  await checkAccessible(page);
+  const appCallback = `${broker}/healthz`;
+  await page.getByLabel('Name', { exact: true }).fill('Team dashboard');
+  await page.getByLabel('Redirect URIs (one per line)').fill(appCallback);
+  await page.getByRole('checkbox', { name: /external-auth:read/ }).check();
+  await page.getByRole('button', { name: 'Register' }).click();
+  await page.waitForLoadState('load');
+  const clientSecret = (await page.locator('#secret-heading + p + pre').textContent()).trim();
+  assert.match(clientSecret, /^extauth_cs_/, 'the new secret is shown once');
+  const clientId = (await page.locator('article.app dd code').first().textContent()).trim();
+  await page.locator('#secret-heading + p + pre').evaluate((el) => {
+    el.textContent = el.textContent.replace(/(extauth_cs_[^_]+_)\S+/, '$1…');
+  });
+  await shot(page, '13-oauth2-apps');
+
+  at('consent to the app');
+  const authorize = new URL(`${broker}/oauth2/authorize`);
+  authorize.search = new URLSearchParams({
+    client_id: clientId, response_type: 'code', redirect_uri: appCallback, state: 'st-42',
+    scope: 'openid profile user:read external-auth:read',
+  }).toString();
+  await page.goto(authorize.href);
+  await page.getByRole('heading', { name: 'Team dashboard wants to use your account' }).waitFor();
+  await page.getByText('Use the tokens of your linked accounts').waitFor();
+  await checkAccessible(page);
+  await shot(page, '14-consent');
+  await page.getByRole('button', { name: 'Allow' }).click();
+  await page.waitForURL((url) => url.href.startsWith(`${appCallback}?`));
+  const back = new URL(page.url()).searchParams;
+  assert.equal(back.get('state'), 'st-42', 'state comes back exactly');
+  assert.equal(back.get('iss'), broker, 'the issuer comes back (RFC 9207)');
+  const tokenAnswer = await fetch(`${broker}/oauth2/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: 'authorization_code', code: back.get('code'), redirect_uri: appCallback,
+      client_id: clientId, client_secret: clientSecret,
+    }),
+  });
+  assert.equal(tokenAnswer.status, 200);
+  const appTokens = await tokenAnswer.json();
+  const me = await fetch(`${broker}/api/v2/users/me`, { headers: { authorization: `Bearer ${appTokens.access_token}` } });
+  assert.equal((await me.json()).username, 'alice', 'the app acts for the user who consented');
+
+  at('connected apps');
+  await page.goto(`${broker}/connected-apps`);
+  const appRow = page.getByRole('row', { name: /Team dashboard/ });
+  await appRow.waitFor();
+  await checkAccessible(page);
+  await shot(page, '15-connected-apps');
+  await page.getByRole('button', { name: 'Disconnect Team dashboard' }).click();
+  await page.waitForLoadState('load');
+  await page.getByRole('status').filter({ hasText: 'Team dashboard is disconnected' }).waitFor();
+  const afterDisconnect = await fetch(`${broker}/api/v2/users/me`, { headers: { authorization: `Bearer ${appTokens.access_token}` } });
+  assert.equal(afterDisconnect.status, 401, 'the token of the app ends with the disconnection');
+  seen.oauth2 = { client_id: clientId, scope: appTokens.scope };
+
   at('on a phone');
   const state = await context.storageState();
   const phone = await browser.newContext({

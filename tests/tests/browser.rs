@@ -133,13 +133,18 @@ async fn a_person_signs_in_links_creates_a_token_unlinks_and_signs_out_in_chromi
 
     // Every main page was photographed, as PNG files with something in them.
     let files = seen["screenshots"].as_array().unwrap();
-    assert_eq!(files.len(), 12, "{seen}");
+    assert_eq!(files.len(), 15, "{seen}");
     for file in files {
         let bytes = std::fs::read(file.as_str().unwrap()).unwrap();
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{file} is a PNG");
         assert!(bytes.len() > 5_000, "{file} is not blank");
     }
     assert!(seen["access_token_length"].as_u64().unwrap() > 10);
+    // The app authorized in the browser got what the consent page said.
+    assert_eq!(
+        seen["oauth2"]["scope"], "external-auth:read openid profile user:read",
+        "{seen}"
+    );
 
     // What happened at the IdP: the user signed in there, the unlink revoked the forge's
     // token, and the sign-out went through its end-session endpoint.

@@ -445,7 +445,7 @@ async fn rotate(
             }
         }
         let replayed = family.previous_hash.as_deref() == Some(presented.as_str())
-            || family.earlier_hashes.iter().any(|h| *h == presented);
+            || family.earlier_hashes.contains(&presented);
         if !replayed {
             return Err(OAuthError::InvalidGrant("unknown refresh token".to_owned()));
         }
