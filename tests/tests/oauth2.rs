@@ -1215,3 +1215,53 @@ async fn one_refresh_token_at_two_replicas_rotates_once() {
     assert!(b.stop());
     assert!(site.broker.stop());
 }
+
+/// openid-client, a certified relying party, as a third-party app (`tests/idp/relying-party.mjs`).
+#[tokio::test]
+async fn a_certified_relying_party_works_against_the_broker() {
+    let site = site(&[]).await;
+    let (client_id, secret) = site.confidential("Relying party").await;
+    let public_callback = "http://127.0.0.1:8400/callback";
+    let public = site
+        .create_app(
+            json!({"name": "Native RP", "callback_url": public_callback, "client_type": "public"}),
+        )
+        .await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("idp");
+    let env = [
+        ("BROKER_URL", site.broker.url.clone()),
+        ("SESSION_COOKIE", site.session.clone()),
+        ("CLIENT_ID", client_id.clone()),
+        ("CLIENT_SECRET", secret),
+        ("CALLBACK", CALLBACK.to_owned()),
+        (
+            "PUBLIC_CLIENT_ID",
+            public["id"].as_str().unwrap().to_owned(),
+        ),
+        ("PUBLIC_CALLBACK", public_callback.to_owned()),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("relying-party.mjs"))
+            .current_dir(&dir)
+            .envs(env)
+            .output()
+            .expect("node runs the relying party (tests/run installs its packages)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["steps"].as_array().unwrap().len(), 10, "{seen}");
+    assert_eq!(seen["public_ok"], true);
+    assert_eq!(
+        seen["access_scope"],
+        "email offline_access openid profile user:read"
+    );
+    assert!(site.broker.stop());
+}
