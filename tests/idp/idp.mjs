@@ -85,6 +85,8 @@ server.listen(0, '127.0.0.1', () => {
       introspection: { enabled: true },
       revocation: { enabled: true },
       deviceFlow: { enabled: true },
+      // For the token-endpoint benchmark against extauth (tests/perf/token-bench.sh).
+      clientCredentials: { enabled: true },
       backchannelLogout: { enabled: true },
       rpInitiatedLogout: { enabled: true },
     },

@@ -1265,3 +1265,45 @@ async fn a_certified_relying_party_works_against_the_broker() {
     );
     assert!(site.broker.stop());
 }
+
+/// An app's icon shows on its consent page: its origin joins `img-src` there, and nowhere else.
+#[tokio::test]
+async fn an_apps_icon_is_allowed_on_its_pages_only() {
+    let site = site(&[]).await;
+    let app = site
+        .create_app(json!({"name": "Iconic", "callback_url": CALLBACK, "icon": "https://icons.example/app.png"}))
+        .await;
+    let response = site
+        .authorize(&[
+            ("client_id", app["id"].as_str().unwrap()),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("img-src 'self' https://icons.example;"),
+        "{csp}"
+    );
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(r#"src="https://icons.example/app.png""#)
+            || page.contains("icons.example&#x2f;app.png")
+            || page.contains("https:&#x2f;&#x2f;icons.example"),
+        "{page}"
+    );
+    let home = plain()
+        .get(site.url("/"))
+        .header("Cookie", &site.session)
+        .send()
+        .await
+        .unwrap();
+    let csp = home.headers()["content-security-policy"].to_str().unwrap();
+    assert!(!csp.contains("icons.example"), "{csp}");
+    assert!(site.broker.stop());
+}

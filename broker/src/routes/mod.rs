@@ -5,7 +5,7 @@ pub(crate) mod browser;
 mod oauth2;
 mod oauth2_apps;
 mod oidc;
-mod security_headers;
+pub(crate) mod security_headers;
 mod workspace;
 
 use axum::Router;

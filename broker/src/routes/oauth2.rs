@@ -23,6 +23,7 @@ use crate::pages::{self, ConnectedAppsPage, ConnectedRow, ConsentPage};
 use crate::state::AppState;
 
 use super::browser::chrome;
+use super::security_headers::ImageOrigins;
 
 /// Present on every handler of the authorization server: with `CODER_OAUTH2_PROVIDER_ENABLE`
 /// false they all answer 404, as if they did not exist (clients probe the discovery documents
@@ -430,18 +431,28 @@ pub async fn authorize_get(
             None => format!("{}:", u.scheme()),
         })
         .unwrap_or_default();
-    Ok(pages::render(
-        StatusCode::OK,
-        &ConsentPage {
-            chrome: chrome(&state, &user, ""),
-            app_name: valid.app.name.clone(),
-            app_icon: valid.app.icon.clone(),
-            username: user.user.username.clone(),
-            redirect_host,
-            scopes: scopes::words(&valid.scopes),
-            fields: echoed(&request),
-        },
+    let icons = ImageOrigins::of([valid.app.icon.as_str()]);
+    Ok(with_images(
+        pages::render(
+            StatusCode::OK,
+            &ConsentPage {
+                chrome: chrome(&state, &user, ""),
+                app_name: valid.app.name.clone(),
+                app_icon: valid.app.icon.clone(),
+                username: user.user.username.clone(),
+                redirect_host,
+                scopes: scopes::words(&valid.scopes),
+                fields: echoed(&request),
+            },
+        ),
+        icons,
     ))
+}
+
+/// A page showing images from `origins` (apps' icons).
+pub(super) fn with_images(mut page: Response, origins: ImageOrigins) -> Response {
+    page.extensions_mut().insert(origins);
+    page
 }
 
 /// `POST /oauth2/authorize`: the consent form's answer.
@@ -481,8 +492,9 @@ async fn connected_page(
     user: &BrowserUser,
     notice: Option<String>,
 ) -> Result<Response, PageError> {
-    let apps = grants::connected_apps(state, &user.user.id)
-        .await?
+    let connected = grants::connected_apps(state, &user.user.id).await?;
+    let icons = ImageOrigins::of(connected.iter().map(|c| c.app.icon.as_str()));
+    let apps = connected
         .into_iter()
         .map(|c| ConnectedRow {
             id: c.app.id,
@@ -492,13 +504,16 @@ async fn connected_page(
             since: date(c.grant.created_at),
         })
         .collect();
-    Ok(pages::render(
-        StatusCode::OK,
-        &ConnectedAppsPage {
-            chrome: chrome(state, user, "connected-apps"),
-            apps,
-            notice,
-        },
+    Ok(with_images(
+        pages::render(
+            StatusCode::OK,
+            &ConnectedAppsPage {
+                chrome: chrome(state, user, "connected-apps"),
+                apps,
+                notice,
+            },
+        ),
+        icons,
     ))
 }
 

@@ -17,7 +17,8 @@ use crate::pages::{self, AppRow, CreatedSecret, OAuth2AppsPage, ScopeChoice, Sec
 use crate::state::AppState;
 
 use super::browser::chrome;
-use super::oauth2::{ProviderOn, endpoints};
+use super::oauth2::{ProviderOn, endpoints, with_images};
+use super::security_headers::ImageOrigins;
 
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -214,8 +215,9 @@ async fn apps_page(
     user: &BrowserUser,
     created: Option<CreatedSecret>,
 ) -> Result<Response, PageError> {
-    let apps = apps::list(state)
-        .await?
+    let registered = apps::list(state).await?;
+    let icons = ImageOrigins::of(registered.iter().map(|a| a.icon.as_str()));
+    let apps = registered
         .into_iter()
         .map(|a| AppRow {
             confidential: a.client_type == ClientType::Confidential,
@@ -240,22 +242,25 @@ async fn apps_page(
             redirect_uris: a.redirect_uris,
         })
         .collect();
-    Ok(pages::render(
-        StatusCode::OK,
-        &OAuth2AppsPage {
-            chrome: chrome(state, user, "oauth2-apps"),
-            apps,
-            created,
-            scopes: scopes::CATALOG
-                .iter()
-                .map(|(name, words)| ScopeChoice {
-                    name,
-                    words,
-                    default: scopes::DEFAULT.contains(name),
-                })
-                .collect(),
-            issuer: tokens::issuer(state),
-        },
+    Ok(with_images(
+        pages::render(
+            StatusCode::OK,
+            &OAuth2AppsPage {
+                chrome: chrome(state, user, "oauth2-apps"),
+                apps,
+                created,
+                scopes: scopes::CATALOG
+                    .iter()
+                    .map(|(name, words)| ScopeChoice {
+                        name,
+                        words,
+                        default: scopes::DEFAULT.contains(name),
+                    })
+                    .collect(),
+                issuer: tokens::issuer(state),
+            },
+        ),
+        icons,
     ))
 }
 

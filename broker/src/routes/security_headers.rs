@@ -19,7 +19,35 @@ use crate::state::AppState;
 /// The header values, computed once from the settings.
 pub struct Policy {
     page_csp: HeaderValue,
+    img_src: String,
     hsts: Option<HeaderValue>,
+}
+
+/// Left on a page's response by a handler that shows images from elsewhere (an OAuth2 app's
+/// icon, registered by an admin): their origins join `img-src` for that page only.
+#[derive(Clone, Debug, Default)]
+pub struct ImageOrigins(pub Vec<String>);
+
+impl ImageOrigins {
+    /// The http(s) origins of `urls` (anything else is dropped).
+    pub fn of<'a>(urls: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut origins: Vec<String> = urls
+            .into_iter()
+            .filter_map(|icon| url::Url::parse(icon).ok())
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+            .map(|u| u.origin().ascii_serialization())
+            .collect();
+        origins.sort();
+        origins.dedup();
+        Self(origins)
+    }
+}
+
+fn page_csp(img_src: &str) -> String {
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src {img_src}; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
 }
 
 /// What anything but a page may do: nothing (an SVG or a JSON body opened as a document runs no
@@ -53,15 +81,12 @@ impl Policy {
             img_src.push(' ');
             img_src.push_str(origin);
         }
-        let page_csp = format!(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src {img_src}; \
-             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
-        );
         let https = state.settings.secure_cookies;
         Self {
             // Origins are URL-serialised (no control characters), so this cannot fail; the
             // fallback still allows no script from elsewhere.
-            page_csp: HeaderValue::from_str(&page_csp).unwrap_or(NOTHING),
+            page_csp: HeaderValue::from_str(&page_csp(&img_src)).unwrap_or(NOTHING),
+            img_src,
             hsts: https.then(|| HeaderValue::from_static("max-age=31536000")),
         }
     }
@@ -75,9 +100,16 @@ pub async fn apply(State(policy): State<Arc<Policy>>, request: Request, next: Ne
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/html"));
+    let extra = response.extensions_mut().remove::<ImageOrigins>();
     let headers = response.headers_mut();
     let csp = if is_page {
-        policy.page_csp.clone()
+        match extra.filter(|e| !e.0.is_empty()) {
+            Some(ImageOrigins(origins)) => {
+                let img_src = format!("{} {}", policy.img_src, origins.join(" "));
+                HeaderValue::from_str(&page_csp(&img_src)).unwrap_or(NOTHING)
+            }
+            None => policy.page_csp.clone(),
+        }
     } else {
         NOTHING
     };

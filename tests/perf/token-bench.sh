@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# /oauth2/tokens throughput (client credentials): extauth vs oidc-provider, one run.
+# Usage: tests/perf/token-bench.sh [seconds per run] [concurrent clients]   (default: 5 16)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
+cargo build --release -q -p extauth-broker -p extauth-tests --bins
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+exec target/release/token-bench "$@"
