@@ -7,12 +7,14 @@ use base64::Engine as _;
 use extauth_broker::crypto::{KeyRing, Sealed, key_id};
 use extauth_broker::dbcrypt;
 use extauth_broker::link_secrets::purpose;
+use extauth_broker::oauth2::{retry_purpose, signing_key_purpose};
 use extauth_broker::oidc::session_purpose;
 mod conformance;
 
 use conformance::TestDatabase;
 use extauth_broker::store::{
-    LinkRecord, OidcSession, PendingRevocation, PgStore, Session, SledStore, Store,
+    LinkRecord, OAuth2Family, OidcSession, PendingRevocation, PgStore, Session, SigningKey,
+    SledStore, Store,
 };
 
 fn ring(keys: &[u8]) -> KeyRing {
@@ -70,6 +72,37 @@ async fn populate(store: &dyn Store, keys: &KeyRing) {
         })
         .await
         .unwrap();
+    // The authorization server's: a signing key and a refresh family's kept answer.
+    store
+        .put_signing_key(&SigningKey {
+            kid: "kid1".into(),
+            algorithm: "ES256".into(),
+            private_key: seal(signing_key_purpose("kid1"), "pkcs8-bytes"),
+            public_jwk: "{}".into(),
+            created_at: 1,
+            retired_at: None,
+        })
+        .await
+        .unwrap();
+    store
+        .create_oauth2_family(&OAuth2Family {
+            id: "f1".into(),
+            app_id: "a1".into(),
+            user_id: "u1".into(),
+            secret_id: None,
+            scopes: vec!["openid".into()],
+            resource: None,
+            auth_time: 1,
+            refresh_hash: "h1".into(),
+            previous_hash: None,
+            earlier_hashes: Vec::new(),
+            rotated_ms: 1,
+            retry_answer: Some(seal(retry_purpose("f1"), "{\"answer\":1}")),
+            created_at: 1,
+            expires_at: 10,
+        })
+        .await
+        .unwrap();
 }
 
 /// Every value opens with `keys` to what `populate` sealed; the key ids they carry.
@@ -108,7 +141,17 @@ async fn check(store: &dyn Store, keys: &KeyRing) -> Vec<String> {
         open(purpose("u2", "gitlab", "access"), &pending[0].access_token),
         "glpat"
     );
+    let key = store.signing_keys().await.unwrap().remove(0);
+    assert_eq!(
+        open(signing_key_purpose("kid1"), &key.private_key),
+        "pkcs8-bytes"
+    );
+    let family = store.oauth2_family("f1").await.unwrap().unwrap();
+    let kept = family.retry_answer.unwrap();
+    assert_eq!(open(retry_purpose("f1"), &kept), "{\"answer\":1}");
     let mut ids = vec![
+        key.private_key.key_id,
+        kept.key_id,
         link.access_token.key_id,
         link.refresh_token.unwrap().key_id,
         link.extra.unwrap().key_id,
@@ -126,14 +169,14 @@ async fn rotate_decrypt_delete(store: Arc<dyn Store>) {
     assert_eq!(check(&*store, &ring(&[1])).await, [old.as_str()]);
 
     let report = dbcrypt::rotate(&*store, &ring(&[2, 1]), 100).await.unwrap();
-    assert_eq!((report.changed, report.unchanged), (6, 0));
+    assert_eq!((report.changed, report.unchanged), (8, 0));
     assert_eq!(report.revoked, [old.as_str()]);
     // Only the new key is needed now.
     assert_eq!(check(&*store, &ring(&[2])).await, [new.as_str()]);
     assert!(store.revoked_key_ids().await.unwrap().contains(&old));
     assert_eq!(store.plaintext_values().await.unwrap(), 0);
     let again = dbcrypt::rotate(&*store, &ring(&[2, 1]), 101).await.unwrap();
-    assert_eq!((again.changed, again.unchanged), (0, 6));
+    assert_eq!((again.changed, again.unchanged), (0, 8));
 
     // A key that cannot open the data: a clear error, nothing changed.
     let wrong = dbcrypt::decrypt(&*store, &ring(&[3]), 102)
@@ -148,19 +191,25 @@ async fn rotate_decrypt_delete(store: Arc<dyn Store>) {
     assert_eq!(check(&*store, &ring(&[2])).await, [new.as_str()]);
 
     let report = dbcrypt::decrypt(&*store, &ring(&[2]), 103).await.unwrap();
-    assert_eq!(report.changed, 6);
+    assert_eq!(report.changed, 8);
     assert_eq!(
         check(&*store, &ring(&[9])).await,
         [""],
         "plaintext opens without keys"
     );
     assert!(store.encryption_key_ids().await.unwrap().is_empty());
-    assert_eq!(store.plaintext_values().await.unwrap(), 6);
+    assert_eq!(store.plaintext_values().await.unwrap(), 8);
 
     let report = dbcrypt::delete(&*store, None, 104).await.unwrap();
     assert_eq!(
-        report.changed, 3,
-        "the link, the OIDC session, the pending revocation"
+        report.changed, 5,
+        "the link, the OIDC session, the pending revocation, the family's kept answer, the signing key"
+    );
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    let family = store.oauth2_family("f1").await.unwrap().unwrap();
+    assert_eq!(
+        family.retry_answer, None,
+        "the family stays, its kept answer goes"
     );
     assert_eq!(store.link("u1", "github").await.unwrap(), None);
     assert_eq!(store.session("s1").await.unwrap(), None);
