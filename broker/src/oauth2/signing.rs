@@ -27,6 +27,9 @@ pub fn signing_key_purpose(kid: &str) -> String {
 /// JOSE library (RFC 7518 §3.4); RS256 keys imported by an operator would verify too.
 pub const ALGORITHM: &str = "ES256";
 
+/// The JWS types signed: access tokens (RFC 9068) and ID tokens.
+const TYPES: [&str; 2] = ["at+jwt", "JWT"];
+
 /// The store lock taken while making the first key or rotating.
 const KEYS_LOCK: &str = "oauth2-signing-keys";
 
@@ -37,6 +40,8 @@ const RELOAD_EVERY: Duration = Duration::from_secs(60);
 struct Loaded {
     /// The key that signs: kid and pair.
     signer: Option<(String, Arc<EcdsaKeyPair>)>,
+    /// The encoded JWS headers of the signing key, by `typ` (made once, not per token).
+    headers: Vec<(&'static str, String)>,
     /// Every published key: kid, public key bytes, JWK.
     public: Vec<(String, Vec<u8>, Value)>,
     at: Instant,
@@ -53,6 +58,7 @@ impl Default for Keys {
         Self {
             loaded: RwLock::new(Arc::new(Loaded {
                 signer: None,
+                headers: Vec::new(),
                 public: Vec::new(),
                 at: Instant::now(),
             })),
@@ -196,7 +202,20 @@ impl Keys {
             }
             public.push((key.kid.clone(), point, jwk));
         }
+        let headers = signer
+            .as_ref()
+            .map(|(kid, _)| {
+                TYPES
+                    .iter()
+                    .map(|typ| {
+                        let header = json!({"alg": ALGORITHM, "typ": typ, "kid": kid});
+                        (*typ, B64.encode(header.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let loaded = Loaded {
+            headers,
             signer,
             public,
             at: Instant::now(),
@@ -234,17 +253,22 @@ impl Keys {
     }
 
     /// A compact JWS of `claims` with header type `typ`.
-    pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, Failure> {
+    pub fn sign(&self, typ: &str, claims: &impl serde::Serialize) -> Result<String, Failure> {
         let loaded = self.current();
-        let Some((kid, pair)) = &loaded.signer else {
+        let (Some((_, pair)), Some((_, header))) = (
+            &loaded.signer,
+            loaded.headers.iter().find(|(t, _)| *t == typ),
+        ) else {
             return Err(Failure::Internal(
                 "no token-signing key is loaded".to_owned(),
             ));
         };
-        let header = json!({"alg": ALGORITHM, "typ": typ, "kid": kid});
-        let mut jws = B64.encode(header.to_string());
+        let payload =
+            serde_json::to_vec(claims).map_err(|e| Failure::Internal(format!("claims: {e}")))?;
+        let mut jws = String::with_capacity(header.len() + payload.len() * 4 / 3 + 100);
+        jws.push_str(header);
         jws.push('.');
-        jws.push_str(&B64.encode(claims.to_string()));
+        jws.push_str(&B64.encode(payload));
         let signature = pair
             .sign(&self.rng, jws.as_bytes())
             .map_err(|_| Failure::Internal("signing failed".to_owned()))?;

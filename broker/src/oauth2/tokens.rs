@@ -48,6 +48,26 @@ pub fn service_subject(app_id: &str) -> String {
     format!("app:{app_id}")
 }
 
+/// The claims of an access token (RFC 9068 §2.2), with what ends it early: its family (a
+/// user's authorization) or the secret it was issued under (a service).
+#[derive(serde::Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    client_id: &'a str,
+    scope: &'a str,
+    jti: &'a str,
+    iat: i64,
+    exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extauth_family: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extauth_secret: Option<&'a str>,
+}
+
 /// A signed access token and its lifetime in seconds.
 pub fn mint_access(
     state: &AppState,
@@ -59,30 +79,31 @@ pub fn mint_access(
     let lifetime = state.settings.oauth2.access_lifetime.as_secs();
     let iat = now();
     let issuer = issuer(state);
-    let mut claims = json!({
-        "iss": issuer,
-        "aud": resource.unwrap_or(&issuer),
-        "client_id": app_id,
-        "scope": scopes::join(granted),
-        "jti": random::hex_token::<16>(),
-        "iat": iat,
-        "exp": iat.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
-    });
-    match subject {
+    let service;
+    let (sub, auth_time, family, secret) = match subject {
         Subject::User {
             user_id,
             family_id,
             auth_time,
-        } => {
-            claims["sub"] = json!(user_id);
-            claims["auth_time"] = json!(auth_time);
-            claims["extauth_family"] = json!(family_id);
-        }
+        } => (user_id, Some(auth_time), Some(family_id), None),
         Subject::Service { secret_id } => {
-            claims["sub"] = json!(service_subject(app_id));
-            claims["extauth_secret"] = json!(secret_id);
+            service = service_subject(app_id);
+            (service.as_str(), None, None, Some(secret_id))
         }
-    }
+    };
+    let claims = AccessClaims {
+        iss: &issuer,
+        sub,
+        aud: resource.unwrap_or(&issuer),
+        client_id: app_id,
+        scope: &scopes::join(granted),
+        jti: &random::hex_token::<16>(),
+        iat,
+        exp: iat.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+        auth_time,
+        extauth_family: family,
+        extauth_secret: secret,
+    };
     Ok((state.oauth2_keys.sign("at+jwt", &claims)?, lifetime))
 }
 
@@ -133,7 +154,7 @@ pub fn mint_id_token(
     if let Some(nonce) = nonce {
         claims.insert("nonce".to_owned(), json!(nonce));
     }
-    state.oauth2_keys.sign("JWT", &Value::Object(claims))
+    state.oauth2_keys.sign("JWT", &claims)
 }
 
 /// An access token that checked out.

@@ -49,6 +49,9 @@ impl FromRequestParts<AppState> for Paced {
     type Rejection = OAuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
+        if state.settings.oauth2.rate_limit == 0 {
+            return Ok(Self);
+        }
         let key = match client_of(state, parts) {
             Some(address) => format!("ip:{address}"),
             None => "ip:unknown".to_owned(),
@@ -77,13 +80,10 @@ fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
     Ok(out)
 }
 
-/// A request type (every field an optional string) from a form's fields.
-fn typed<T: serde::de::DeserializeOwned + Default>(fields: &BTreeMap<String, String>) -> T {
-    let object: serde_json::Map<String, Value> = fields
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    serde_json::from_value(Value::Object(object)).unwrap_or_default()
+/// A request type (every field an optional string) from a form whose fields were checked by
+/// [`fields`] (so it cannot fail).
+fn typed<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> T {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
 
 /// HTTP Basic client credentials (RFC 6749 §2.3.1: each part form-encoded).
@@ -126,16 +126,19 @@ fn credentials(
         client_id: fields.get("client_id").cloned(),
         client_secret: fields.get("client_secret").cloned(),
     };
-    let id = credentials
-        .basic
-        .as_ref()
-        .map(|(id, _)| id.as_str())
-        .or(credentials.client_id.as_deref())
-        .unwrap_or_default();
-    state
-        .oauth2_pace
-        .admit(&format!("client:{id}"), state.settings.oauth2.rate_limit)
-        .map_err(OAuthError::SlowDown)?;
+    let limit = state.settings.oauth2.rate_limit;
+    if limit > 0 {
+        let id = credentials
+            .basic
+            .as_ref()
+            .map(|(id, _)| id.as_str())
+            .or(credentials.client_id.as_deref())
+            .unwrap_or_default();
+        state
+            .oauth2_pace
+            .admit(&format!("client:{id}"), limit)
+            .map_err(OAuthError::SlowDown)?;
+    }
     Ok(credentials)
 }
 
@@ -172,7 +175,7 @@ pub async fn tokens_post(
     let fields = fields(&body)?;
     let credentials = credentials(&state, &headers, &fields)?;
     let client = grants::authenticate(&state, &credentials).await?;
-    let request: TokenRequest = typed(&fields);
+    let request: TokenRequest = typed(&body);
     let answer = grants::exchange(&state, &client, &request).await;
     if let Err(e) = &answer {
         tracing::info!(target: "extauth::audit", event = "oauth2.token", app = %client.app.id, grant = request.grant_type.as_deref().unwrap_or(""), outcome = e.code(), reason = %e, "refused a token request");
@@ -464,7 +467,7 @@ pub async fn authorize_post(
 ) -> Result<Response, PageError> {
     let fields = fields(&body).map_err(|e| refused_here(e.to_string()))?;
     user.check_csrf(fields.get("csrf").map(String::as_str).unwrap_or_default())?;
-    let request: AuthorizeRequest = typed(&fields);
+    let request: AuthorizeRequest = typed(&body);
     let valid = match authorize::validate(&state, &request).await {
         Ok(valid) => valid,
         Err(Refused::Here(message)) => return Err(refused_here(message)),
