@@ -383,11 +383,17 @@ async fn keys_rotate(access_url: &str, args: &ServeArgs) -> Result<String, Strin
     let settings = Settings::from_args(access_url, args).map_err(|e| e.join("\n"))?;
     let keys = crate::server::key_ring(&settings).map_err(|e| e.to_string())?;
     let store = open_store(args).await?;
-    let kid = crate::oauth2::signing::rotate(&*store, &keys, settings.oauth2.key_overlap())
-        .await
-        .map_err(|e| e.to_string())?;
+    let kid = crate::oauth2::signing::rotate(
+        &*store,
+        &keys,
+        settings.oauth2.algorithm,
+        settings.oauth2.key_overlap(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(format!(
-        "rotated: key {kid} signs from now on; the previous key stays published for {} s",
+        "rotated: key {kid} ({}) signs from now on; the previous key stays published for {} s",
+        settings.oauth2.algorithm.name(),
         settings.oauth2.key_overlap().as_secs()
     ))
 }

@@ -176,7 +176,7 @@ pub async fn build_state(
         .map(|o| crate::oidc::Oidc::new(o, settings.upstream_timeout))
         .transpose()
         .map_err(|e| StartError::Http(e.to_string()))?;
-    crate::oauth2::signing::ensure_key(&*store, &keys)
+    crate::oauth2::signing::ensure_key(&*store, &keys, settings.oauth2.algorithm)
         .await
         .map_err(|e| StartError::Store(format!("token-signing key: {e}")))?;
     let oauth2_keys = crate::oauth2::signing::Keys::default();

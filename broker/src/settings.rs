@@ -215,6 +215,16 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub oauth2_rate_limit: String,
+
+    /// The algorithm of the keys that sign access and ID tokens (new keys: at first start and
+    /// at `keys rotate`).
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_SIGNING_ALGORITHM",
+        default_value = "ES256",
+        value_name = "ES256|RS256"
+    )]
+    pub oauth2_signing_algorithm: String,
 }
 
 /// A setting that may hold a secret (keys, a database password): never shown by `Debug`.
@@ -380,6 +390,16 @@ impl Settings {
                 &args.oauth2_refresh_lifetime,
             ),
             rate_limit: oauth2_rate_limit,
+            algorithm: crate::oauth2::signing::Algorithm::parse(
+                args.oauth2_signing_algorithm.trim(),
+            )
+            .unwrap_or_else(|| {
+                errors.push(format!(
+                    "EXTAUTH_OAUTH2_SIGNING_ALGORITHM: {:?} is not an algorithm extauth signs with; write ES256 or RS256",
+                    args.oauth2_signing_algorithm
+                ));
+                crate::oauth2::signing::Algorithm::Es256
+            }),
         };
         let client_address = crate::client_address::ClientAddress::parse(
             &args.proxy_trusted_headers,

@@ -6,7 +6,8 @@
 //
 // Input (environment): BROKER_URL, SESSION_COOKIE (a signed-in user's browser), CLIENT_ID,
 // CLIENT_SECRET, CALLBACK (registered for the confidential app), PUBLIC_CLIENT_ID,
-// PUBLIC_CALLBACK (registered for the public app: http://127.0.0.1:<port>/callback).
+// PUBLIC_CALLBACK (registered for the public app: http://127.0.0.1:<port>/callback),
+// EXPECTED_ALG (the signing algorithm, default ES256).
 // Output: one JSON line of what was seen; exit status 1 with the failing step otherwise.
 import assert from 'node:assert/strict';
 import * as client from 'openid-client';
@@ -97,7 +98,7 @@ async function main() {
     audience: broker,
     typ: 'at+jwt',
   });
-  assert.equal(protectedHeader.alg, 'ES256');
+  assert.equal(protectedHeader.alg, process.env.EXPECTED_ALG || 'ES256');
   assert.equal(payload.client_id, env('CLIENT_ID'));
   assert.equal(payload.sub, claims.sub);
   seen.access_scope = payload.scope;

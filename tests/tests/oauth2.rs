@@ -1071,16 +1071,16 @@ async fn a_rotated_key_keeps_earlier_tokens_valid() {
     let site = site_in(data, &[]).await;
     let (client_id, secret) = site.confidential("Web").await;
     let before = site.tokens(&client_id, &secret, None).await;
-    let kid_of = |token: &str| -> String {
+    let header_of = |token: &str| -> Value {
         let header = token.split('.').next().unwrap();
-        let header: Value = serde_json::from_slice(
+        serde_json::from_slice(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(header)
                 .unwrap(),
         )
-        .unwrap();
-        header["kid"].as_str().unwrap().to_owned()
+        .unwrap()
     };
+    let kid_of = |token: &str| header_of(token)["kid"].as_str().unwrap().to_owned();
     let Site {
         broker,
         api_token,
@@ -1089,11 +1089,13 @@ async fn a_rotated_key_keeps_earlier_tokens_valid() {
     } = site;
     let port: u16 = broker.url.rsplit(':').next().unwrap().parse().unwrap();
     assert!(broker.stop());
-    // The embedded store belongs to one process: rotate while the broker is stopped.
+    // The embedded store belongs to one process: rotate while the broker is stopped, to an RSA
+    // key (the algorithm can change at a rotation).
     let out = Command::new(binary("extauth-broker"))
         .args(["keys", "rotate"])
         .env_clear()
         .env("EXTAUTH_DATA_DIR", &path)
+        .env("EXTAUTH_OAUTH2_SIGNING_ALGORITHM", "RS256")
         .output()
         .unwrap();
     assert!(
@@ -1105,7 +1107,14 @@ async fn a_rotated_key_keeps_earlier_tokens_valid() {
     let site = Site {
         session: String::new(),
         api_token,
-        broker: Broker::start(port, &path, &[]),
+        broker: Broker::start(
+            port,
+            &path,
+            &[(
+                "EXTAUTH_OAUTH2_SIGNING_ALGORITHM".to_owned(),
+                "RS256".to_owned(),
+            )],
+        ),
         _data,
     };
     let session = site.broker.session_cookie().await;
@@ -1116,6 +1125,8 @@ async fn a_rotated_key_keeps_earlier_tokens_valid() {
         2,
         "the old key stays published"
     );
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert_eq!(jwks["keys"][1]["kty"], "RSA");
     // A token signed before the rotation still works; new ones are signed with the new key.
     let (status, _, _) = site.api(&access(&before), "/api/v2/users/me").await;
     assert_eq!(status, StatusCode::OK);
@@ -1125,6 +1136,8 @@ async fn a_rotated_key_keeps_earlier_tokens_valid() {
         kid_of(&access(&before)),
         "the new key signs"
     );
+    assert_eq!(header_of(&access(&after))["alg"], "RS256");
+    assert_eq!(header_of(&access(&before))["alg"], "ES256");
     let published: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -1219,7 +1232,24 @@ async fn one_refresh_token_at_two_replicas_rotates_once() {
 /// openid-client, a certified relying party, as a third-party app (`tests/idp/relying-party.mjs`).
 #[tokio::test]
 async fn a_certified_relying_party_works_against_the_broker() {
-    let site = site(&[]).await;
+    relying_party(&[], "ES256").await;
+}
+
+/// The same with RSA keys, for relying parties that know only RS256.
+#[tokio::test]
+async fn a_certified_relying_party_works_with_rs256_keys() {
+    relying_party(&[("EXTAUTH_OAUTH2_SIGNING_ALGORITHM", "RS256")], "RS256").await;
+}
+
+async fn relying_party(env: &[(&str, &str)], algorithm: &str) {
+    let site = site(env).await;
+    let jwks = answer(plain().get(site.url("/oauth2/jwks"))).await;
+    assert_eq!(jwks["keys"][0]["alg"], algorithm);
+    let meta = answer(plain().get(site.url("/.well-known/openid-configuration"))).await;
+    assert_eq!(
+        meta["id_token_signing_alg_values_supported"],
+        json!([algorithm])
+    );
     let (client_id, secret) = site.confidential("Relying party").await;
     let public_callback = "http://127.0.0.1:8400/callback";
     let public = site
@@ -1239,6 +1269,7 @@ async fn a_certified_relying_party_works_against_the_broker() {
             public["id"].as_str().unwrap().to_owned(),
         ),
         ("PUBLIC_CALLBACK", public_callback.to_owned()),
+        ("EXPECTED_ALG", algorithm.to_owned()),
     ];
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")

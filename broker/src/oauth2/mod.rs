@@ -101,6 +101,8 @@ pub struct Oauth2Settings {
     /// `EXTAUTH_OAUTH2_RATE_LIMIT`: requests per minute to `/oauth2/*` per client and per
     /// address (0: no limit).
     pub rate_limit: u32,
+    /// `EXTAUTH_OAUTH2_SIGNING_ALGORITHM`: what new signing keys are made for.
+    pub algorithm: signing::Algorithm,
 }
 
 impl Default for Oauth2Settings {
@@ -111,6 +113,7 @@ impl Default for Oauth2Settings {
             access_lifetime: Duration::from_secs(3600),
             refresh_lifetime: Duration::from_secs(720 * 3600),
             rate_limit: 600,
+            algorithm: signing::Algorithm::Es256,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::error::{ApiError, PageError};
 use crate::identity::{BrowserUser, Caller, client_of};
 use crate::oauth2::authorize::{self, AuthorizeRequest, Refused};
 use crate::oauth2::grants::{self, ClientCredentials, TokenRequest};
-use crate::oauth2::{OAuthError, scopes, signing, tokens};
+use crate::oauth2::{OAuthError, scopes, tokens};
 use crate::pages::{self, ConnectedAppsPage, ConnectedRow, ConsentPage};
 use crate::state::AppState;
 
@@ -339,8 +339,7 @@ fn metadata(state: &AppState) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": scopes::CATALOG.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [signing::ALGORITHM],
-        "token_endpoint_auth_signing_alg_values_supported": [signing::ALGORITHM],
+        "id_token_signing_alg_values_supported": state.oauth2_keys.algorithms(),
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
             "azp", "name", "preferred_username", "email", "email_verified"],
         "authorization_response_iss_parameter_supported": true,
