@@ -194,10 +194,18 @@ async fn check_access_token(
     let Some(access) = crate::oauth2::tokens::check(state, token).await? else {
         return Ok(Err((Refusal::Unknown, None)));
     };
+    // This API is the resource the issuer names, or one under its API (a client that formed
+    // its resource from the URL it called, RFC 9728 §3.1). A token for another resource is not
+    // taken here.
     let issuer = crate::oauth2::tokens::issuer(state);
-    if !access.for_resource(&issuer)
-        && !access.for_resource(state.settings.access_url.as_url().as_str())
-    {
+    let ours = access.audience.iter().any(|aud| {
+        aud == &issuer
+            || aud == state.settings.access_url.as_url().as_str()
+            || aud
+                .strip_prefix(&issuer)
+                .is_some_and(|rest| rest.starts_with("/api/"))
+    });
+    if !ours {
         return Ok(Err((Refusal::WrongSecret, access.family_id.clone())));
     }
     let Some(user_id) = &access.user_id else {

@@ -201,14 +201,26 @@ pub async fn build_state(
     }))
 }
 
-/// Reads the signing keys again every minute: a rotation (`keys rotate`, another replica)
-/// takes effect here without a restart.
-fn spawn_key_reloader(state: AppState) {
+/// The authorization server's upkeep, every minute: reads the signing keys again (a rotation by
+/// `keys rotate` or another replica takes effect without a restart) and drops token families
+/// whose last token has expired (they would otherwise pile up).
+fn spawn_oauth2_upkeep(state: AppState) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         tick.tick().await;
         loop {
             tick.tick().await;
+            match state
+                .store
+                .delete_expired_oauth2_families(crate::clock::now())
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(families = n, "dropped expired OAuth2 token families"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping expired OAuth2 token families failed")
+                }
+            }
             if let Err(e) = state
                 .oauth2_keys
                 .load(
@@ -263,7 +275,7 @@ pub async fn serve(
         }
     }
     crate::revocations::spawn_worker(state.clone());
-    spawn_key_reloader(state.clone());
+    spawn_oauth2_upkeep(state.clone());
     if let Some((_, certificate)) = &state.settings.tls {
         certificate.watch();
     }

@@ -1338,3 +1338,89 @@ async fn an_apps_icon_is_allowed_on_its_pages_only() {
     assert!(!csp.contains("icons.example"), "{csp}");
     assert!(site.broker.stop());
 }
+
+/// A client meeting the API without a token learns where to get one (RFC 9728), and a token
+/// issued for another resource (RFC 8707 `resource`) is not taken by extauth's API.
+#[tokio::test]
+async fn the_api_points_at_its_authorization_server_and_checks_audiences() {
+    let site = site(&[]).await;
+    let response = plain()
+        .get(site.url("/api/v2/users/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        format!(
+            "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\", scope=\"user:read\"",
+            site.broker.url
+        )
+    );
+    let meta = answer(plain().get(site.url("/.well-known/oauth-protected-resource"))).await;
+    assert_eq!(meta["resource"], site.broker.url);
+    assert_eq!(meta["authorization_servers"], json!([site.broker.url]));
+    assert_eq!(meta["bearer_methods_supported"], json!(["header"]));
+    let suffixed =
+        answer(plain().get(site.url("/.well-known/oauth-protected-resource/api/v2"))).await;
+    assert_eq!(suffixed["resource"], format!("{}/api/v2", site.broker.url));
+
+    // Tokens for a resource: under this API taken, elsewhere not.
+    let (client_id, secret) = site.confidential("Web").await;
+    let for_resource = |resource: String| {
+        let (site, client_id, secret) = (&site, client_id.clone(), secret.clone());
+        async move {
+            let back = site
+                .code(&[
+                    ("client_id", client_id.as_str()),
+                    ("response_type", "code"),
+                    ("redirect_uri", CALLBACK),
+                    ("resource", resource.as_str()),
+                ])
+                .await;
+            let (status, tokens) = site
+                .token(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", &back["code"]),
+                    ("client_id", &client_id),
+                    ("client_secret", &secret),
+                    ("redirect_uri", CALLBACK),
+                    ("resource", &resource),
+                ])
+                .await;
+            assert_eq!(status, StatusCode::OK, "{tokens}");
+            access(&tokens)
+        }
+    };
+    let ours = for_resource(format!("{}/api/v2", site.broker.url)).await;
+    assert_eq!(site.api(&ours, "/api/v2/users/me").await.0, StatusCode::OK);
+    let theirs = for_resource("https://mcp.example/mcp".to_owned()).await;
+    assert_eq!(
+        site.api(&theirs, "/api/v2/users/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The resource given at the authorization must be the one at the token endpoint.
+    let back = site
+        .code(&[
+            ("client_id", client_id.as_str()),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("resource", "https://mcp.example/mcp"),
+        ])
+        .await;
+    let (status, body) = site
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &back["code"]),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+            ("redirect_uri", CALLBACK),
+            ("resource", "https://other.example/"),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_target"))
+    );
+    assert!(site.broker.stop());
+}

@@ -174,13 +174,6 @@ pub struct AccessToken {
     pub audience: Vec<String>,
 }
 
-impl AccessToken {
-    /// Whether it was issued for `resource`.
-    pub fn for_resource(&self, resource: &str) -> bool {
-        self.audience.iter().any(|a| a == resource)
-    }
-}
-
 /// The user an access token acts for, if it acts for one who still exists.
 pub async fn user_of(state: &AppState, access: &AccessToken) -> Result<Option<User>, Failure> {
     match &access.user_id {

@@ -148,6 +148,14 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
             get(oauth2::metadata_suffixed_get),
         ),
         (
+            "/.well-known/oauth-protected-resource",
+            get(oauth2::resource_metadata_get),
+        ),
+        (
+            "/.well-known/oauth-protected-resource/{*suffix}",
+            get(oauth2::resource_metadata_suffixed_get),
+        ),
+        (
             "/api/v2/oauth2-provider/apps",
             get(oauth2_apps::apps_get).post(oauth2_apps::apps_post),
         ),
@@ -274,7 +282,11 @@ async fn error_answers(State(state): State<AppState>, request: Request, next: Ne
         cookies.append(header::COOKIE, value.clone());
     }
     let wants_page = wants_page(request.headers());
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let mut response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED && state.settings.oauth2.enabled {
+        point_at_the_authorization_server(&state, &mut response, method.as_str(), &path);
+    }
     let error = if let Some(PageErrorMark(error)) = response.extensions_mut().remove() {
         error
     } else if is_rejection(&response) {
@@ -308,6 +320,29 @@ async fn error_answers(State(state): State<AppState>, request: Request, next: Ne
         chrome.csrf = session.csrf;
     }
     with_headers_of(response, crate::pages::error_page(&error, chrome))
+}
+
+/// A 401's bare `Bearer` challenge names the protected resource metadata, so an OAuth client
+/// (an MCP client, an IDE) that meets the API without a token finds the authorization server.
+fn point_at_the_authorization_server(
+    state: &AppState,
+    response: &mut Response,
+    method: &str,
+    path: &str,
+) {
+    let bare = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .is_some_and(|v| v.as_bytes() == b"Bearer");
+    let base = state.settings.base_path().trim_end_matches('/');
+    let route = path.strip_prefix(base).unwrap_or(path);
+    if bare {
+        if let Ok(value) = oauth2::bearer_challenge(state, method, route).parse() {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
 }
 
 /// An error answer of axum itself: a client error in plain text (ours are JSON or HTML).

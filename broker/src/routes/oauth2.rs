@@ -363,6 +363,50 @@ pub async fn metadata_suffixed_get(
     metadata_get(on, State(state)).await
 }
 
+/// The protected resource metadata (RFC 9728) of extauth's own API, whose resource is
+/// `resource`: where its tokens come from, what scopes it knows, how to present them.
+fn resource_metadata(state: &AppState, resource: String) -> Value {
+    json!({
+        "resource": resource,
+        "authorization_servers": [tokens::issuer(state)],
+        "scopes_supported": scopes::CATALOG.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+        "resource_signing_alg_values_supported": state.oauth2_keys.algorithms(),
+        "resource_name": "extauth",
+    })
+}
+
+/// `GET /.well-known/oauth-protected-resource`: the API as a whole (the issuer's URL).
+pub async fn resource_metadata_get(_: ProviderOn, State(state): State<AppState>) -> Response {
+    let resource = tokens::issuer(&state);
+    cacheable(resource_metadata(&state, resource))
+}
+
+/// `GET /.well-known/oauth-protected-resource/<path>`: the resource `<issuer>/<path>`, the URL a
+/// client used (RFC 9728 §3.1 forms this address from it; clients check `resource` equals it).
+pub async fn resource_metadata_suffixed_get(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    Path(suffix): Path<String>,
+) -> Response {
+    let resource = format!(
+        "{}/{}",
+        tokens::issuer(&state),
+        suffix.trim_start_matches('/')
+    );
+    cacheable(resource_metadata(&state, resource))
+}
+
+/// The `WWW-Authenticate` challenge of a 401 from the API: where the client learns how to get a
+/// token (RFC 9728 §5.1), and the one scope the route needs when there is one.
+pub fn bearer_challenge(state: &AppState, method: &str, path: &str) -> String {
+    let needed = scopes::needed_for(method, path);
+    format!(
+        "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\", scope=\"{needed}\"",
+        tokens::issuer(state)
+    )
+}
+
 /// A 302 to `location` (clients expect 302 from the authorization endpoint).
 fn found(location: &str) -> Response {
     match HeaderValue::from_str(location) {

@@ -651,6 +651,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_oauth2_family(&self, id: &str) -> StoreResult<bool>;
     /// Deletes the families `filter` picks; how many.
     async fn delete_oauth2_families(&self, filter: FamilyFilter<'_>) -> StoreResult<u64>;
+    /// Deletes the families whose end (`expires_at`, Unix seconds) is before `now`; how many.
+    async fn delete_expired_oauth2_families(&self, now: i64) -> StoreResult<u64>;
 
     /// Creates or replaces a signing key.
     async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()>;

@@ -725,6 +725,31 @@ pub async fn oauth2_families(store: &dyn Store) {
     assert_eq!(store.delete_oauth2_families(by_user).await.unwrap(), 1);
     assert!(store.delete_oauth2_family("f4").await.unwrap());
     assert!(!store.delete_oauth2_family("f4").await.unwrap());
+    // Expired families go; a rotation that moved the end keeps its family.
+    store
+        .create_oauth2_family(&OAuth2Family {
+            expires_at: 50,
+            ..family("old", "a", "u1", None)
+        })
+        .await
+        .unwrap();
+    let young = family("young", "a", "u1", None);
+    store.create_oauth2_family(&young).await.unwrap();
+    let extended = OAuth2Family {
+        expires_at: 500,
+        refresh_hash: "h2".into(),
+        ..young.clone()
+    };
+    assert!(
+        store
+            .replace_oauth2_family_if(&extended, &young.refresh_hash)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.delete_expired_oauth2_families(120).await.unwrap(), 1);
+    assert_eq!(store.oauth2_family("old").await.unwrap(), None);
+    assert_eq!(store.delete_expired_oauth2_families(400).await.unwrap(), 0);
+    assert_eq!(store.oauth2_family("young").await.unwrap(), Some(extended));
 }
 
 pub async fn oauth2_grants(store: &dyn Store) {

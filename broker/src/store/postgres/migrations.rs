@@ -147,9 +147,11 @@ CREATE TABLE oauth2_families (
     user_id text NOT NULL,
     secret_id text,
     refresh_hash text NOT NULL,
+    expires_at bigint NOT NULL,
     doc text NOT NULL
 );
 CREATE INDEX oauth2_families_app ON oauth2_families (app_id, user_id);
+CREATE INDEX oauth2_families_expiry ON oauth2_families (expires_at);
 CREATE TABLE signing_keys (
     kid text PRIMARY KEY,
     created_at bigint NOT NULL,

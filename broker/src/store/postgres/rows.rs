@@ -268,8 +268,8 @@ pub(super) const UPSERT_GRANT: &str =
     "INSERT INTO oauth2_grants (user_id, app_id, doc) VALUES ($1, $2, $3)
      ON CONFLICT (user_id, app_id) DO UPDATE SET doc = $3";
 pub(super) const INSERT_FAMILY: &str =
-    "INSERT INTO oauth2_families (id, app_id, user_id, secret_id, refresh_hash, doc)
-     VALUES ($1, $2, $3, $4, $5, $6)";
+    "INSERT INTO oauth2_families (id, app_id, user_id, secret_id, refresh_hash, expires_at, doc)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub(super) const UPSERT_KEY: &str =
     "INSERT INTO signing_keys (kid, created_at, doc) VALUES ($1, $2, $3)
      ON CONFLICT (kid) DO UPDATE SET created_at = $2, doc = $3";
@@ -283,7 +283,7 @@ pub(super) async fn write_family(
     let sql = if upsert {
         format!(
             "{INSERT_FAMILY} ON CONFLICT (id) DO UPDATE SET app_id = $2, user_id = $3, secret_id = $4,
-             refresh_hash = $5, doc = $6"
+             refresh_hash = $5, expires_at = $6, doc = $7"
         )
     } else {
         INSERT_FAMILY.to_owned()
@@ -297,6 +297,7 @@ pub(super) async fn write_family(
                 &family.user_id,
                 &family.secret_id,
                 &family.refresh_hash,
+                &family.expires_at,
                 &doc(family)?,
             ],
         )

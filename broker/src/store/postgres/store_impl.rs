@@ -751,7 +751,8 @@ impl Store for PgStore {
     ) -> StoreResult<bool> {
         let updated = self
             .execute(
-                "UPDATE oauth2_families SET refresh_hash = $2, secret_id = $3, doc = $4
+                "UPDATE oauth2_families SET refresh_hash = $2, secret_id = $3, doc = $4,
+                     expires_at = $6
                  WHERE id = $1 AND refresh_hash = $5",
                 &[
                     &family.id,
@@ -759,6 +760,7 @@ impl Store for PgStore {
                     &family.secret_id,
                     &doc(family)?,
                     &expected_refresh_hash,
+                    &family.expires_at,
                 ],
             )
             .await?;
@@ -780,6 +782,11 @@ impl Store for PgStore {
             &[&filter.app_id, &filter.user_id, &filter.secret_id],
         )
         .await
+    }
+
+    async fn delete_expired_oauth2_families(&self, now: i64) -> StoreResult<u64> {
+        self.execute("DELETE FROM oauth2_families WHERE expires_at < $1", &[&now])
+            .await
     }
 
     async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()> {

@@ -772,6 +772,14 @@ impl Store for SledStore {
         Ok(removed)
     }
 
+    async fn delete_expired_oauth2_families(&self, now: i64) -> StoreResult<u64> {
+        let removed = self.remove_families(|f| f.expires_at < now)?;
+        if removed > 0 {
+            self.flush().await?;
+        }
+        Ok(removed)
+    }
+
     async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
         self.signing_keys.insert(key.kid.as_bytes(), encode(key)?)?;
         self.flush().await
