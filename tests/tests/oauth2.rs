@@ -1424,3 +1424,74 @@ async fn the_api_points_at_its_authorization_server_and_checks_audiences() {
     );
     assert!(site.broker.stop());
 }
+
+/// `extauth oauth2-app create|list|secret create|secret delete|delete`, as an admin runs them.
+#[tokio::test]
+async fn apps_are_managed_from_the_cli() {
+    let site = site(&[]).await;
+    let home = tempfile::tempdir().unwrap();
+    let extauth = |args: &[&str]| {
+        let out = Command::new(binary("extauth"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "extauth {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    extauth(&["login", &site.broker.url, "--token", &site.api_token]);
+    let created = extauth(&[
+        "oauth2-app",
+        "create",
+        "Deploy bot",
+        "--redirect-uri",
+        CALLBACK,
+        "--scope",
+        "user:read",
+    ]);
+    let field = |name: &str| {
+        regex::Regex::new(&format!(r"(?m)^{name}:\s+(\S+)$"))
+            .unwrap()
+            .captures(&created)
+            .unwrap_or_else(|| panic!("no {name} in {created}"))[1]
+            .to_owned()
+    };
+    let (client_id, secret) = (field("client_id"), field("client_secret"));
+    assert!(created.contains("shown only this once"));
+    let listed: Value =
+        serde_json::from_str(&extauth(&["oauth2-app", "list", "--output", "json"])).unwrap();
+    assert_eq!(listed[0]["id"], client_id.as_str());
+    assert_eq!(listed[0]["scopes"], json!(["user:read"]));
+    assert!(extauth(&["oauth2-app", "list"]).contains("Deploy bot"));
+    let service = |secret: &str| {
+        let (site, client_id, secret) = (&site, client_id.clone(), secret.to_owned());
+        async move {
+            plain()
+                .post(site.url("/oauth2/tokens"))
+                .basic_auth(client_id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(service(&secret).await, StatusCode::OK);
+    // Rotation: a second secret, then the first one deleted.
+    let second = extauth(&["oauth2-app", "secret", "create", &client_id]);
+    let second = second.trim();
+    assert!(second.starts_with("extauth_cs_"));
+    let first_id = secret.split('_').nth(2).unwrap();
+    extauth(&["oauth2-app", "secret", "delete", &client_id, first_id]);
+    assert_eq!(service(&secret).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(service(second).await, StatusCode::OK);
+    assert!(extauth(&["oauth2-app", "delete", &client_id]).starts_with("Deleted app"));
+    assert_eq!(service(second).await, StatusCode::UNAUTHORIZED);
+    assert!(site.broker.stop());
+}
