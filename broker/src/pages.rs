@@ -386,3 +386,21 @@ pub struct OAuth2AppsPage {
     pub scopes: Vec<ScopeChoice>,
     pub issuer: String,
 }
+
+/// The page of the device authorization grant: enter a code, answer, or done.
+#[derive(Template)]
+#[template(path = "device_grant.html")]
+pub struct DeviceGrantPage {
+    pub chrome: Chrome,
+    /// The app asking, once a valid code was entered.
+    pub app: Option<String>,
+    pub app_icon: String,
+    pub username: String,
+    /// As typed, or as shown (`BCDF-GHJK`).
+    pub user_code: String,
+    pub scopes: Vec<&'static str>,
+    /// A code that is unknown, used or expired.
+    pub problem: Option<String>,
+    /// The answer was taken: what happened.
+    pub done: Option<String>,
+}

@@ -1495,3 +1495,141 @@ async fn apps_are_managed_from_the_cli() {
     assert_eq!(service(second).await, StatusCode::UNAUTHORIZED);
     assert!(site.broker.stop());
 }
+
+/// The device authorization grant (RFC 8628): the device polls, the user answers on the page.
+#[tokio::test]
+async fn a_device_is_authorized_by_its_user_code() {
+    let site = site(&[]).await;
+    let app = site
+        .create_app(json!({"name": "Terminal", "callback_url": "http://127.0.0.1/cb", "client_type": "public",
+                           "scopes": ["openid", "offline_access", "user:read"]}))
+        .await;
+    let client_id = app["id"].as_str().unwrap().to_owned();
+    let meta = answer(plain().get(site.url("/.well-known/openid-configuration"))).await;
+    assert_eq!(
+        meta["device_authorization_endpoint"],
+        format!("{}/oauth2/device/authorize", site.broker.url)
+    );
+    let start = || {
+        let (site, client_id) = (&site, client_id.clone());
+        async move {
+            answer(plain().post(site.url("/oauth2/device/authorize")).form(&[
+                ("client_id", client_id.as_str()),
+                ("scope", "openid offline_access user:read"),
+            ]))
+            .await
+        }
+    };
+    let poll = |device_code: String| {
+        let (site, client_id) = (&site, client_id.clone());
+        async move {
+            site.token(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", &device_code),
+                ("client_id", &client_id),
+            ])
+            .await
+        }
+    };
+    let started = start().await;
+    let device_code = started["device_code"].as_str().unwrap().to_owned();
+    let user_code = started["user_code"].as_str().unwrap().to_owned();
+    assert!(
+        regex::Regex::new("^[B-Z]{4}-[B-Z]{4}$")
+            .unwrap()
+            .is_match(&user_code),
+        "{started}"
+    );
+    assert_eq!(started["interval"], 5);
+    assert_eq!(
+        started["verification_uri"],
+        format!("{}/oauth2/device", site.broker.url)
+    );
+    // Polling before the user answers; too fast is told to slow down.
+    let (status, body) = poll(device_code.clone()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authorization_pending"))
+    );
+    let (_, body) = poll(device_code.clone()).await;
+    assert_eq!(body["error"], "slow_down");
+
+    // The page: a wrong code, then the right one typed loosely; the answer needs the CSRF token.
+    let page = |code: &str| {
+        let site = &site;
+        let code = code.to_owned();
+        async move {
+            plain()
+                .get(site.url("/oauth2/device"))
+                .query(&[("user_code", code.as_str())])
+                .header("Cookie", &site.session)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(page("BBBB-BBBB").await.contains("unknown, used or expired"));
+    let shown = page(&user_code.to_lowercase().replace('-', " ")).await;
+    assert!(
+        shown.contains("Terminal wants to use your account"),
+        "{shown}"
+    );
+    assert!(shown.contains("Read your account"));
+    let mut form = hidden_fields(&shown);
+    form.insert("decision".into(), "allow".into());
+    let mut forged = form.clone();
+    forged.remove("csrf");
+    let refused = plain()
+        .post(site.url("/oauth2/device"))
+        .header("Cookie", &site.session)
+        .form(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let done = plain()
+        .post(site.url("/oauth2/device"))
+        .header("Cookie", &site.session)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(done.contains("Terminal is connected"), "{done}");
+    // The device gets its tokens once.
+    let (status, tokens) = poll(device_code.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert!(tokens["refresh_token"].is_string() && tokens["id_token"].is_string());
+    assert_eq!(
+        site.api(&access(&tokens), "/api/v2/users/me").await.0,
+        StatusCode::OK
+    );
+    let (_, body) = poll(device_code).await;
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(
+        page(&user_code).await.contains("unknown, used or expired"),
+        "answered codes are not shown again"
+    );
+
+    // Denied, and unknown codes.
+    let started = start().await;
+    let mut form = hidden_fields(&page(started["user_code"].as_str().unwrap()).await);
+    form.insert("decision".into(), "deny".into());
+    plain()
+        .post(site.url("/oauth2/device"))
+        .header("Cookie", &site.session)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = poll(started["device_code"].as_str().unwrap().to_owned()).await;
+    assert_eq!(body["error"], "access_denied");
+    let (_, body) = poll("extauth_dc_nope".to_owned()).await;
+    assert_eq!(body["error"], "expired_token");
+    assert!(site.broker.stop());
+}

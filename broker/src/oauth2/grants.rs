@@ -51,7 +51,11 @@ pub struct TokenRequest {
     pub resource: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    pub device_code: Option<String>,
 }
+
+/// The grant type of RFC 8628 §3.4.
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// How a client proves itself: HTTP Basic (`client_secret_basic`), or the form
 /// (`client_secret_post`, or `none` for a public client: the id alone).
@@ -188,8 +192,12 @@ pub async fn exchange(
         Some("authorization_code") => redeem_code(state, client, request).await,
         Some("refresh_token") => refresh(state, client, request).await,
         Some("client_credentials") => client_credentials(state, client, request).await,
+        Some(DEVICE_GRANT) => {
+            let code = required(&request.device_code, "device_code")?;
+            super::device::poll(state, client, code).await
+        }
         Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
-            "grant_type {other:?} is not supported; use authorization_code, refresh_token or client_credentials"
+            "grant_type {other:?} is not supported; use authorization_code, refresh_token, client_credentials or the device code"
         ))),
         None => Err(OAuthError::InvalidRequest(
             "grant_type is missing".to_owned(),
@@ -314,15 +322,6 @@ async fn redeem_code(
             "the user no longer exists".to_owned(),
         ));
     };
-    let settings = &state.settings.oauth2;
-    let refresh = granted
-        .contains("offline_access")
-        .then(|| new_refresh_token(&record.family_id));
-    let lifetime = if refresh.is_some() {
-        settings.refresh_lifetime
-    } else {
-        settings.access_lifetime
-    };
     let family = OAuth2Family {
         id: record.family_id.clone(),
         app_id: app.id.clone(),
@@ -331,42 +330,78 @@ async fn redeem_code(
         scopes: granted.iter().cloned().collect(),
         resource: record.resource.clone(),
         auth_time: record.auth_time,
-        refresh_hash: refresh.as_deref().map(hash).unwrap_or_default(),
+        refresh_hash: String::new(),
         previous_hash: None,
         earlier_hashes: Vec::new(),
         rotated_ms: now_millis(),
         retry_answer: None,
         created_at: now(),
-        expires_at: now().saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)),
+        expires_at: 0,
     };
+    issue_for_user(
+        state,
+        client,
+        &user,
+        family,
+        &granted,
+        record.nonce.as_deref(),
+        "authorization_code",
+    )
+    .await
+}
+
+/// The first tokens of an authorization (a code redeemed, a device approved): its family is
+/// stored (with a refresh token when `offline_access` was granted), then the access token and,
+/// for `openid`, the ID token are signed.
+pub(super) async fn issue_for_user(
+    state: &AppState,
+    client: &Client,
+    user: &crate::store::User,
+    mut family: OAuth2Family,
+    granted: &Scopes,
+    nonce: Option<&str>,
+    grant: &str,
+) -> Result<TokenAnswer, OAuthError> {
+    let settings = &state.settings.oauth2;
+    let refresh = granted
+        .contains("offline_access")
+        .then(|| new_refresh_token(&family.id));
+    let lifetime = if refresh.is_some() {
+        settings.refresh_lifetime
+    } else {
+        settings.access_lifetime
+    };
+    family.refresh_hash = refresh.as_deref().map(hash).unwrap_or_default();
+    family.expires_at = now().saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
     state.store.create_oauth2_family(&family).await?;
+    let app_id = &client.app.id;
     let (access, expires_in) = tokens::mint_access(
         state,
         Subject::User {
             user_id: &user.id,
             family_id: &family.id,
-            auth_time: record.auth_time,
+            auth_time: family.auth_time,
         },
-        &app.id,
-        &granted,
-        record.resource.as_deref(),
+        app_id,
+        granted,
+        family.resource.as_deref(),
     )?;
     let id_token = granted
         .contains("openid")
         .then(|| {
             tokens::mint_id_token(
                 state,
-                &user,
-                &app.id,
-                &granted,
-                record.nonce.as_deref(),
-                record.auth_time,
+                user,
+                app_id,
+                granted,
+                nonce,
+                family.auth_time,
                 &access,
             )
         })
         .transpose()?;
-    tracing::info!(target: "extauth::audit", event = "oauth2.token", grant = "authorization_code", app = %app.id, user = %user.id, scope = %scopes::join(&granted), outcome = "issued", "issued tokens");
-    Ok(answer(access, expires_in, refresh, id_token, &granted))
+    tracing::info!(target: "extauth::audit", event = "oauth2.token", grant, app = %app_id, user = %user.id, scope = %scopes::join(granted), outcome = "issued", "issued tokens");
+    Ok(answer(access, expires_in, refresh, id_token, granted))
 }
 
 /// The family id inside `extauth_rt_<id>_<secret>`.

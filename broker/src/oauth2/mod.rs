@@ -10,6 +10,7 @@
 
 pub mod apps;
 pub mod authorize;
+pub mod device;
 pub mod grants;
 pub mod pace;
 pub mod scopes;
@@ -51,6 +52,15 @@ pub enum OAuthError {
     /// `invalid_target` (RFC 8707).
     #[error("{0}")]
     InvalidTarget(String),
+    /// `authorization_pending`: the user has not answered the device authorization yet.
+    #[error("the user has not answered yet")]
+    AuthorizationPending,
+    /// `slow_down`: the device polls faster than its interval.
+    #[error("polling too fast; wait longer between polls")]
+    PollTooFast,
+    /// `expired_token`: the device code expired (or never was).
+    #[error("the device code has expired; start again")]
+    ExpiredToken,
     /// `access_denied`: the user said no.
     #[error("the user denied the request")]
     AccessDenied,
@@ -81,6 +91,9 @@ impl OAuthError {
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
             Self::AccessDenied => "access_denied",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::PollTooFast => "slow_down",
+            Self::ExpiredToken => "expired_token",
             Self::SlowDown(_) => "temporarily_unavailable",
             Self::Server(_) => "server_error",
         }

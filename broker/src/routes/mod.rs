@@ -125,6 +125,14 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         ("/oauth2/token", post(oauth2::tokens_post)),
         ("/oauth2/revoke", post(oauth2::revoke_post)),
+        (
+            "/oauth2/device/authorize",
+            post(oauth2::device_authorize_post),
+        ),
+        (
+            "/oauth2/device",
+            get(oauth2::device_get).post(oauth2::device_post),
+        ),
         ("/oauth2/introspect", post(oauth2::introspect_post)),
         (
             "/oauth2/userinfo",

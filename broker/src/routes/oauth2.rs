@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, PageError};
 use crate::identity::{BrowserUser, Caller, client_of};
 use crate::oauth2::authorize::{self, AuthorizeRequest, Refused};
+use crate::oauth2::device;
 use crate::oauth2::grants::{self, ClientCredentials, TokenRequest};
 use crate::oauth2::{OAuthError, scopes, tokens};
-use crate::pages::{self, ConnectedAppsPage, ConnectedRow, ConsentPage};
+use crate::pages::{self, ConnectedAppsPage, ConnectedRow, ConsentPage, DeviceGrantPage};
 use crate::state::AppState;
 
 use super::browser::chrome;
@@ -188,6 +189,112 @@ pub struct ClientQuery {
     client_id: String,
 }
 
+/// `POST /oauth2/device/authorize` (RFC 8628 §3.1).
+pub async fn device_authorize_post(
+    _: ProviderOn,
+    _: Paced,
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Result<Response, OAuthError> {
+    no_secret_in_query(&uri)?;
+    let fields = fields(&body)?;
+    let credentials = credentials(&state, &headers, &fields)?;
+    let client = grants::authenticate(&state, &credentials).await?;
+    let started = device::begin(
+        &state,
+        &client,
+        fields.get("scope").map(String::as_str),
+        fields.get("resource").map(String::as_str),
+    )
+    .await?;
+    Ok(no_store(Json(started).into_response()))
+}
+
+#[derive(Deserialize)]
+pub struct DeviceQuery {
+    #[serde(default)]
+    user_code: String,
+}
+
+fn device_page(state: &AppState, user: &BrowserUser) -> DeviceGrantPage {
+    DeviceGrantPage {
+        chrome: chrome(state, user, ""),
+        app: None,
+        app_icon: String::new(),
+        username: user.user.username.clone(),
+        user_code: String::new(),
+        scopes: Vec::new(),
+        problem: None,
+        done: None,
+    }
+}
+
+/// `GET /oauth2/device[?user_code=]`: the code entered (or to enter), and what it asks.
+pub async fn device_get(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Query(q): Query<DeviceQuery>,
+) -> Result<Response, PageError> {
+    let mut page = device_page(&state, &user);
+    if q.user_code.trim().is_empty() {
+        return Ok(pages::render(StatusCode::OK, &page));
+    }
+    match device::find(&state, &q.user_code).await? {
+        Some(waiting) => {
+            let icons = ImageOrigins::of([waiting.app.icon.as_str()]);
+            page.app = Some(waiting.app.name);
+            page.app_icon = waiting.app.icon;
+            page.user_code = device::shown(&waiting.grant.user_code);
+            page.scopes = scopes::words(&waiting.scopes);
+            Ok(with_images(pages::render(StatusCode::OK, &page), icons))
+        }
+        None => {
+            page.user_code = q.user_code.chars().take(16).collect();
+            page.problem = Some(
+                "That code is unknown, used or expired. Check it, or start again on the device."
+                    .to_owned(),
+            );
+            Ok(pages::render(StatusCode::OK, &page))
+        }
+    }
+}
+
+/// `POST /oauth2/device`: the user's answer.
+pub async fn device_post(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    user: BrowserUser,
+    RawForm(body): RawForm,
+) -> Result<Response, PageError> {
+    let fields = fields(&body).map_err(|e| refused_here(e.to_string()))?;
+    user.check_csrf(fields.get("csrf").map(String::as_str).unwrap_or_default())?;
+    let typed = fields
+        .get("user_code")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let allow = fields.get("decision").map(String::as_str) == Some("allow");
+    let mut page = device_page(&state, &user);
+    match device::answer(&state, &user.user, &user.session, typed, allow).await? {
+        Some(app) => {
+            page.done = Some(if allow {
+                format!("{} is connected", app.name)
+            } else {
+                format!("{} was denied", app.name)
+            });
+        }
+        None => {
+            page.problem = Some(
+                "That code is unknown, used or expired. Check it, or start again on the device."
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(pages::render(StatusCode::OK, &page))
+}
+
 /// `DELETE /oauth2/tokens?client_id=`: the caller disconnects an app (Coder's route).
 pub async fn tokens_delete(
     _: ProviderOn,
@@ -310,7 +417,7 @@ pub fn endpoints(state: &AppState) -> Value {
     json!({
         "authorization": format!("{issuer}/oauth2/authorize"),
         "token": format!("{issuer}/oauth2/tokens"),
-        "device_authorization": "",
+        "device_authorization": format!("{issuer}/oauth2/device/authorize"),
         "revocation": format!("{issuer}/oauth2/revoke"),
         "introspection": format!("{issuer}/oauth2/introspect"),
         "userinfo": format!("{issuer}/oauth2/userinfo"),
@@ -332,7 +439,9 @@ fn metadata(state: &AppState) -> Value {
         "jwks_uri": format!("{issuer}/oauth2/jwks"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+            grants::DEVICE_GRANT],
+        "device_authorization_endpoint": format!("{issuer}/oauth2/device/authorize"),
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use oauth2::{
-    AppSecret, ClientType, FamilyFilter, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant,
-    SigningKey,
+    AppSecret, ClientType, DeviceDecision, DeviceGrant, FamilyFilter, OAuth2App, OAuth2Code,
+    OAuth2Family, OAuth2Grant, SigningKey,
 };
 pub use postgres::{PgStore, lock_key};
 
@@ -653,6 +653,21 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_oauth2_families(&self, filter: FamilyFilter<'_>) -> StoreResult<u64>;
     /// Deletes the families whose end (`expires_at`, Unix seconds) is before `now`; how many.
     async fn delete_expired_oauth2_families(&self, now: i64) -> StoreResult<u64>;
+
+    /// Stores a new device authorization (dropping expired ones); `Conflict` if its user code
+    /// is taken by one still running.
+    async fn put_device_grant(&self, grant: &DeviceGrant) -> StoreResult<()>;
+    /// A device authorization by the hash of its device code, if not expired.
+    async fn device_grant(&self, code_hash: &str) -> StoreResult<Option<DeviceGrant>>;
+    /// A device authorization by its user code, if not expired.
+    async fn device_grant_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceGrant>>;
+    /// Replaces a device authorization only if its decision and next poll are still
+    /// `expected` (a poll and an answer, or two polls, racing: one wins); whether it was.
+    async fn replace_device_grant_if(
+        &self,
+        grant: &DeviceGrant,
+        expected: (DeviceDecision, i64),
+    ) -> StoreResult<bool>;
 
     /// Creates or replaces a signing key.
     async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()>;

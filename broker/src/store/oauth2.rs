@@ -179,3 +179,45 @@ impl FamilyFilter<'_> {
                 .is_none_or(|s| family.secret_id.as_deref() == Some(s))
     }
 }
+
+/// Where a device authorization (RFC 8628) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceDecision {
+    /// The user has not answered yet.
+    Pending,
+    /// The user allowed it; the device may redeem it once.
+    Approved,
+    /// The user refused.
+    Denied,
+    /// The device got its tokens.
+    Redeemed,
+}
+
+/// A device authorization in progress: the device polls with its code, the user answers on a
+/// page with the user code. Kept in the store so any replica takes the next poll, paced alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceGrant {
+    /// sha256 of the device code, hex.
+    pub code_hash: String,
+    /// The user code, 8 letters without the dash.
+    pub user_code: String,
+    /// For which app.
+    pub app_id: String,
+    /// What it asks for.
+    pub scopes: Vec<String>,
+    /// RFC 8707 `resource`, if any.
+    pub resource: Option<String>,
+    /// Who answered (once answered).
+    pub user_id: Option<String>,
+    /// When they had signed in (Unix seconds).
+    pub auth_time: i64,
+    /// Where it stands.
+    pub decision: DeviceDecision,
+    /// The polling interval now (grows with `slow_down`), milliseconds.
+    pub interval_ms: i64,
+    /// No poll is answered before this (Unix milliseconds) without `slow_down`.
+    pub next_poll_ms: i64,
+    /// Unix milliseconds.
+    pub expires_ms: i64,
+}

@@ -779,6 +779,90 @@ pub async fn oauth2_grants(store: &dyn Store) {
     );
 }
 
+fn device_grant(hash: &str, user_code: &str, expires_ms: i64) -> DeviceGrant {
+    DeviceGrant {
+        code_hash: hash.to_owned(),
+        user_code: user_code.to_owned(),
+        app_id: "a".into(),
+        scopes: vec!["openid".into()],
+        resource: None,
+        user_id: None,
+        auth_time: 0,
+        decision: DeviceDecision::Pending,
+        interval_ms: 5_000,
+        next_poll_ms: 10,
+        expires_ms,
+    }
+}
+
+pub async fn device_grants(store: &dyn Store) {
+    let now = extauth_broker::clock::now_millis();
+    let grant = device_grant("d1", "ABCDEFGH", now + 60_000);
+    store.put_device_grant(&grant).await.unwrap();
+    assert_eq!(store.device_grant("d1").await.unwrap(), Some(grant.clone()));
+    assert_eq!(
+        store.device_grant_by_user_code("ABCDEFGH").await.unwrap(),
+        Some(grant.clone())
+    );
+    assert_eq!(
+        store.device_grant_by_user_code("ZZZZZZZZ").await.unwrap(),
+        None
+    );
+    // A user code names one running grant.
+    assert!(matches!(
+        store
+            .put_device_grant(&device_grant("d2", "ABCDEFGH", now + 60_000))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // An answer and a poll race: the one that saw the state first wins.
+    let approved = DeviceGrant {
+        decision: DeviceDecision::Approved,
+        user_id: Some("u1".into()),
+        ..grant.clone()
+    };
+    assert!(
+        store
+            .replace_device_grant_if(&approved, (DeviceDecision::Pending, 10))
+            .await
+            .unwrap()
+    );
+    let polled = DeviceGrant {
+        next_poll_ms: 20,
+        ..grant.clone()
+    };
+    assert!(
+        !store
+            .replace_device_grant_if(&polled, (DeviceDecision::Pending, 10))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.device_grant("d1").await.unwrap(), Some(approved));
+    // Expired grants are gone for every reader and free their user code.
+    store
+        .put_device_grant(&device_grant("old", "OLDOLDOL", now - 1))
+        .await
+        .unwrap();
+    assert_eq!(store.device_grant("old").await.unwrap(), None);
+    assert_eq!(
+        store.device_grant_by_user_code("OLDOLDOL").await.unwrap(),
+        None
+    );
+    store
+        .put_device_grant(&device_grant("new", "OLDOLDOL", now + 60_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .device_grant_by_user_code("OLDOLDOL")
+            .await
+            .unwrap()
+            .unwrap()
+            .code_hash,
+        "new"
+    );
+}
+
 pub async fn signing_keys(store: &dyn Store) {
     assert!(store.signing_keys().await.unwrap().is_empty());
     store.put_signing_key(&signing_key("new", 2)).await.unwrap();
@@ -1144,7 +1228,7 @@ macro_rules! store_conformance_tests {
             users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
             snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows,
             oauth2_apps, oauth2_codes, oauth2_codes_are_used_once_under_concurrency, oauth2_families,
-            oauth2_grants, signing_keys);
+            oauth2_grants, signing_keys, device_grants);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

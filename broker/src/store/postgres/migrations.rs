@@ -157,6 +157,15 @@ CREATE TABLE signing_keys (
     created_at bigint NOT NULL,
     doc text NOT NULL
 );
+CREATE TABLE oauth2_device_grants (
+    code_hash text PRIMARY KEY,
+    user_code text NOT NULL UNIQUE,
+    decision text NOT NULL,
+    next_poll_ms bigint NOT NULL,
+    expires_ms bigint NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX oauth2_device_grants_expiry ON oauth2_device_grants (expires_ms);
 ",
     ),
 ];

@@ -19,10 +19,10 @@ use tokio::sync::broadcast;
 use tokio_postgres::Row;
 
 use super::{
-    DeviceFlowRecord, FamilyFilter, HeldLock, LinkChanged, LinkRecord, LoginFlow, OAuth2App,
-    OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, OidcIdentity, OidcSession,
-    PendingRevocation, Session, SigningKey, Snapshot, Store, StoreError, StoreLock, StoreResult,
-    TokenKind, TokenRecord, User,
+    DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, HeldLock, LinkChanged, LinkRecord,
+    LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, OidcIdentity,
+    OidcSession, PendingRevocation, Session, SigningKey, Snapshot, Store, StoreError, StoreLock,
+    StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 

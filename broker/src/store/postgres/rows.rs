@@ -304,3 +304,13 @@ pub(super) async fn write_family(
         .await
         .map_err(pg)
 }
+
+/// A device decision as stored.
+pub(super) fn decision_name(decision: DeviceDecision) -> &'static str {
+    match decision {
+        DeviceDecision::Pending => "pending",
+        DeviceDecision::Approved => "approved",
+        DeviceDecision::Denied => "denied",
+        DeviceDecision::Redeemed => "redeemed",
+    }
+}

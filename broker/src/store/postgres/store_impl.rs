@@ -789,6 +789,71 @@ impl Store for PgStore {
             .await
     }
 
+    async fn put_device_grant(&self, grant: &DeviceGrant) -> StoreResult<()> {
+        let result = self
+            .put_pruning(
+                "DELETE FROM oauth2_device_grants WHERE expires_ms < $1",
+                "INSERT INTO oauth2_device_grants
+                     (code_hash, user_code, decision, next_poll_ms, expires_ms, doc)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &grant.code_hash,
+                    &grant.user_code,
+                    &decision_name(grant.decision),
+                    &grant.next_poll_ms,
+                    &grant.expires_ms,
+                    &doc(grant)?,
+                ],
+            )
+            .await;
+        match result {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict("user code")),
+            other => other,
+        }
+    }
+
+    async fn device_grant(&self, code_hash: &str) -> StoreResult<Option<DeviceGrant>> {
+        let row = self
+            .one(
+                "SELECT doc FROM oauth2_device_grants WHERE code_hash = $1 AND expires_ms >= $2",
+                &[&code_hash, &crate::clock::now_millis()],
+            )
+            .await?;
+        row.as_ref().map(doc_of).transpose()
+    }
+
+    async fn device_grant_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceGrant>> {
+        let row = self
+            .one(
+                "SELECT doc FROM oauth2_device_grants WHERE user_code = $1 AND expires_ms >= $2",
+                &[&user_code, &crate::clock::now_millis()],
+            )
+            .await?;
+        row.as_ref().map(doc_of).transpose()
+    }
+
+    async fn replace_device_grant_if(
+        &self,
+        grant: &DeviceGrant,
+        expected: (DeviceDecision, i64),
+    ) -> StoreResult<bool> {
+        let updated = self
+            .execute(
+                "UPDATE oauth2_device_grants SET decision = $2, next_poll_ms = $3, doc = $4
+                 WHERE code_hash = $1 AND decision = $5 AND next_poll_ms = $6",
+                &[
+                    &grant.code_hash,
+                    &decision_name(grant.decision),
+                    &grant.next_poll_ms,
+                    &doc(grant)?,
+                    &decision_name(expected.0),
+                    &expected.1,
+                ],
+            )
+            .await?;
+        Ok(updated > 0)
+    }
+
     async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
         self.execute(UPSERT_KEY, &[&key.kid, &key.created_at, &doc(key)?])
             .await

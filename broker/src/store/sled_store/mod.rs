@@ -12,9 +12,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    DeviceFlowRecord, FamilyFilter, LinkChanged, LinkRecord, LoginFlow, OAuth2App, OAuth2Code,
-    OAuth2Family, OAuth2Grant, OidcClaims, PendingRevocation, Session, SigningKey, Snapshot, Store,
-    StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
+    DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, LinkChanged, LinkRecord,
+    LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, PendingRevocation,
+    Session, SigningKey, Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind,
+    TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -44,6 +45,8 @@ pub struct SledStore {
     oauth2_grants: sled::Tree,
     oauth2_families: sled::Tree,
     signing_keys: sled::Tree,
+    device_grants: sled::Tree,
+    device_user_codes: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -110,6 +113,8 @@ impl SledStore {
             oauth2_grants: db.open_tree("oauth2_grants")?,
             oauth2_families: db.open_tree("oauth2_families")?,
             signing_keys: db.open_tree("signing_keys")?,
+            device_grants: db.open_tree("oauth2_device_grants")?,
+            device_user_codes: db.open_tree("oauth2_device_user_codes")?,
             db,
             events,
         })
@@ -778,6 +783,72 @@ impl Store for SledStore {
             self.flush().await?;
         }
         Ok(removed)
+    }
+
+    async fn put_device_grant(&self, grant: &DeviceGrant) -> StoreResult<()> {
+        let now = crate::clock::now_millis();
+        for entry in self.device_grants.iter() {
+            let (key, value) = entry?;
+            let stale: DeviceGrant = decode(&value)?;
+            if stale.expires_ms < now {
+                self.device_grants.remove(key)?;
+                self.device_user_codes.remove(stale.user_code.as_bytes())?;
+            }
+        }
+        // The user-code index entry is claimed first: of two grants with one code, one wins.
+        if self
+            .device_user_codes
+            .compare_and_swap(
+                grant.user_code.as_bytes(),
+                None as Option<&[u8]>,
+                Some(grant.code_hash.as_bytes()),
+            )?
+            .is_err()
+        {
+            return Err(StoreError::Conflict("user code"));
+        }
+        self.device_grants
+            .insert(grant.code_hash.as_bytes(), encode(grant)?)?;
+        self.flush().await
+    }
+
+    async fn device_grant(&self, code_hash: &str) -> StoreResult<Option<DeviceGrant>> {
+        let grant: Option<DeviceGrant> = Self::get(&self.device_grants, code_hash.as_bytes())?;
+        Ok(grant.filter(|g| g.expires_ms >= crate::clock::now_millis()))
+    }
+
+    async fn device_grant_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceGrant>> {
+        match self.device_user_codes.get(user_code.as_bytes())? {
+            Some(hash) => self.device_grant(&String::from_utf8_lossy(&hash)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn replace_device_grant_if(
+        &self,
+        grant: &DeviceGrant,
+        expected: (DeviceDecision, i64),
+    ) -> StoreResult<bool> {
+        let key = grant.code_hash.as_bytes();
+        let new = encode(grant)?;
+        loop {
+            let Some(current) = self.device_grants.get(key)? else {
+                return Ok(false);
+            };
+            let stored: DeviceGrant = decode(&current)?;
+            if (stored.decision, stored.next_poll_ms) != expected {
+                return Ok(false);
+            }
+            if self
+                .device_grants
+                .compare_and_swap(key, Some(current), Some(new.as_slice()))?
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.flush().await?;
+        Ok(true)
     }
 
     async fn put_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
