@@ -560,3 +560,60 @@ async fn a_sign_in_finishes_once_and_only_in_the_browser_that_started_it() {
     );
     assert_eq!(exchanges().await, 1);
 }
+
+/// An app sends a signed-out browser to the authorization endpoint: it signs in at the IdP and
+/// comes back to the same authorization request, now at the consent page.
+#[tokio::test]
+async fn an_app_authorization_survives_signing_in() {
+    let w = world(&[]).await;
+    let (admin, csrf) = w.broker.admin().await;
+    let app: Value = admin
+        .post(format!("{}/api/v2/oauth2-provider/apps", w.broker.url))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({"name": "Dashboard", "callback_url": "https://dash.example/cb"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::limited(20))
+        .build()
+        .unwrap();
+    let authorize = format!(
+        "{}/oauth2/authorize?client_id={}&response_type=code&redirect_uri=https%3A%2F%2Fdash.example%2Fcb&state=s1",
+        w.broker.url,
+        app["id"].as_str().unwrap()
+    );
+    let login = browser.get(&authorize).send().await.unwrap();
+    assert!(login.url().path().ends_with("/login"), "{}", login.url());
+    let page = unescape(&login.text().await.unwrap());
+    let start = regex::Regex::new(r#"href="([^"]*oidc/callback\?redirect=[^"]+)""#)
+        .unwrap()
+        .captures(&page)
+        .unwrap_or_else(|| panic!("the sign-in button keeps the request: {page}"))[1]
+        .to_owned();
+    let back = browser
+        .get(format!("{}{start}", w.broker.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), StatusCode::OK);
+    assert_eq!(back.url().path(), "/oauth2/authorize", "{}", back.url());
+    assert_eq!(
+        back.url()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1,
+        "s1"
+    );
+    let consent = back.text().await.unwrap();
+    assert!(
+        consent.contains("Dashboard wants to use your account"),
+        "{consent}"
+    );
+    assert!(consent.contains("alice"), "signed in as the IdP's user");
+}
