@@ -179,6 +179,9 @@ pub async fn build_state(
     crate::oauth2::signing::ensure_key(&*store, &keys, settings.oauth2.algorithm)
         .await
         .map_err(|e| StartError::Store(format!("token-signing key: {e}")))?;
+    crate::oauth2::apps::ensure_cli_app(&*store)
+        .await
+        .map_err(|e| StartError::Store(format!("the CLI's OAuth2 app: {e}")))?;
     let oauth2_keys = crate::oauth2::signing::Keys::default();
     oauth2_keys
         .load(&*store, &keys, settings.oauth2.key_overlap())

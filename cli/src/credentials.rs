@@ -13,8 +13,54 @@ const SERVICE: &str = "extauth";
 pub struct Credential {
     /// Broker URL.
     pub url: String,
-    /// API token.
+    /// An API token, or the access token of a device login.
     pub token: String,
+    /// The refresh token of a device login (the CLI then refreshes its access token itself).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// When the access token expires (Unix seconds), for a device login.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// What is kept as the secret: the token alone (API tokens, as before), or the tokens of a
+/// device login as JSON.
+#[derive(Serialize, Deserialize)]
+struct Secret {
+    token: String,
+    refresh_token: Option<String>,
+    expires_at: Option<i64>,
+}
+
+impl Credential {
+    fn secret(&self) -> String {
+        match &self.refresh_token {
+            None => self.token.clone(),
+            Some(_) => serde_json::to_string(&Secret {
+                token: self.token.clone(),
+                refresh_token: self.refresh_token.clone(),
+                expires_at: self.expires_at,
+            })
+            .unwrap_or_default(),
+        }
+    }
+
+    fn from_secret(url: String, secret: String) -> Self {
+        match serde_json::from_str::<Secret>(&secret) {
+            Ok(s) if secret.starts_with('{') => Credential {
+                url,
+                token: s.token,
+                refresh_token: s.refresh_token,
+                expires_at: s.expires_at,
+            },
+            _ => Credential {
+                url,
+                token: secret,
+                refresh_token: None,
+                expires_at: None,
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for Credential {
@@ -22,6 +68,11 @@ impl std::fmt::Debug for Credential {
         f.debug_struct("Credential")
             .field("url", &self.url)
             .field("token", &"[redacted]")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
@@ -96,11 +147,12 @@ fn keyring_entry(url: &str) -> Option<keyring::Entry> {
 
 /// Saves a credential; the keyring first, the 0600 file when no keyring service answers.
 pub fn save(credential: &Credential) -> std::io::Result<Stored> {
+    let secret = credential.secret();
     let in_keyring =
-        keyring_entry(&credential.url).is_some_and(|e| e.set_password(&credential.token).is_ok());
+        keyring_entry(&credential.url).is_some_and(|e| e.set_password(&secret).is_ok());
     let config = Config {
         url: Some(credential.url.clone()),
-        token: (!in_keyring).then(|| credential.token.clone()),
+        token: (!in_keyring).then_some(secret),
     };
     write_config(&config)?;
     Ok(if in_keyring {
@@ -114,11 +166,11 @@ pub fn save(credential: &Credential) -> std::io::Result<Stored> {
 pub fn load() -> Option<Credential> {
     let config = read_config();
     let url = config.url?;
-    let token = match config.token {
+    let secret = match config.token {
         Some(token) => token,
         None => keyring_entry(&url)?.get_password().ok()?,
     };
-    Some(Credential { url, token })
+    Some(Credential::from_secret(url, secret))
 }
 
 /// Forgets the credential; whether there was one.

@@ -46,7 +46,8 @@ enum Command {
     /// Linked providers and their tokens.
     #[command(subcommand)]
     ExternalAuth(ExternalAuth),
-    /// Sign the CLI in to a broker (opens its page for a CLI token, or takes --token).
+    /// Sign the CLI in to a broker: a code to confirm in the browser (the broker's device
+    /// authorization; the CLI refreshes its token itself), or --token with an API token.
     Login {
         /// The broker's URL, e.g. https://extauth.example.com.
         url: String,
@@ -244,19 +245,7 @@ fn run(command: Command, out: &mut dyn Write) -> Outcome {
         Command::ExternalAuth(ExternalAuth::Link { id }) => link(&id, out),
         Command::ExternalAuth(ExternalAuth::Unlink { id }) => unlink(&id, out),
         Command::Login { url, token } => login(&url, token, out),
-        Command::Logout => {
-            let existed = credentials::delete().map_err(|e| Failure(e.to_string(), 1))?;
-            let _ = writeln!(
-                out,
-                "{}",
-                if existed {
-                    "Logged out."
-                } else {
-                    "Not logged in."
-                }
-            );
-            Ok(())
-        }
+        Command::Logout => logout(out),
         Command::Whoami { output } => whoami(output, out),
         Command::WorkspaceToken(command) => workspace_token(command, out),
         Command::OAuth2App(command) => oauth2_app(command, out),
@@ -288,6 +277,7 @@ fn workspace_client() -> Result<Client, Failure> {
 /// The login's credential, else the workspace's variables (an API token there works too).
 fn user_client() -> Result<Client, Failure> {
     if let Some(c) = credentials::load() {
+        let c = fresh(c)?;
         let settings = Settings::new(&c.url, &c.token).map_err(|e| Failure(e.to_string(), 3))?;
         return Ok(Client::new(settings));
     }
@@ -541,36 +531,42 @@ fn unlink(id: &str, out: &mut dyn Write) -> Outcome {
     Ok(())
 }
 
+/// The broker's built-in public app for this CLI (`oauth2::apps::CLI_APP` there).
+const CLI_CLIENT_ID: &str = "extauth-cli";
+
+/// `extauth login <url>`: with `--token`, that API token; otherwise the broker's device
+/// authorization (a code to confirm in the browser, nothing to paste), or the paste-a-token page
+/// of a broker without one.
 fn login(url: &str, token: Option<String>, out: &mut dyn Write) -> Outcome {
     let url = url.trim_end_matches('/');
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Failure(format!("{url:?} is not an http(s) URL"), 2));
     }
-    let token = match token {
-        Some(t) => t,
-        None => {
-            let page = format!("{url}/cli-auth");
-            eprintln!("Open this page, sign in, and paste the token it shows:\n  {page}");
-            open_browser(&page);
-            eprint!("Token: ");
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| Failure(e.to_string(), 1))?;
-            line.trim().to_owned()
-        }
+    let credential = match token {
+        Some(token) => credentials::Credential {
+            url: url.to_owned(),
+            token,
+            refresh_token: None,
+            expires_at: None,
+        },
+        None => match device_login(url)? {
+            Some(credential) => credential,
+            None => credentials::Credential {
+                url: url.to_owned(),
+                token: pasted_token(url)?,
+                refresh_token: None,
+                expires_at: None,
+            },
+        },
     };
-    if token.is_empty() {
+    if credential.token.is_empty() {
         return Err(Failure("no token given".to_owned(), 2));
     }
-    let client = Client::new(Settings::new(url, &token).map_err(|e| Failure(e.to_string(), 3))?);
+    let client =
+        Client::new(Settings::new(url, &credential.token).map_err(|e| Failure(e.to_string(), 3))?);
     let me = get_json(&client, "/api/v2/users/me")?;
-    let stored = credentials::save(&credentials::Credential {
-        url: url.to_owned(),
-        token,
-    })
-    .map_err(|e| Failure(format!("cannot save the credential: {e}"), 1))?;
+    let stored = credentials::save(&credential)
+        .map_err(|e| Failure(format!("cannot save the credential: {e}"), 1))?;
     let place = match stored {
         credentials::Stored::Keyring => "the OS keyring".to_owned(),
         credentials::Stored::File(path) => format!(
@@ -582,6 +578,195 @@ fn login(url: &str, token: Option<String>, out: &mut dyn Write) -> Outcome {
         out,
         "Logged in to {url} as {}; credential kept in {place}.",
         me["username"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// The paste-a-token page, for a broker whose authorization server is off.
+fn pasted_token(url: &str) -> Result<String, Failure> {
+    let page = format!("{url}/cli-auth");
+    eprintln!("Open this page, sign in, and paste the token it shows:\n  {page}");
+    open_browser(&page);
+    eprint!("Token: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure(e.to_string(), 1))?;
+    Ok(line.trim().to_owned())
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+/// A credential from a token answer (the refresh token kept when the answer has none).
+fn from_tokens(
+    url: &str,
+    answer: &Value,
+    previous_refresh: Option<&str>,
+) -> Option<credentials::Credential> {
+    let token = answer["access_token"].as_str()?.to_owned();
+    Some(credentials::Credential {
+        url: url.to_owned(),
+        token,
+        refresh_token: answer["refresh_token"]
+            .as_str()
+            .or(previous_refresh)
+            .map(str::to_owned),
+        expires_at: answer["expires_in"].as_i64().map(|s| now_unix() + s),
+    })
+}
+
+/// RFC 8628 against the broker: shows the code, opens the page, polls. `None` when the broker
+/// has no device authorization (an older broker, or its authorization server is off).
+fn device_login(url: &str) -> Result<Option<credentials::Credential>, Failure> {
+    let client = Client::new(Settings::new(url, "").map_err(|e| Failure(e.to_string(), 3))?);
+    let (status, text) = client.post_form(
+        "/oauth2/device/authorize",
+        &[
+            ("client_id", CLI_CLIENT_ID),
+            ("scope", "openid offline_access all"),
+        ],
+    )?;
+    if status == 404 || (status == 401 && text.contains("invalid_client")) {
+        return Ok(None);
+    }
+    let started: Value = serde_json::from_str(&text).unwrap_or_default();
+    let (Some(device_code), Some(user_code)) = (
+        started["device_code"].as_str(),
+        started["user_code"].as_str(),
+    ) else {
+        return Err(Failure(
+            format!(
+                "the broker refused the device login ({status}): {}",
+                terminal_safe(&text)
+            ),
+            1,
+        ));
+    };
+    let page = started["verification_uri_complete"]
+        .as_str()
+        .or(started["verification_uri"].as_str())
+        .unwrap_or_default();
+    eprintln!(
+        "Confirm the code {} in your browser to sign in:\n  {}",
+        terminal_safe(user_code),
+        terminal_safe(page)
+    );
+    open_browser(page);
+    let mut interval = started["interval"].as_u64().unwrap_or(5).max(1);
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(started["expires_in"].as_u64().unwrap_or(600));
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(interval));
+        let (status, text) = client.post_form(
+            "/oauth2/tokens",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device_code),
+                ("client_id", CLI_CLIENT_ID),
+            ],
+        )?;
+        let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+        if status == 200 {
+            return from_tokens(url, &answer, None)
+                .map(Some)
+                .ok_or_else(|| Failure("the broker answered without a token".to_owned(), 1));
+        }
+        match answer["error"].as_str() {
+            Some("authorization_pending") => {}
+            Some("slow_down") => interval += 5,
+            Some("access_denied") => {
+                return Err(Failure(
+                    "the sign-in was denied in the browser".to_owned(),
+                    1,
+                ));
+            }
+            Some("expired_token") => break,
+            _ => {
+                return Err(Failure(
+                    format!(
+                        "the device login failed ({status}): {}",
+                        terminal_safe(&text)
+                    ),
+                    1,
+                ));
+            }
+        }
+    }
+    Err(Failure(
+        "the code expired before it was confirmed; run `extauth login` again".to_owned(),
+        1,
+    ))
+}
+
+/// A device login's access token, refreshed (and saved) when it expires within a minute.
+fn fresh(credential: credentials::Credential) -> Result<credentials::Credential, Failure> {
+    let (Some(refresh), Some(expires_at)) = (&credential.refresh_token, credential.expires_at)
+    else {
+        return Ok(credential);
+    };
+    if expires_at > now_unix() + 60 {
+        return Ok(credential);
+    }
+    let client =
+        Client::new(Settings::new(&credential.url, "").map_err(|e| Failure(e.to_string(), 3))?);
+    let (status, text) = client.post_form(
+        "/oauth2/tokens",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", CLI_CLIENT_ID),
+        ],
+    )?;
+    let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+    let renewed = (status == 200)
+        .then(|| from_tokens(&credential.url, &answer, Some(refresh)))
+        .flatten()
+        .ok_or_else(|| {
+            Failure(
+                format!(
+                    "the sign-in has ended ({}); run `extauth login {}` again",
+                    answer["error"].as_str().unwrap_or("refused"),
+                    credential.url
+                ),
+                1,
+            )
+        })?;
+    credentials::save(&renewed)
+        .map_err(|e| Failure(format!("cannot save the refreshed credential: {e}"), 1))?;
+    Ok(renewed)
+}
+
+/// `extauth logout`: a device login's refresh token is revoked at the broker, then forgotten.
+fn logout(out: &mut dyn Write) -> Outcome {
+    if let Some(credential) = credentials::load() {
+        if let Some(refresh) = &credential.refresh_token {
+            if let Ok(settings) = Settings::new(&credential.url, "") {
+                let revoked = Client::new(settings).post_form(
+                    "/oauth2/revoke",
+                    &[("token", refresh), ("client_id", CLI_CLIENT_ID)],
+                );
+                if !matches!(revoked, Ok((200, _))) {
+                    eprintln!(
+                        "extauth: the broker could not be told; the sign-in ends when its refresh token expires"
+                    );
+                }
+            }
+        }
+    }
+    let existed = credentials::delete().map_err(|e| Failure(e.to_string(), 1))?;
+    let _ = writeln!(
+        out,
+        "{}",
+        if existed {
+            "Logged out."
+        } else {
+            "Not logged in."
+        }
     );
     Ok(())
 }

@@ -312,6 +312,40 @@ impl Client {
         url
     }
 
+    /// Posts a form without the bearer token (the authorization server's endpoints, where the
+    /// client proves itself in the form); the status and body.
+    pub fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, String), ClientError> {
+        let url = self.url(path, &[]);
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body.as_bytes())
+            .map_err(|e| ClientError::Unreachable {
+                url: self.settings.url.clone(),
+                error: e.to_string(),
+            })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Unreachable {
+                url: self.settings.url.clone(),
+                error: e.to_string(),
+            })?;
+        Ok((status, text))
+    }
+
     /// Sends a request and returns the status and body.
     pub fn send(
         &self,

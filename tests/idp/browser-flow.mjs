@@ -241,7 +241,7 @@ async function run(browser) {
   await page.waitForLoadState('load');
   const clientSecret = (await page.locator('#secret-heading + p + pre').textContent()).trim();
   assert.match(clientSecret, /^extauth_cs_/, 'the new secret is shown once');
-  const clientId = (await page.locator('article.app dd code').first().textContent()).trim();
+  const clientId = (await page.locator('article.app', { hasText: 'Team dashboard' }).locator('dd code').first().textContent()).trim();
   await page.locator('#secret-heading + p + pre').evaluate((el) => {
     el.textContent = el.textContent.replace(/(extauth_cs_[^_]+_)\S+/, '$1…');
   });

@@ -1466,8 +1466,21 @@ async fn apps_are_managed_from_the_cli() {
     assert!(created.contains("shown only this once"));
     let listed: Value =
         serde_json::from_str(&extauth(&["oauth2-app", "list", "--output", "json"])).unwrap();
-    assert_eq!(listed[0]["id"], client_id.as_str());
-    assert_eq!(listed[0]["scopes"], json!(["user:read"]));
+    let ours = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == client_id.as_str())
+        .unwrap();
+    assert_eq!(ours["scopes"], json!(["user:read"]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == "extauth-cli"),
+        "the CLI's own app is built in"
+    );
     assert!(extauth(&["oauth2-app", "list"]).contains("Deploy bot"));
     let service = |secret: &str| {
         let (site, client_id, secret) = (&site, client_id.clone(), secret.to_owned());
@@ -1631,5 +1644,118 @@ async fn a_device_is_authorized_by_its_user_code() {
     assert_eq!(body["error"], "access_denied");
     let (_, body) = poll("extauth_dc_nope".to_owned()).await;
     assert_eq!(body["error"], "expired_token");
+    assert!(site.broker.stop());
+}
+
+/// `extauth login <url>` by the device authorization grant: the user confirms the code on the
+/// page, the CLI keeps the refresh token, refreshes by itself, and `logout` revokes it.
+#[tokio::test]
+async fn the_cli_signs_in_by_device_code_and_refreshes_itself() {
+    // Tokens of 61 s: the CLI refreshes a token that expires within a minute, so at once.
+    let site = site(&[("EXTAUTH_OAUTH2_ACCESS_TOKEN_LIFETIME", "61s")]).await;
+    let home = tempfile::tempdir().unwrap();
+    let extauth = |args: &[&str]| {
+        let mut command = Command::new(binary("extauth"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .args(args);
+        command
+    };
+    let mut login = extauth(&["login", &site.broker.url]);
+    login
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let code = regex::Regex::new(r"Confirm the code ([A-Z]{4}-[A-Z]{4}) in your browser")
+        .unwrap()
+        .captures(&line)
+        .unwrap_or_else(|| panic!("the CLI shows a code: {line}"))[1]
+        .to_owned();
+    // The user confirms on the page.
+    let page = plain()
+        .get(site.url("/oauth2/device"))
+        .query(&[("user_code", code.as_str())])
+        .header("Cookie", &site.session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("extauth CLI wants to use your account"),
+        "{page}"
+    );
+    let mut form = hidden_fields(&page);
+    form.insert("decision".into(), "allow".into());
+    let done = plain()
+        .post(site.url("/oauth2/device"))
+        .header("Cookie", &site.session)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("Logged in to {} as admin;", site.broker.url)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let config = home.path().join(".config/extauth/config.json");
+    let stored = |path: &std::path::Path| -> Value {
+        let config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_str(config["token"].as_str().unwrap()).unwrap()
+    };
+    let first = stored(&config);
+    assert!(
+        first["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("extauth_rt_")
+    );
+
+    // The next command refreshes the (nearly expired) token by itself.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let whoami = extauth(&["whoami"]).output().unwrap();
+    assert!(
+        whoami.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+    assert!(String::from_utf8_lossy(&whoami.stdout).starts_with("admin (admin) on"));
+    let second = stored(&config);
+    assert_ne!(
+        second["refresh_token"], first["refresh_token"],
+        "rotated and saved"
+    );
+
+    // Logout revokes the sign-in at the broker.
+    let out = extauth(&["logout"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Logged out.\n");
+    let (status, body) = site
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", second["refresh_token"].as_str().unwrap()),
+            ("client_id", "extauth-cli"),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
     assert!(site.broker.stop());
 }

@@ -177,6 +177,39 @@ pub async fn create(state: &AppState, input: AppInput) -> Result<OAuth2App, Fail
     Ok(app)
 }
 
+/// The `client_id` of the `extauth` CLI, a public app every broker has: `extauth login` signs
+/// in with the device authorization grant, nothing to register.
+pub const CLI_APP: &str = "extauth-cli";
+
+/// Makes the CLI's app if it is missing (first start, or an admin deleted it).
+pub async fn ensure_cli_app(store: &dyn crate::store::Store) -> Result<(), Failure> {
+    if store.oauth2_app(CLI_APP).await?.is_some() {
+        return Ok(());
+    }
+    let every: Vec<String> = scopes::CATALOG
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
+    store
+        .put_oauth2_app(&OAuth2App {
+            id: CLI_APP.to_owned(),
+            name: "extauth CLI".to_owned(),
+            icon: String::new(),
+            redirect_uris: vec!["http://127.0.0.1/callback".to_owned()],
+            client_type: ClientType::Public,
+            scopes: every,
+            default_scopes: ["openid", "offline_access", "all"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            secrets: Vec::new(),
+            created_at: now(),
+            updated_at: now(),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Every app, oldest first.
 pub async fn list(state: &AppState) -> Result<Vec<OAuth2App>, Failure> {
     Ok(state.store.oauth2_apps().await?)
