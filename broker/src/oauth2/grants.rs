@@ -137,7 +137,7 @@ pub async fn authenticate(
         }
     };
     let unknown = || OAuthError::InvalidClient("unknown client or wrong client secret".to_owned());
-    let Some(mut app) = state.store.oauth2_app(&client_id).await? else {
+    let Some(app) = state.store.oauth2_app(&client_id).await? else {
         return Err(unknown());
     };
     let secret = secret.filter(|s| !s.is_empty());
@@ -171,8 +171,7 @@ pub async fn authenticate(
                 .last_used_at
                 .is_none_or(|at| at + 60 <= now())
             {
-                app.secrets[index].last_used_at = Some(now());
-                state.store.put_oauth2_app(&app).await?;
+                state.store.touch_app_secret(&app.id, &id, now()).await?;
             }
             Ok(Client {
                 app,

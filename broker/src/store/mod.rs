@@ -618,6 +618,9 @@ pub trait Store: Send + Sync + 'static {
     async fn oauth2_app(&self, id: &str) -> StoreResult<Option<OAuth2App>>;
     /// Every app, oldest first.
     async fn oauth2_apps(&self) -> StoreResult<Vec<OAuth2App>>;
+    /// Records a client secret's use at `at` (Unix seconds), only while the secret still
+    /// exists: a use racing the secret's deletion never brings it back.
+    async fn touch_app_secret(&self, app_id: &str, secret_id: &str, at: i64) -> StoreResult<()>;
     /// Deletes an app with its consents and token families; whether it existed.
     async fn delete_oauth2_app(&self, id: &str) -> StoreResult<bool>;
 

@@ -560,6 +560,22 @@ pub async fn oauth2_apps(store: &dyn Store) {
     changed.secrets[0].last_used_at = Some(9);
     store.put_oauth2_app(&changed).await.unwrap();
     assert_eq!(store.oauth2_app("a").await.unwrap(), Some(changed));
+    // A use is recorded on the secret only while it exists.
+    store.touch_app_secret("b", "b-s1", 42).await.unwrap();
+    assert_eq!(
+        store.oauth2_app("b").await.unwrap().unwrap().secrets[0].last_used_at,
+        Some(42)
+    );
+    let mut without = app("b", 2);
+    without.secrets.clear();
+    store.put_oauth2_app(&without).await.unwrap();
+    store.touch_app_secret("b", "b-s1", 43).await.unwrap();
+    store.touch_app_secret("ghost", "x", 43).await.unwrap();
+    assert_eq!(
+        store.oauth2_app("b").await.unwrap(),
+        Some(without),
+        "not brought back"
+    );
     // Deleting an app deletes its consents and token families, not other apps'.
     store.put_oauth2_grant(&grant("u1", "a")).await.unwrap();
     store.put_oauth2_grant(&grant("u1", "b")).await.unwrap();

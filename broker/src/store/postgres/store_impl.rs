@@ -648,6 +648,34 @@ impl Store for PgStore {
         .await
     }
 
+    async fn touch_app_secret(&self, app_id: &str, secret_id: &str, at: i64) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // The row lock orders this after (or before) an admin's change of the app.
+        let row = tx
+            .query_opt(
+                "SELECT doc FROM oauth2_apps WHERE id = $1 FOR UPDATE",
+                &[&app_id],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else {
+            return Ok(());
+        };
+        let mut app: OAuth2App = doc_of(&row)?;
+        let Some(secret) = app.secrets.iter_mut().find(|s| s.id == secret_id) else {
+            return Ok(());
+        };
+        secret.last_used_at = Some(at);
+        tx.execute(
+            "UPDATE oauth2_apps SET doc = $2 WHERE id = $1",
+            &[&app_id, &doc(&app)?],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
     async fn delete_oauth2_app(&self, id: &str) -> StoreResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;

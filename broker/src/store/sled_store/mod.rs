@@ -648,6 +648,27 @@ impl Store for SledStore {
         Ok(apps)
     }
 
+    async fn touch_app_secret(&self, app_id: &str, secret_id: &str, at: i64) -> StoreResult<()> {
+        let key = app_id.as_bytes();
+        loop {
+            let Some(current) = self.oauth2_apps.get(key)? else {
+                return Ok(());
+            };
+            let mut app: OAuth2App = decode(&current)?;
+            let Some(secret) = app.secrets.iter_mut().find(|s| s.id == secret_id) else {
+                return Ok(());
+            };
+            secret.last_used_at = Some(at);
+            if self
+                .oauth2_apps
+                .compare_and_swap(key, Some(current), Some(encode(&app)?))?
+                .is_ok()
+            {
+                return self.flush().await;
+            }
+        }
+    }
+
     async fn delete_oauth2_app(&self, id: &str) -> StoreResult<bool> {
         let existed = self.oauth2_apps.remove(id.as_bytes())?.is_some();
         for entry in self.oauth2_grants.iter() {
