@@ -181,7 +181,8 @@ pub async fn authenticate(
     }
 }
 
-/// The token endpoint.
+/// The token endpoint's grants but the device code (`device::poll`, which issues through
+/// [`issue_for_user`] here).
 pub async fn exchange(
     state: &AppState,
     client: &Client,
@@ -191,10 +192,6 @@ pub async fn exchange(
         Some("authorization_code") => redeem_code(state, client, request).await,
         Some("refresh_token") => refresh(state, client, request).await,
         Some("client_credentials") => client_credentials(state, client, request).await,
-        Some(DEVICE_GRANT) => {
-            let code = required(&request.device_code, "device_code")?;
-            super::device::poll(state, client, code).await
-        }
         Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
             "grant_type {other:?} is not supported; use authorization_code, refresh_token, client_credentials or the device code"
         ))),

@@ -177,7 +177,18 @@ pub async fn tokens_post(
     let credentials = credentials(&state, &headers, &fields)?;
     let client = grants::authenticate(&state, &credentials).await?;
     let request: TokenRequest = typed(&body);
-    let answer = grants::exchange(&state, &client, &request).await;
+    let answer = match (
+        request.grant_type.as_deref(),
+        request.device_code.as_deref(),
+    ) {
+        (Some(grants::DEVICE_GRANT), Some(code)) if !code.is_empty() => {
+            device::poll(&state, &client, code).await
+        }
+        (Some(grants::DEVICE_GRANT), _) => Err(OAuthError::InvalidRequest(
+            "device_code is missing".to_owned(),
+        )),
+        _ => grants::exchange(&state, &client, &request).await,
+    };
     if let Err(e) = &answer {
         tracing::info!(target: "extauth::audit", event = "oauth2.token", app = %client.app.id, grant = request.grant_type.as_deref().unwrap_or(""), outcome = e.code(), reason = %e, "refused a token request");
     }
