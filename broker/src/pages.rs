@@ -19,6 +19,8 @@ pub struct Chrome {
     pub nav: &'static str,
     /// Whether the signed-in user is an admin (for the admin pages' entry).
     pub admin: bool,
+    /// Whether the authorization server is on (its pages' entries).
+    pub oauth2: bool,
 }
 
 impl Chrome {
@@ -30,6 +32,7 @@ impl Chrome {
             csrf: String::new(),
             nav: "",
             admin: false,
+            oauth2: false,
         }
     }
 }

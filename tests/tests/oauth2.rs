@@ -1026,6 +1026,9 @@ async fn the_switch_turns_every_endpoint_into_404() {
         ("GET", "/oauth2/jwks"),
         ("GET", "/oauth2/userinfo"),
         ("GET", "/api/v2/oauth2-provider/apps"),
+        ("GET", "/api/v2/users/me/oauth2-apps"),
+        ("GET", "/.well-known/oauth-protected-resource"),
+        ("POST", "/oauth2/device/authorize"),
     ] {
         let response = plain()
             .request(method.parse().unwrap(), site.url(path))
@@ -1035,6 +1038,35 @@ async fn the_switch_turns_every_endpoint_into_404() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
     }
+    // The pages are gone from the navigation too, and the API's 401 names no metadata.
+    for path in ["/connected-apps", "/oauth2-apps", "/oauth2/device"] {
+        let response = plain()
+            .get(site.url(path))
+            .header("Cookie", &site.session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let home = plain()
+        .get(site.url("/"))
+        .header("Cookie", &site.session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !home.contains("Connected apps") && !home.contains("OAuth2 apps"),
+        "{home}"
+    );
+    let response = plain()
+        .get(site.url("/api/v2/users/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert!(site.broker.stop());
 }
 

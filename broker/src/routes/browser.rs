@@ -22,6 +22,7 @@ pub(super) fn chrome(state: &AppState, user: &BrowserUser, nav: &'static str) ->
         csrf: user.session.csrf.clone(),
         nav,
         admin: user.user.is_admin,
+        oauth2: state.settings.oauth2.enabled,
     }
 }
 

@@ -324,6 +324,7 @@ async fn error_answers(State(state): State<AppState>, request: Request, next: Ne
     let mut chrome = Chrome::anonymous(state.settings.base_path().to_owned());
     if let Ok(Some((user, session))) = session_of(&state, &cookies).await {
         chrome.admin = user.is_admin;
+        chrome.oauth2 = state.settings.oauth2.enabled;
         chrome.user = Some(user.username);
         chrome.csrf = session.csrf;
     }

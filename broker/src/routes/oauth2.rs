@@ -685,6 +685,7 @@ async fn connected_page(
 
 /// `GET /connected-apps`.
 pub async fn connected_get(
+    _: ProviderOn,
     State(state): State<AppState>,
     user: BrowserUser,
 ) -> Result<Response, PageError> {
@@ -693,6 +694,7 @@ pub async fn connected_get(
 
 /// `POST /connected-apps/{id}/disconnect`.
 pub async fn disconnect_post(
+    _: ProviderOn,
     State(state): State<AppState>,
     user: BrowserUser,
     Path(app_id): Path<String>,
@@ -717,6 +719,7 @@ pub async fn disconnect_post(
 
 /// `GET /api/v2/users/{user}/oauth2-apps`: the apps the caller connected.
 pub async fn connected_api_get(
+    _: ProviderOn,
     State(state): State<AppState>,
     caller: Caller,
     Path(user): Path<String>,
