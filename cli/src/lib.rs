@@ -642,7 +642,7 @@ fn device_login(url: &str) -> Result<Option<credentials::Credential>, Failure> {
         return Err(Failure(
             format!(
                 "the broker refused the device login ({status}): {}",
-                terminal_safe(&text)
+                oauth_error(&started)
             ),
             1,
         ));
@@ -690,7 +690,7 @@ fn device_login(url: &str) -> Result<Option<credentials::Credential>, Failure> {
                 return Err(Failure(
                     format!(
                         "the device login failed ({status}): {}",
-                        terminal_safe(&text)
+                        oauth_error(&answer)
                     ),
                     1,
                 ));
@@ -701,6 +701,17 @@ fn device_login(url: &str) -> Result<Option<credentials::Credential>, Failure> {
         "the code expired before it was confirmed; run `extauth login` again".to_owned(),
         1,
     ))
+}
+
+/// An OAuth error answer's code and description, and nothing else of it (an odd answer may
+/// carry a token, which is never printed).
+fn oauth_error(answer: &Value) -> String {
+    let field = |name: &str| terminal_safe(answer[name].as_str().unwrap_or_default());
+    match (field("error"), field("error_description")) {
+        (code, _) if code.is_empty() => "an unexpected answer".to_owned(),
+        (code, description) if description.is_empty() => code,
+        (code, description) => format!("{code}: {description}"),
+    }
 }
 
 /// A device login's access token, refreshed (and saved) when it expires within a minute.
