@@ -14,7 +14,7 @@ use crate::store::{
 
 use super::OAuthError;
 use super::authorize::check_resource;
-use super::grants::{Client, TokenAnswer, issue_for_user};
+use super::grants::{Client, TokenAnswer, issue_for_user, still_allowed};
 use super::scopes::{self, Scopes};
 
 /// How long a user has to answer.
@@ -275,10 +275,7 @@ pub async fn poll(
                     "the user no longer exists".to_owned(),
                 ));
             };
-            let granted: Scopes = scopes::set(&grant.scopes)
-                .intersection(&scopes::set(&client.app.scopes))
-                .cloned()
-                .collect();
+            let granted = still_allowed(&grant.scopes, &client.app);
             let family = OAuth2Family {
                 id: random::hex_token::<16>(),
                 app_id: client.app.id.clone(),

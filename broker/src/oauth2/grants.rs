@@ -221,6 +221,27 @@ fn narrowed(requested: Option<&str>, ceiling: &Scopes, widen: &str) -> Result<Sc
     Ok(asked)
 }
 
+/// A `resource` sent with a code or a refresh must be the authorization's (RFC 8707 §2.2).
+fn same_resource(authorized: Option<&str>, asked: Option<&str>) -> Result<(), OAuthError> {
+    match (authorized, asked.filter(|r| !r.is_empty())) {
+        (Some(a), Some(b)) if a != b => Err(OAuthError::InvalidTarget(
+            "resource differs from the authorization's".to_owned(),
+        )),
+        (None, Some(_)) => Err(OAuthError::InvalidTarget(
+            "the authorization was for no resource".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What was granted that the app may still have: its admin may have narrowed it since.
+pub(super) fn still_allowed(granted: &[String], app: &OAuth2App) -> Scopes {
+    scopes::set(granted)
+        .intersection(&scopes::set(&app.scopes))
+        .cloned()
+        .collect()
+}
+
 fn new_refresh_token(family_id: &str) -> String {
     format!("extauth_rt_{family_id}_{}", random::hex_token::<32>())
 }
@@ -292,27 +313,8 @@ async fn redeem_code(
         }
         (None, None) => {}
     }
-    match (
-        &record.resource,
-        request.resource.as_deref().filter(|r| !r.is_empty()),
-    ) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(OAuthError::InvalidTarget(
-                "resource differs from the authorization request's".to_owned(),
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(OAuthError::InvalidTarget(
-                "resource was not part of the authorization request".to_owned(),
-            ));
-        }
-        _ => {}
-    }
-    // The app's allowance may have shrunk since the user consented.
-    let granted: Scopes = scopes::set(&record.scopes)
-        .intersection(&scopes::set(&app.scopes))
-        .cloned()
-        .collect();
+    same_resource(record.resource.as_deref(), request.resource.as_deref())?;
+    let granted = still_allowed(&record.scopes, app);
     let Some(user) = state.store.user(&record.user_id).await? else {
         return Err(OAuthError::InvalidGrant(
             "the user no longer exists".to_owned(),
@@ -493,31 +495,13 @@ async fn rotate(
             "the refresh token has expired".to_owned(),
         ));
     }
-    let ceiling: Scopes = scopes::set(&family.scopes)
-        .intersection(&scopes::set(&app.scopes))
-        .cloned()
-        .collect();
+    let ceiling = still_allowed(&family.scopes, app);
     let granted = narrowed(
         request.scope.as_deref(),
         &ceiling,
         "a refresh may narrow the scope, never widen it",
     )?;
-    match (
-        &family.resource,
-        request.resource.as_deref().filter(|r| !r.is_empty()),
-    ) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(OAuthError::InvalidTarget(
-                "resource differs from the grant's".to_owned(),
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(OAuthError::InvalidTarget(
-                "the grant has no resource".to_owned(),
-            ));
-        }
-        _ => {}
-    }
+    same_resource(family.resource.as_deref(), request.resource.as_deref())?;
     let Some(user) = state.store.user(&family.user_id).await? else {
         return Err(OAuthError::InvalidGrant(
             "the user no longer exists".to_owned(),

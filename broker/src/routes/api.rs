@@ -16,7 +16,7 @@ use crate::links;
 use crate::random;
 use crate::state::AppState;
 
-fn rfc3339(unix: i64) -> Option<String> {
+pub(super) fn rfc3339(unix: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {

@@ -143,6 +143,29 @@ fn credentials(
     Ok(credentials)
 }
 
+/// What every client-authenticated endpoint reads first: the form (each field once), the
+/// client it proves to be (paced per client), and no secret in the URL.
+async fn client_form(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(grants::Client, BTreeMap<String, String>), OAuthError> {
+    no_secret_in_query(uri)?;
+    let fields = fields(body)?;
+    let credentials = credentials(state, headers, &fields)?;
+    let client = grants::authenticate(state, &credentials).await?;
+    Ok((client, fields))
+}
+
+/// The `token` of a revocation or introspection request.
+fn token_field(fields: &BTreeMap<String, String>) -> Result<&String, OAuthError> {
+    fields
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))
+}
+
 /// A secret in the URL ends up in logs and histories: refused at the endpoints that take one.
 fn no_secret_in_query(uri: &axum::http::Uri) -> Result<(), OAuthError> {
     let leaked = uri.query().is_some_and(|q| {
@@ -172,10 +195,7 @@ pub async fn tokens_post(
     headers: HeaderMap,
     RawForm(body): RawForm,
 ) -> Result<Response, OAuthError> {
-    no_secret_in_query(&uri)?;
-    let fields = fields(&body)?;
-    let credentials = credentials(&state, &headers, &fields)?;
-    let client = grants::authenticate(&state, &credentials).await?;
+    let (client, _) = client_form(&state, &uri, &headers, &body).await?;
     let request: TokenRequest = typed(&body);
     let answer = match (
         request.grant_type.as_deref(),
@@ -209,10 +229,7 @@ pub async fn device_authorize_post(
     headers: HeaderMap,
     RawForm(body): RawForm,
 ) -> Result<Response, OAuthError> {
-    no_secret_in_query(&uri)?;
-    let fields = fields(&body)?;
-    let credentials = credentials(&state, &headers, &fields)?;
-    let client = grants::authenticate(&state, &credentials).await?;
+    let (client, fields) = client_form(&state, &uri, &headers, &body).await?;
     let started = device::begin(
         &state,
         &client,
@@ -326,14 +343,8 @@ pub async fn revoke_post(
     headers: HeaderMap,
     RawForm(body): RawForm,
 ) -> Result<Response, OAuthError> {
-    no_secret_in_query(&uri)?;
-    let fields = fields(&body)?;
-    let credentials = credentials(&state, &headers, &fields)?;
-    let client = grants::authenticate(&state, &credentials).await?;
-    let token = fields
-        .get("token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+    let (client, fields) = client_form(&state, &uri, &headers, &body).await?;
+    let token = token_field(&fields)?;
     grants::revoke(&state, &client, token).await?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
@@ -347,19 +358,13 @@ pub async fn introspect_post(
     headers: HeaderMap,
     RawForm(body): RawForm,
 ) -> Result<Response, OAuthError> {
-    no_secret_in_query(&uri)?;
-    let fields = fields(&body)?;
-    let credentials = credentials(&state, &headers, &fields)?;
-    let client = grants::authenticate(&state, &credentials).await?;
+    let (client, fields) = client_form(&state, &uri, &headers, &body).await?;
     if client.secret_id.is_none() {
         return Err(OAuthError::InvalidClient(
             "introspection needs a confidential client's credentials".to_owned(),
         ));
     }
-    let token = fields
-        .get("token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+    let token = token_field(&fields)?;
     let answer = grants::introspect(&state, token).await?;
     Ok(no_store(Json(answer).into_response()))
 }

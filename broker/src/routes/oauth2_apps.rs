@@ -21,13 +21,7 @@ use super::oauth2::{ProviderOn, endpoints, with_images};
 use super::security_headers::ImageOrigins;
 
 fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    super::api::rfc3339(unix).unwrap_or_default()
 }
 
 fn admin(caller: &Caller) -> Result<(), ApiError> {
