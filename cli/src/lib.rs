@@ -1002,16 +1002,12 @@ fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
             Ok(())
         }
         OAuth2App::Delete { id } => {
-            let (status, text) = client.send(
+            send(
                 "DELETE",
                 &format!("/api/v2/oauth2-provider/apps/{id}"),
-                &[],
                 None,
-                None,
+                204,
             )?;
-            if status != 204 {
-                return Err(api_error(status, &text).into());
-            }
             let _ = writeln!(
                 out,
                 "Deleted app {}; its tokens no longer work.",
@@ -1033,16 +1029,12 @@ fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
             Ok(())
         }
         OAuth2App::Secret(OAuth2Secret::Delete { app, id }) => {
-            let (status, text) = client.send(
+            send(
                 "DELETE",
                 &format!("/api/v2/oauth2-provider/apps/{app}/secrets/{id}"),
-                &[],
                 None,
-                None,
+                204,
             )?;
-            if status != 204 {
-                return Err(api_error(status, &text).into());
-            }
             let _ = writeln!(
                 out,
                 "Deleted secret {}; tokens issued under it no longer work.",
