@@ -205,6 +205,12 @@ impl From<Failure> for ApiError {
                 Self::not_found(format!("No client secret with id {id:?}."), "")
             }
             Failure::InvalidApp(detail) => Self::bad_request("Invalid OAuth2 app.", detail),
+            Failure::UnknownResource(id) => {
+                Self::not_found(format!("No protected resource with id {id:?}."), "")
+            }
+            Failure::InvalidResource(detail) => {
+                Self::bad_request("Invalid protected resource.", detail)
+            }
             Failure::DevAdminGone => Self::unauthorized("The local admin no longer exists."),
             Failure::LoginStateMissing(kind) => {
                 Self::bad_request("State must be provided.", again(kind))
@@ -460,6 +466,49 @@ impl IntoResponse for crate::oauth2::OAuthError {
                 );
             }
             _ => {}
+        }
+        response
+    }
+}
+
+/// A registration refused (RFC 7591 §3.2.2): 400 `{error, error_description}`; 401
+/// `invalid_token` for a wrong registration access token (RFC 7592 §3); 404 while
+/// registration is closed, as if the endpoint did not exist.
+impl IntoResponse for crate::oauth2::RegistrationError {
+    fn into_response(self) -> Response {
+        use crate::oauth2::RegistrationError;
+        let description = self.to_string();
+        let (status, code) = match self {
+            RegistrationError::InvalidRedirectUri(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_redirect_uri")
+            }
+            RegistrationError::InvalidMetadata(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_client_metadata")
+            }
+            RegistrationError::Off => {
+                return ApiError::not_found(
+                    "There is nothing at this address.",
+                    "dynamic client registration is off (EXTAUTH_OAUTH2_DCR, or the OAuth2 apps page)",
+                )
+                .into_response();
+            }
+            RegistrationError::Unauthorized => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            RegistrationError::Server(failure) => {
+                return crate::oauth2::OAuthError::Server(failure).into_response();
+            }
+        };
+        let body = serde_json::json!({"error": code, "error_description": description});
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
         }
         response
     }

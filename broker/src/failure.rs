@@ -98,6 +98,12 @@ pub enum Failure {
     /// An app's registration was refused: the field and why.
     #[error("invalid app: {0}")]
     InvalidApp(String),
+    /// No protected resource with this id.
+    #[error("no protected resource {0:?}")]
+    UnknownResource(String),
+    /// A protected resource's registration was refused: the field and why.
+    #[error("invalid resource: {0}")]
+    InvalidResource(String),
     /// The `--dev` sign-in link was used or replaced.
     #[error("the dev sign-in link is used up")]
     DevLinkUsed,

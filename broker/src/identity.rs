@@ -197,14 +197,10 @@ async fn check_access_token(
     // This API is the resource the issuer names, or one under its API (a client that formed
     // its resource from the URL it called, RFC 9728 §3.1). A token for another resource is not
     // taken here.
-    let issuer = crate::oauth2::tokens::issuer(state);
-    let ours = access.audience.iter().any(|aud| {
-        aud == &issuer
-            || aud == state.settings.access_url.as_url().as_str()
-            || aud
-                .strip_prefix(&issuer)
-                .is_some_and(|rest| rest.starts_with("/api/"))
-    });
+    let ours = access
+        .audience
+        .iter()
+        .any(|aud| crate::oauth2::resources::is_own(state, aud));
     if !ours {
         return Ok(Err((Refusal::WrongSecret, access.family_id.clone())));
     }

@@ -326,9 +326,16 @@ pub struct ConsentPage {
     /// Where the browser goes afterwards (scheme and host of the redirect URI).
     pub redirect_host: String,
     /// What the scopes allow, in words.
-    pub scopes: Vec<&'static str>,
+    pub scopes: Vec<String>,
     /// The request, echoed as hidden fields.
     pub fields: Vec<(String, String)>,
+    /// The resource the access is for (a registered API or MCP server: name and URL).
+    pub resource: Option<(String, String)>,
+    /// Where the app's name comes from when no admin registered it (its own document or
+    /// registration): said so, with the host that vouches for it.
+    pub unverified: Option<String>,
+    /// The redirect goes to this computer only (loopback).
+    pub local_only: bool,
 }
 
 /// One app a user connected.
@@ -336,7 +343,7 @@ pub struct ConnectedRow {
     pub id: String,
     pub name: String,
     pub icon: String,
-    pub scopes: Vec<&'static str>,
+    pub scopes: Vec<String>,
     pub since: String,
 }
 
@@ -365,6 +372,8 @@ pub struct AppRow {
     pub scopes: String,
     pub secrets: Vec<SecretRow>,
     pub confidential: bool,
+    /// Who made it known: an admin, itself (registration), its metadata document.
+    pub origin: String,
 }
 
 /// A secret just made, shown once.
@@ -388,6 +397,22 @@ pub struct OAuth2AppsPage {
     pub created: Option<CreatedSecret>,
     pub scopes: Vec<ScopeChoice>,
     pub issuer: String,
+    pub resources: Vec<ResourceRow>,
+    /// Whether dynamic client registration is open.
+    pub registration_open: bool,
+    /// Whether client ID metadata documents are accepted.
+    pub client_metadata: bool,
+    /// A refusal of the last form (registering a resource), shown above the lists.
+    pub problem: Option<String>,
+}
+
+/// A protected resource on the admin page.
+pub struct ResourceRow {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub scopes: String,
+    pub metadata_url: String,
 }
 
 /// The page of the device authorization grant: enter a code, answer, or done.
@@ -401,7 +426,7 @@ pub struct DeviceGrantPage {
     pub username: String,
     /// As typed, or as shown (`BCDF-GHJK`).
     pub user_code: String,
-    pub scopes: Vec<&'static str>,
+    pub scopes: Vec<String>,
     /// A code that is unknown, used or expired.
     pub problem: Option<String>,
     /// The answer was taken: what happened.

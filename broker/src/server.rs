@@ -170,10 +170,17 @@ pub async fn build_state(
     let keys = key_ring(&settings)?;
     check_keys(&*store, &keys, &settings).await?;
     let settings_failure_limit = settings.auth_failure_limit;
-    let upstream =
-        Upstream::new(settings.upstream_timeout).map_err(|e| StartError::Http(e.to_string()))?;
+    let upstream = Upstream::with_roots(settings.upstream_timeout, &settings.upstream_roots)
+        .map_err(|e| StartError::Http(e.to_string()))?;
+    let client_documents = crate::upstream::client_documents::ClientDocuments::new(
+        settings.oauth2.client_metadata_allow_private,
+        &settings.upstream_roots,
+    )
+    .map_err(|e| StartError::Http(e.to_string()))?;
     let oidc = oidc
-        .map(|o| crate::oidc::Oidc::new(o, settings.upstream_timeout))
+        .map(|o| {
+            crate::oidc::Oidc::with_roots(o, settings.upstream_timeout, &settings.upstream_roots)
+        })
         .transpose()
         .map_err(|e| StartError::Http(e.to_string()))?;
     crate::oauth2::signing::ensure_key(&*store, &keys, settings.oauth2.algorithm)
@@ -195,6 +202,7 @@ pub async fn build_state(
         store,
         keys,
         upstream,
+        client_documents,
         refresh_locks: RefreshLocks::default(),
         dev_login: Default::default(),
         oidc,
@@ -223,6 +231,9 @@ fn spawn_oauth2_upkeep(state: AppState) {
                 Err(e) => {
                     tracing::warn!(error = %e, "dropping expired OAuth2 token families failed")
                 }
+            }
+            if let Err(e) = crate::oauth2::registration::expire_unused(&state).await {
+                tracing::warn!(error = %e, "deleting unused self-registered OAuth2 apps failed");
             }
             if let Err(e) = state
                 .oauth2_keys

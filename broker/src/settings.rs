@@ -225,6 +225,72 @@ pub struct ServeArgs {
         value_name = "ES256|RS256"
     )]
     pub oauth2_signing_algorithm: String,
+
+    /// Accept clients whose client_id is the https URL of their metadata document (MCP's
+    /// "client ID metadata documents"): fetched, checked and cached.
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_CLIENT_METADATA",
+        default_value = "true",
+        value_name = "BOOL"
+    )]
+    pub oauth2_client_metadata: String,
+
+    /// Fetch client metadata documents from private, loopback and link-local addresses too
+    /// (an internal network's own clients); off, such documents are refused.
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_CLIENT_METADATA_ALLOW_PRIVATE",
+        default_value = "false",
+        value_name = "BOOL"
+    )]
+    pub oauth2_client_metadata_allow_private: String,
+
+    /// Hosts whose client metadata documents are accepted (patterns with `*`, e.g.
+    /// `*.example.com`); empty: any host not denied.
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_CLIENT_METADATA_HOSTS",
+        value_delimiter = ',',
+        value_name = "PATTERNS"
+    )]
+    pub oauth2_client_metadata_hosts: Vec<String>,
+
+    /// Hosts whose client metadata documents are refused (patterns with `*`).
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_CLIENT_METADATA_DENY_HOSTS",
+        value_delimiter = ',',
+        value_name = "PATTERNS"
+    )]
+    pub oauth2_client_metadata_deny_hosts: Vec<String>,
+
+    /// Open dynamic client registration (RFC 7591) at /oauth2/register; admins can also turn
+    /// it on and off on the OAuth2 apps page.
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_DCR",
+        default_value = "false",
+        value_name = "BOOL"
+    )]
+    pub oauth2_dcr: String,
+
+    /// Redirect URIs a self-registered client may have: `loopback` (http on 127.0.0.1, [::1]
+    /// or localhost, any port), `SCHEME:` (a custom scheme such as `vscode:`; `*:` any),
+    /// `https://HOST` (with `*`, e.g. `https://*.example.com`).
+    #[arg(
+        long,
+        env = "EXTAUTH_OAUTH2_DCR_REDIRECTS",
+        value_delimiter = ',',
+        default_value = "loopback,*:,https://*",
+        value_name = "PATTERNS"
+    )]
+    pub oauth2_dcr_redirects: Vec<String>,
+
+    /// More CA certificates (PEM) the broker trusts for its own HTTPS calls: providers, the
+    /// IdP, client metadata documents (a private CA inside a company).
+    #[arg(long, env = "EXTAUTH_UPSTREAM_CA_FILE", value_name = "FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// A setting that may hold a secret (keys, a database password): never shown by `Debug`.
@@ -281,6 +347,8 @@ pub struct Settings {
     pub client_address: crate::client_address::ClientAddress,
     /// The authorization server.
     pub oauth2: crate::oauth2::Oauth2Settings,
+    /// More roots for the broker's own HTTPS calls (`EXTAUTH_UPSTREAM_CA_FILE`).
+    pub upstream_roots: Vec<reqwest::Certificate>,
     /// Serve HTTPS with this configuration and certificate (`CODER_TLS_CERT_FILE`,
     /// `CODER_TLS_KEY_FILE`).
     pub tls: Option<(
@@ -367,6 +435,51 @@ impl Settings {
             };
         let oauth2_enabled = flag("CODER_OAUTH2_PROVIDER_ENABLE", &args.oauth2_provider_enable);
         let oauth2_require_pkce = flag("EXTAUTH_OAUTH2_REQUIRE_PKCE", &args.oauth2_require_pkce);
+        let client_metadata = flag(
+            "EXTAUTH_OAUTH2_CLIENT_METADATA",
+            &args.oauth2_client_metadata,
+        );
+        let client_metadata_allow_private = flag(
+            "EXTAUTH_OAUTH2_CLIENT_METADATA_ALLOW_PRIVATE",
+            &args.oauth2_client_metadata_allow_private,
+        );
+        let dcr = flag("EXTAUTH_OAUTH2_DCR", &args.oauth2_dcr);
+        let patterns = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|p| p.trim().to_ascii_lowercase())
+                .filter(|p| !p.is_empty())
+                .collect()
+        };
+        let dcr_redirects = patterns(&args.oauth2_dcr_redirects);
+        for pattern in &dcr_redirects {
+            if let Err(why) = crate::oauth2::redirect_policy::check_pattern(pattern) {
+                errors.push(format!("EXTAUTH_OAUTH2_DCR_REDIRECTS: {pattern:?} {why}"));
+            }
+        }
+        let upstream_roots = match &args.upstream_ca_file {
+            None => Vec::new(),
+            Some(path) => match std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                }) {
+                Ok(roots) if !roots.is_empty() => roots,
+                Ok(_) => {
+                    errors.push(format!(
+                        "EXTAUTH_UPSTREAM_CA_FILE: {} holds no PEM certificate; give the CA's certificate file",
+                        path.display()
+                    ));
+                    Vec::new()
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "EXTAUTH_UPSTREAM_CA_FILE: {} cannot be used ({e}); give a readable PEM file of CA certificates",
+                        path.display()
+                    ));
+                    Vec::new()
+                }
+            },
+        };
         let mut duration = |variable: &str, value: &str| {
             parse_duration(value)
                 .ok()
@@ -381,6 +494,12 @@ impl Settings {
         let oauth2 = crate::oauth2::Oauth2Settings {
             enabled: oauth2_enabled,
             require_pkce: oauth2_require_pkce,
+            client_metadata,
+            client_metadata_allow_private,
+            client_metadata_hosts: patterns(&args.oauth2_client_metadata_hosts),
+            client_metadata_deny_hosts: patterns(&args.oauth2_client_metadata_deny_hosts),
+            dcr,
+            dcr_redirects,
             access_lifetime: duration(
                 "EXTAUTH_OAUTH2_ACCESS_TOKEN_LIFETIME",
                 &args.oauth2_access_token_lifetime,
@@ -481,6 +600,7 @@ impl Settings {
                 auth_failure_limit,
                 client_address,
                 oauth2,
+                upstream_roots,
             }),
             _ => Err(errors),
         }

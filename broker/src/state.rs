@@ -28,6 +28,8 @@ pub struct Inner {
     pub keys: KeyRing,
     /// Client of the providers.
     pub upstream: Upstream,
+    /// Fetcher of OAuth client metadata documents.
+    pub client_documents: crate::upstream::client_documents::ClientDocuments,
     /// One refresh at a time per (user, provider).
     pub refresh_locks: RefreshLocks,
     /// The pending one-time sign-in link of `--dev`.

@@ -167,6 +167,10 @@ enum OAuth2App {
         /// user:read).
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
+        /// A protected resource (its id) it may ask tokens for (repeatable; default: every
+        /// registered one).
+        #[arg(long = "resource", value_name = "ID")]
+        resources: Vec<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -183,6 +187,36 @@ enum OAuth2App {
     /// Client secrets of an app.
     #[command(subcommand)]
     Secret(OAuth2Secret),
+    /// APIs and MCP servers behind the authorization server (protected resources).
+    #[command(subcommand)]
+    Resource(OAuth2Resource),
+}
+
+#[derive(Debug, Subcommand)]
+enum OAuth2Resource {
+    /// Register a resource: tokens for it carry its URL as audience and its scopes.
+    Create {
+        /// Its name, shown on the consent page.
+        name: String,
+        /// The URL its clients connect to (e.g. https://mcp.example.com/mcp).
+        #[arg(long)]
+        url: String,
+        /// A scope it defines (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List the registered resources.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Delete a resource: no new token is issued for it.
+    Delete {
+        /// Its id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -929,6 +963,7 @@ fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
             icon,
             public,
             scopes,
+            resources,
             output,
         } => {
             let body = json!({
@@ -937,6 +972,7 @@ fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
                 "redirect_uris": redirect_uris,
                 "client_type": if public { "public" } else { "confidential" },
                 "scopes": (!scopes.is_empty()).then_some(scopes),
+                "resources": resources,
             });
             let mut app = send("POST", "/api/v2/oauth2-provider/apps", Some(&body), 201)?;
             let id = app["id"].as_str().unwrap_or_default().to_owned();
@@ -1026,6 +1062,91 @@ fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
                     secret["client_secret_full"].as_str().unwrap_or_default()
                 );
             }
+            Ok(())
+        }
+        OAuth2App::Resource(OAuth2Resource::Create {
+            name,
+            url,
+            scopes,
+            output,
+        }) => {
+            let body = json!({"name": name, "url": url, "scopes": scopes});
+            let resource = send(
+                "POST",
+                "/api/v2/oauth2-provider/resources",
+                Some(&body),
+                201,
+            )?;
+            if output == Output::Json {
+                print_json(out, &resource);
+                return Ok(());
+            }
+            let shown = |v: &Value| terminal_safe(v.as_str().unwrap_or_default());
+            let _ = writeln!(out, "id:       {}", shown(&resource["id"]));
+            let _ = writeln!(out, "resource: {}", shown(&resource["url"]));
+            let _ = writeln!(out, "metadata: {}", shown(&resource["metadata_url"]));
+            let _ = writeln!(
+                out,
+                "Its server answers a 401 with: WWW-Authenticate: Bearer resource_metadata=\"{}\"",
+                shown(&resource["metadata_url"])
+            );
+            let _ = writeln!(
+                out,
+                "and checks tokens against {}/oauth2/jwks (aud = the resource URL).",
+                client.settings().url.trim_end_matches('/')
+            );
+            Ok(())
+        }
+        OAuth2App::Resource(OAuth2Resource::List { output }) => {
+            let list = get_json(&client, "/api/v2/oauth2-provider/resources")?;
+            if output == Output::Json {
+                print_json(out, &list);
+                return Ok(());
+            }
+            let empty = Vec::new();
+            let list = list.as_array().unwrap_or(&empty);
+            if list.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "No resources; register one with `extauth oauth2-app resource create <name> --url <url>`."
+                );
+                return Ok(());
+            }
+            let _ = writeln!(out, "{:<18} {:<24} {:<40} SCOPES", "ID", "NAME", "URL");
+            for r in list {
+                let shown = |v: &Value| terminal_safe(v.as_str().unwrap_or_default());
+                let scopes = r["scopes"]
+                    .as_array()
+                    .map(|u| {
+                        u.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:<24} {:<40} {}",
+                    shown(&r["id"]),
+                    shown(&r["name"]),
+                    shown(&r["url"]),
+                    terminal_safe(&scopes)
+                );
+            }
+            Ok(())
+        }
+        OAuth2App::Resource(OAuth2Resource::Delete { id }) => {
+            send(
+                "DELETE",
+                &format!("/api/v2/oauth2-provider/resources/{id}"),
+                None,
+                204,
+            )?;
+            let _ = writeln!(
+                out,
+                "Deleted resource {}; no new token is issued for it.",
+                terminal_safe(&id)
+            );
             Ok(())
         }
         OAuth2App::Secret(OAuth2Secret::Delete { app, id }) => {

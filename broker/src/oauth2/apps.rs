@@ -6,9 +6,10 @@ use crate::failure::Failure;
 use crate::identity::hash;
 use crate::random;
 use crate::state::AppState;
+pub use crate::store::{AppOrigin, ClientType, OAuth2App};
 use crate::store::{AppSecret, FamilyFilter};
-pub use crate::store::{ClientType, OAuth2App};
 
+pub use super::redirect_policy::{glob, loopback};
 use super::scopes;
 
 /// At most this many redirect URIs per app, each at most this long (Coder's limits).
@@ -44,11 +45,8 @@ pub struct AppInput {
     pub scopes: Option<Vec<String>>,
     /// What a request without `scope` gets (`None`: the defaults it may ask for).
     pub default_scopes: Option<Vec<String>>,
-}
-
-/// Whether `host` is a loopback host an app on this machine listens on (RFC 8252 §7.3).
-fn loopback(url: &url::Url) -> bool {
-    matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
+    /// The protected resources (ids) it may ask tokens for (`None`: as before, or all).
+    pub resources: Option<Vec<String>>,
 }
 
 /// Checks one redirect URI for an app of `client_type`; the reason if refused.
@@ -160,6 +158,8 @@ fn validate(
 pub async fn create(state: &AppState, input: AppInput) -> Result<OAuth2App, Failure> {
     let client_type = input.client_type.unwrap_or(ClientType::Confidential);
     let (allowed, defaults) = validate(&input, client_type)?;
+    let resources = input.resources.unwrap_or_default();
+    super::resources::check_ids(state, &resources).await?;
     let app = OAuth2App {
         id: random::hex_token::<16>(),
         name: input.name.trim().to_owned(),
@@ -171,6 +171,11 @@ pub async fn create(state: &AppState, input: AppInput) -> Result<OAuth2App, Fail
         secrets: Vec::new(),
         created_at: now(),
         updated_at: now(),
+        origin: AppOrigin::Admin,
+        resources,
+        registration_hash: None,
+        stale_ms: None,
+        granted: false,
     };
     state.store.put_oauth2_app(&app).await?;
     tracing::info!(target: "extauth::audit", event = "oauth2.app.created", app = %app.id, name = %app.name, "registered an OAuth2 app");
@@ -205,6 +210,11 @@ pub async fn ensure_cli_app(store: &dyn crate::store::Store) -> Result<(), Failu
             secrets: Vec::new(),
             created_at: now(),
             updated_at: now(),
+            origin: AppOrigin::Admin,
+            resources: Vec::new(),
+            registration_hash: None,
+            stale_ms: None,
+            granted: false,
         })
         .await?;
     Ok(())
@@ -240,6 +250,10 @@ pub async fn update(state: &AppState, id: &str, input: AppInput) -> Result<OAuth
         ..input
     };
     let (allowed, defaults) = validate(&input, app.client_type)?;
+    if let Some(resources) = &input.resources {
+        super::resources::check_ids(state, resources).await?;
+        app.resources = resources.clone();
+    }
     app.name = input.name.trim().to_owned();
     app.icon = input.icon;
     app.redirect_uris = input.redirect_uris;

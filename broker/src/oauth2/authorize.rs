@@ -13,6 +13,8 @@ use crate::store::{ClientType, OAuth2App, OAuth2Code, OAuth2Grant, Session, User
 
 use super::OAuthError;
 use super::apps::redirect_matches;
+use super::client_ids;
+use super::resources::{self, Audience};
 use super::scopes::{self, Scopes};
 use super::tokens::issuer;
 
@@ -48,7 +50,8 @@ pub struct Valid {
     pub state: Option<String>,
     challenge: Option<String>,
     nonce: Option<String>,
-    resource: Option<String>,
+    /// What the tokens will be for.
+    pub audience: Audience,
 }
 
 /// A refused request.
@@ -109,20 +112,27 @@ pub async fn validate(state: &AppState, request: &AuthorizeRequest) -> Result<Va
             "The request names no client (client_id).".to_owned(),
         ));
     };
-    let app = match state.store.oauth2_app(client_id).await {
+    let app = match client_ids::resolve(state, client_id).await {
         Ok(Some(app)) => app,
         Ok(None) => {
             return Err(Refused::Here(format!(
                 "No app is registered with client_id {client_id:?}."
             )));
         }
-        Err(e) => {
+        Err(OAuthError::Server(e)) => {
             tracing::error!(error = %e, "reading an app failed");
             return Err(Refused::Here(
                 "The app cannot be read now; try again.".to_owned(),
             ));
         }
+        Err(refusal) => return Err(Refused::Here(format!("{refusal}."))),
     };
+    if app.redirect_uris.is_empty() {
+        return Err(Refused::Here(format!(
+            "{} has no redirect URI: it cannot use the browser flow.",
+            app.name
+        )));
+    }
     let redirect_uri = match request.redirect_uri.as_deref() {
         Some(uri) if app.redirect_uris.iter().any(|r| redirect_matches(r, uri)) => uri.to_owned(),
         Some(_) => {
@@ -179,14 +189,30 @@ pub async fn validate(state: &AppState, request: &AuthorizeRequest) -> Result<Va
         }
         _ => {}
     }
+    let resource = request.resource.as_deref().filter(|r| !r.is_empty());
+    let audience = match resources::target(state, &app, resource).await {
+        Ok(audience) => audience,
+        Err(OAuthError::Server(e)) => {
+            tracing::error!(error = %e, "reading the protected resources failed");
+            return Err(Refused::Here(
+                "The request cannot be checked now; try again.".to_owned(),
+            ));
+        }
+        Err(refusal) => return refuse(refusal),
+    };
     let requested = match request.scope.as_deref() {
-        None | Some("") => scopes::set(&app.default_scopes),
-        Some(text) => match scopes::parse(text) {
+        None | Some("") => {
+            let mut defaults = scopes::set(&app.default_scopes);
+            defaults.extend(audience.scopes.iter().cloned());
+            defaults
+        }
+        Some(text) => match scopes::parse_with(text, &audience.scopes) {
             Ok(s) => s,
             Err(bad) => return refuse(OAuthError::InvalidScope(format!("unknown scope {bad:?}"))),
         },
     };
-    let allowed = scopes::set(&app.scopes);
+    let mut allowed = scopes::set(&app.scopes);
+    allowed.extend(audience.scopes.iter().cloned());
     if let Some(bad) = requested.difference(&allowed).next() {
         return refuse(OAuthError::InvalidScope(format!(
             "this app may not ask for {bad:?}"
@@ -195,12 +221,7 @@ pub async fn validate(state: &AppState, request: &AuthorizeRequest) -> Result<Va
     if requested.is_empty() {
         return refuse(OAuthError::InvalidScope("no scope to grant".to_owned()));
     }
-    let resource = request.resource.clone().filter(|r| !r.is_empty());
-    if let Some(r) = &resource {
-        if let Err(why) = check_resource(r) {
-            return refuse(OAuthError::InvalidTarget(why));
-        }
-    }
+    let requested = with_offline_access(requested, &app, &audience);
     Ok(Valid {
         app,
         redirect_uri,
@@ -208,16 +229,18 @@ pub async fn validate(state: &AppState, request: &AuthorizeRequest) -> Result<Va
         state: client_state,
         challenge,
         nonce: request.nonce.clone().filter(|n| !n.is_empty()),
-        resource,
+        audience,
     })
 }
 
-/// A `resource` (RFC 8707 §2): an absolute URI without a fragment.
-pub fn check_resource(resource: &str) -> Result<(), String> {
-    match url::Url::parse(resource) {
-        Ok(u) if u.fragment().is_none() && !resource.contains('#') => Ok(()),
-        _ => Err("resource must be an absolute URI without a fragment".to_owned()),
+/// A token for a registered resource comes with a refresh token (MCP clients ask only for the
+/// resource's scopes, and an MCP session outlives an access token): `offline_access` is added,
+/// and shown on the consent page, when the app may have it.
+pub fn with_offline_access(mut requested: Scopes, app: &OAuth2App, audience: &Audience) -> Scopes {
+    if audience.name.is_some() && app.scopes.iter().any(|s| s == "offline_access") {
+        requested.insert("offline_access".to_owned());
     }
+    requested
 }
 
 /// Whether the user consented before to these scopes (or more) for this app.
@@ -265,7 +288,7 @@ pub async fn approve(
             scopes: valid.scopes.iter().cloned().collect(),
             challenge: valid.challenge.clone(),
             nonce: valid.nonce.clone(),
-            resource: valid.resource.clone(),
+            resource: valid.audience.url.clone(),
             auth_time: session.created_at,
             family_id: random::hex_token::<16>(),
             used: false,

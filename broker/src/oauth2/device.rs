@@ -13,8 +13,8 @@ use crate::store::{
 };
 
 use super::OAuthError;
-use super::authorize::check_resource;
 use super::grants::{Client, TokenAnswer, issue_for_user, still_allowed};
+use super::resources;
 use super::scopes::{self, Scopes};
 
 /// How long a user has to answer.
@@ -69,10 +69,16 @@ pub async fn begin(
     resource: Option<&str>,
 ) -> Result<DeviceAnswer, OAuthError> {
     let app = &client.app;
-    let allowed = scopes::set(&app.scopes);
+    let audience = resources::target(state, app, resource).await?;
+    let mut allowed = scopes::set(&app.scopes);
+    allowed.extend(audience.scopes.iter().cloned());
     let requested = match scope.filter(|s| !s.is_empty()) {
-        None => scopes::set(&app.default_scopes),
-        Some(text) => scopes::parse(text)
+        None => {
+            let mut defaults = scopes::set(&app.default_scopes);
+            defaults.extend(audience.scopes.iter().cloned());
+            defaults
+        }
+        Some(text) => scopes::parse_with(text, &audience.scopes)
             .map_err(|bad| OAuthError::InvalidScope(format!("unknown scope {bad:?}")))?,
     };
     if let Some(bad) = requested.difference(&allowed).next() {
@@ -80,10 +86,8 @@ pub async fn begin(
             "this app may not ask for {bad:?}"
         )));
     }
-    let resource = resource.filter(|r| !r.is_empty());
-    if let Some(r) = resource {
-        check_resource(r).map_err(OAuthError::InvalidTarget)?;
-    }
+    let requested = super::authorize::with_offline_access(requested, app, &audience);
+    let resource = audience.url.as_deref();
     let device_code = format!("extauth_dc_{}", random::hex_token::<32>());
     // A clash of user codes among the few running ones is rare; try again then.
     for _ in 0..5 {
@@ -275,7 +279,8 @@ pub async fn poll(
                     "the user no longer exists".to_owned(),
                 ));
             };
-            let granted = still_allowed(&grant.scopes, &client.app);
+            let granted =
+                still_allowed(state, &grant.scopes, &client.app, grant.resource.as_deref()).await?;
             let family = OAuth2Family {
                 id: random::hex_token::<16>(),
                 app_id: client.app.id.clone(),

@@ -22,7 +22,8 @@ use crate::state::AppState;
 use crate::store::{ClientType, FamilyFilter, OAuth2App, OAuth2Family, OAuth2Grant};
 
 use super::OAuthError;
-use super::authorize::{check_resource, pkce_shaped};
+use super::authorize::pkce_shaped;
+use super::resources;
 use super::scopes::{self, Scopes};
 use super::tokens::{self, Subject};
 
@@ -137,7 +138,7 @@ pub async fn authenticate(
         }
     };
     let unknown = || OAuthError::InvalidClient("unknown client or wrong client secret".to_owned());
-    let Some(app) = state.store.oauth2_app(&client_id).await? else {
+    let Some(app) = super::client_ids::resolve(state, &client_id).await? else {
         return Err(unknown());
     };
     let secret = secret.filter(|s| !s.is_empty());
@@ -213,7 +214,7 @@ fn narrowed(requested: Option<&str>, ceiling: &Scopes, widen: &str) -> Result<Sc
     let Some(text) = requested.filter(|t| !t.is_empty()) else {
         return Ok(ceiling.clone());
     };
-    let asked = scopes::parse(text)
+    let asked = scopes::parse_with(text, ceiling)
         .map_err(|bad| OAuthError::InvalidScope(format!("unknown scope {bad:?}")))?;
     if let Some(extra) = asked.difference(ceiling).next() {
         return Err(OAuthError::InvalidScope(format!("{extra:?}: {widen}")));
@@ -224,7 +225,7 @@ fn narrowed(requested: Option<&str>, ceiling: &Scopes, widen: &str) -> Result<Sc
 /// A `resource` sent with a code or a refresh must be the authorization's (RFC 8707 §2.2).
 fn same_resource(authorized: Option<&str>, asked: Option<&str>) -> Result<(), OAuthError> {
     match (authorized, asked.filter(|r| !r.is_empty())) {
-        (Some(a), Some(b)) if a != b => Err(OAuthError::InvalidTarget(
+        (Some(a), Some(b)) if !resources::same(a, b) => Err(OAuthError::InvalidTarget(
             "resource differs from the authorization's".to_owned(),
         )),
         (None, Some(_)) => Err(OAuthError::InvalidTarget(
@@ -235,11 +236,20 @@ fn same_resource(authorized: Option<&str>, asked: Option<&str>) -> Result<(), OA
 }
 
 /// What was granted that the app may still have: its admin may have narrowed it since.
-pub(super) fn still_allowed(granted: &[String], app: &OAuth2App) -> Scopes {
-    scopes::set(granted)
-        .intersection(&scopes::set(&app.scopes))
+/// A resource deleted since, or taken from the app, ends what was granted for it.
+pub(super) async fn still_allowed(
+    state: &AppState,
+    granted: &[String],
+    app: &OAuth2App,
+    resource: Option<&str>,
+) -> Result<Scopes, OAuthError> {
+    let audience = resources::still_target(state, app, resource).await?;
+    let mut allowed = scopes::set(&app.scopes);
+    allowed.extend(audience.scopes);
+    Ok(scopes::set(granted)
+        .intersection(&allowed)
         .cloned()
-        .collect()
+        .collect())
 }
 
 fn new_refresh_token(family_id: &str) -> String {
@@ -314,7 +324,7 @@ async fn redeem_code(
         (None, None) => {}
     }
     same_resource(record.resource.as_deref(), request.resource.as_deref())?;
-    let granted = still_allowed(&record.scopes, app);
+    let granted = still_allowed(state, &record.scopes, app, record.resource.as_deref()).await?;
     let Some(user) = state.store.user(&record.user_id).await? else {
         return Err(OAuthError::InvalidGrant(
             "the user no longer exists".to_owned(),
@@ -372,6 +382,12 @@ pub(super) async fn issue_for_user(
     family.refresh_hash = refresh.as_deref().map(hash).unwrap_or_default();
     family.expires_at = now().saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
     state.store.create_oauth2_family(&family).await?;
+    if !client.app.granted {
+        // A self-registered app that completed a grant is kept; one written once.
+        let mut app = client.app.clone();
+        app.granted = true;
+        state.store.put_oauth2_app(&app).await?;
+    }
     let app_id = &client.app.id;
     let (access, expires_in) = tokens::mint_access(
         state,
@@ -495,7 +511,7 @@ async fn rotate(
             "the refresh token has expired".to_owned(),
         ));
     }
-    let ceiling = still_allowed(&family.scopes, app);
+    let ceiling = still_allowed(state, &family.scopes, app, family.resource.as_deref()).await?;
     let granted = narrowed(
         request.scope.as_deref(),
         &ceiling,
@@ -588,7 +604,9 @@ async fn client_credentials(
             "client_credentials is for confidential clients".to_owned(),
         ));
     };
-    let ceiling = scopes::without_identity(&scopes::set(&client.app.scopes));
+    let audience = resources::target(state, &client.app, request.resource.as_deref()).await?;
+    let mut ceiling = scopes::without_identity(&scopes::set(&client.app.scopes));
+    ceiling.extend(audience.scopes.iter().cloned());
     let granted = narrowed(
         request.scope.as_deref(),
         &ceiling,
@@ -599,16 +617,12 @@ async fn client_credentials(
             "the app has no API scope to use as a service; its admin can add one".to_owned(),
         ));
     }
-    let resource = request.resource.as_deref().filter(|r| !r.is_empty());
-    if let Some(r) = resource {
-        check_resource(r).map_err(OAuthError::InvalidTarget)?;
-    }
     let (access, expires_in) = tokens::mint_access(
         state,
         Subject::Service { secret_id },
         &client.app.id,
         &granted,
-        resource,
+        audience.url.as_deref(),
     )?;
     tracing::debug!(target: "extauth::audit", event = "oauth2.token", grant = "client_credentials", app = %client.app.id, outcome = "issued", "issued a service token");
     Ok(answer(access, expires_in, None, None, &granted))

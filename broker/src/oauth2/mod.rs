@@ -10,9 +10,13 @@
 
 pub mod apps;
 pub mod authorize;
+pub mod client_ids;
 pub mod device;
 pub mod grants;
 pub mod pace;
+pub mod redirect_policy;
+pub mod registration;
+pub mod resources;
 pub mod scopes;
 pub mod signing;
 pub mod tokens;
@@ -100,6 +104,32 @@ impl OAuthError {
     }
 }
 
+/// Why a registration (or its management) was refused, in RFC 7591 §3.2.2 terms.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    /// `invalid_redirect_uri`.
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    /// `invalid_client_metadata`.
+    #[error("{0}")]
+    InvalidMetadata(String),
+    /// Registration is closed here (404, as if the endpoint did not exist).
+    #[error("dynamic client registration is off here")]
+    Off,
+    /// The registration access token is missing or wrong (401 `invalid_token`).
+    #[error("the registration access token is missing or not this client's")]
+    Unauthorized,
+    /// The broker failed.
+    #[error(transparent)]
+    Server(#[from] Failure),
+}
+
+impl From<crate::store::StoreError> for RegistrationError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Server(e.into())
+    }
+}
+
 /// The settings of the authorization server.
 #[derive(Debug, Clone)]
 pub struct Oauth2Settings {
@@ -116,6 +146,18 @@ pub struct Oauth2Settings {
     pub rate_limit: u32,
     /// `EXTAUTH_OAUTH2_SIGNING_ALGORITHM`: what new signing keys are made for.
     pub algorithm: signing::Algorithm,
+    /// `EXTAUTH_OAUTH2_CLIENT_METADATA`: client ids that are metadata document URLs.
+    pub client_metadata: bool,
+    /// `EXTAUTH_OAUTH2_CLIENT_METADATA_ALLOW_PRIVATE`.
+    pub client_metadata_allow_private: bool,
+    /// `EXTAUTH_OAUTH2_CLIENT_METADATA_HOSTS` (lowercase patterns; empty: any).
+    pub client_metadata_hosts: Vec<String>,
+    /// `EXTAUTH_OAUTH2_CLIENT_METADATA_DENY_HOSTS` (lowercase patterns).
+    pub client_metadata_deny_hosts: Vec<String>,
+    /// `EXTAUTH_OAUTH2_DCR`: dynamic registration open at start (admins may change it).
+    pub dcr: bool,
+    /// `EXTAUTH_OAUTH2_DCR_REDIRECTS`: the redirect URIs self-registered clients may have.
+    pub dcr_redirects: Vec<String>,
 }
 
 impl Default for Oauth2Settings {
@@ -127,6 +169,15 @@ impl Default for Oauth2Settings {
             refresh_lifetime: Duration::from_secs(720 * 3600),
             rate_limit: 600,
             algorithm: signing::Algorithm::Es256,
+            client_metadata: true,
+            client_metadata_allow_private: false,
+            client_metadata_hosts: Vec::new(),
+            client_metadata_deny_hosts: Vec::new(),
+            dcr: false,
+            dcr_redirects: ["loopback", "*:", "https://*"]
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
         }
     }
 }

@@ -38,9 +38,14 @@ pub type Scopes = BTreeSet<String>;
 
 /// A space-separated scope parameter, each name checked against the catalog.
 pub fn parse(text: &str) -> Result<Scopes, String> {
+    parse_with(text, &Scopes::new())
+}
+
+/// The same, also knowing `extra` (the scopes of the resource a token is for).
+pub fn parse_with(text: &str, extra: &Scopes) -> Result<Scopes, String> {
     let mut scopes = Scopes::new();
     for name in text.split(' ').filter(|s| !s.is_empty()) {
-        if !CATALOG.iter().any(|(n, _)| *n == name) {
+        if !CATALOG.iter().any(|(n, _)| *n == name) && !extra.contains(name) {
             return Err(name.to_owned());
         }
         scopes.insert(name.to_owned());
@@ -62,13 +67,18 @@ pub fn join(scopes: &Scopes) -> String {
         .join(" ")
 }
 
-/// The consent page's words for each scope.
-pub fn words(scopes: &Scopes) -> Vec<&'static str> {
-    CATALOG
+/// The consent page's words for each scope; a scope of a registered resource (not in the
+/// catalog) is shown by its name.
+pub fn words(scopes: &Scopes) -> Vec<String> {
+    let known = CATALOG
         .iter()
         .filter(|(name, _)| scopes.contains(*name))
-        .map(|(_, words)| *words)
-        .collect()
+        .map(|(_, words)| (*words).to_owned());
+    let others = scopes
+        .iter()
+        .filter(|s| !CATALOG.iter().any(|(n, _)| n == s))
+        .map(|s| format!("Use the resource's scope {s}"));
+    known.chain(others).collect()
 }
 
 /// Whether `granted` lets a token do what `needed` names (`all` covers every API scope, not

@@ -249,7 +249,14 @@ pub async fn check(state: &AppState, token: &str) -> Result<Option<AccessToken>,
             .collect(),
         _ => Vec::new(),
     };
-    let granted = scopes::parse(claims["scope"].as_str().unwrap_or_default()).unwrap_or_default();
+    // A token for a registered resource carries that resource's scopes too: kept as they are.
+    let granted: scopes::Scopes = claims["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     Ok(Some(AccessToken {
         scopes: granted,
         client_id,

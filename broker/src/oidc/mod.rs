@@ -72,10 +72,22 @@ pub struct Oidc {
 impl Oidc {
     /// A client for `settings`.
     pub fn new(settings: OidcSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        Self::with_roots(settings, timeout, &[])
+    }
+
+    /// The same, also trusting `extra_roots` (`EXTAUTH_UPSTREAM_CA_FILE`).
+    pub fn with_roots(
+        settings: OidcSettings,
+        timeout: Duration,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .build()?;
+            .timeout(timeout);
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder.build()?;
         Ok(Self {
             settings,
             http,

@@ -181,6 +181,21 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/api/v2/oauth2-provider/apps/{id}/secrets/{secret}",
             delete(oauth2_apps::secret_delete),
         ),
+        ("/oauth2/register", post(oauth2::register_post)),
+        (
+            "/oauth2/clients/{id}",
+            get(oauth2::client_get)
+                .put(oauth2::client_put)
+                .delete(oauth2::client_delete),
+        ),
+        (
+            "/api/v2/oauth2-provider/resources",
+            get(oauth2_apps::resources_get).post(oauth2_apps::resources_post),
+        ),
+        (
+            "/api/v2/oauth2-provider/resources/{id}",
+            delete(oauth2_apps::resource_delete),
+        ),
         (
             "/api/v2/users/{user}/oauth2-apps",
             get(oauth2::connected_api_get),
@@ -205,6 +220,18 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         (
             "/oauth2-apps/{id}/delete",
             post(oauth2_apps::page_delete_post),
+        ),
+        (
+            "/oauth2-apps/registration",
+            post(oauth2_apps::page_registration_post),
+        ),
+        (
+            "/oauth2-apps/resources",
+            post(oauth2_apps::page_resource_post),
+        ),
+        (
+            "/oauth2-apps/resources/{id}/delete",
+            post(oauth2_apps::page_resource_delete_post),
         ),
     ]
 }

@@ -19,7 +19,8 @@ use crate::identity::{BrowserUser, Caller, client_of};
 use crate::oauth2::authorize::{self, AuthorizeRequest, Refused};
 use crate::oauth2::device;
 use crate::oauth2::grants::{self, ClientCredentials, TokenRequest};
-use crate::oauth2::{OAuthError, scopes, tokens};
+use crate::oauth2::registration::{self, ClientMetadata, Registered, RegistrationError};
+use crate::oauth2::{OAuthError, resources, scopes, tokens};
 use crate::pages::{self, ConnectedAppsPage, ConnectedRow, ConsentPage, DeviceGrantPage};
 use crate::state::AppState;
 
@@ -442,10 +443,10 @@ pub fn endpoints(state: &AppState) -> Value {
 }
 
 /// The metadata document (RFC 8414; OpenID Connect Discovery 1.0 §3).
-fn metadata(state: &AppState) -> Value {
+fn metadata(state: &AppState, registration_open: bool) -> Value {
     let issuer = tokens::issuer(state);
     let auth_methods = ["client_secret_basic", "client_secret_post", "none"];
-    json!({
+    let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
         "token_endpoint": format!("{issuer}/oauth2/tokens"),
@@ -470,13 +471,22 @@ fn metadata(state: &AppState) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
-    })
+        "client_id_metadata_document_supported": state.settings.oauth2.client_metadata,
+    });
+    if registration_open {
+        document["registration_endpoint"] = json!(format!("{issuer}/oauth2/register"));
+    }
+    document
 }
 
 /// `GET /.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`
 /// (also with a path suffix, RFC 8414 §3.1).
-pub async fn metadata_get(_: ProviderOn, State(state): State<AppState>) -> Response {
-    cacheable(metadata(&state))
+pub async fn metadata_get(
+    _: ProviderOn,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    let open = registration::enabled(&state).await?;
+    Ok(cacheable(metadata(&state, open)))
 }
 
 /// The same for a path-suffixed request.
@@ -484,7 +494,7 @@ pub async fn metadata_suffixed_get(
     on: ProviderOn,
     State(state): State<AppState>,
     Path(_suffix): Path<String>,
-) -> Response {
+) -> Result<Response, ApiError> {
     metadata_get(on, State(state)).await
 }
 
@@ -509,17 +519,30 @@ pub async fn resource_metadata_get(_: ProviderOn, State(state): State<AppState>)
 
 /// `GET /.well-known/oauth-protected-resource/<path>`: the resource `<issuer>/<path>`, the URL a
 /// client used (RFC 9728 §3.1 forms this address from it; clients check `resource` equals it).
+///
+/// A registered resource whose path (or id) this is gets its own document instead: its URL,
+/// its scopes, its name.
 pub async fn resource_metadata_suffixed_get(
     _: ProviderOn,
     State(state): State<AppState>,
     Path(suffix): Path<String>,
-) -> Response {
+) -> Result<Response, ApiError> {
+    if let Some(registered) = resources::by_metadata_path(&state, &suffix).await? {
+        return Ok(cacheable(json!({
+            "resource": registered.url,
+            "authorization_servers": [tokens::issuer(&state)],
+            "scopes_supported": registered.scopes,
+            "bearer_methods_supported": ["header"],
+            "resource_signing_alg_values_supported": state.oauth2_keys.algorithms(),
+            "resource_name": registered.name,
+        })));
+    }
     let resource = format!(
         "{}/{}",
         tokens::issuer(&state),
         suffix.trim_start_matches('/')
     );
-    cacheable(resource_metadata(&state, resource))
+    Ok(cacheable(resource_metadata(&state, resource)))
 }
 
 /// The `WWW-Authenticate` challenge of a 401 from the API: where the client learns how to get a
@@ -603,6 +626,24 @@ pub async fn authorize_get(
         })
         .unwrap_or_default();
     let icons = ImageOrigins::of([valid.app.icon.as_str()]);
+    let redirect = url::Url::parse(&valid.redirect_uri).ok();
+    let local_only = redirect
+        .as_ref()
+        .is_some_and(|u| u.scheme() == "http" && crate::oauth2::apps::loopback(u));
+    let unverified = match valid.app.origin {
+        crate::oauth2::apps::AppOrigin::Admin => None,
+        crate::oauth2::apps::AppOrigin::Registered => Some(
+            "This app registered itself: no admin of this site checked it, and its name is what it says about itself.".to_owned(),
+        ),
+        crate::oauth2::apps::AppOrigin::MetadataDocument => Some(format!(
+            "This app is known by its own metadata document at {}: its name is what that site says, not checked by an admin here.",
+            url::Url::parse(&valid.app.id)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default()
+        )),
+    };
+    let resource = valid.audience.name.clone().zip(valid.audience.url.clone());
     Ok(with_images(
         pages::render(
             StatusCode::OK,
@@ -614,6 +655,9 @@ pub async fn authorize_get(
                 redirect_host,
                 scopes: scopes::words(&valid.scopes),
                 fields: echoed(&request),
+                resource,
+                unverified,
+                local_only,
             },
         ),
         icons,
@@ -745,4 +789,132 @@ pub async fn connected_api_get(
         })
         .collect();
     Ok(Json(Value::Array(apps)))
+}
+
+/// A self-registered client as RFC 7591 §3.2.1 and RFC 7592 §3 answer it.
+fn registration_json(
+    state: &AppState,
+    app: &crate::oauth2::apps::OAuth2App,
+    echo: &registration::Echo,
+) -> Value {
+    let mut body = json!({
+        "client_id": app.id,
+        "client_id_issued_at": app.created_at,
+        "client_name": app.name,
+        "redirect_uris": app.redirect_uris,
+        "grant_types": echo.grant_types,
+        "response_types": echo.response_types,
+        "token_endpoint_auth_method": echo.token_endpoint_auth_method,
+        "application_type": echo.application_type,
+        "scope": app.default_scopes.join(" "),
+        "registration_client_uri": format!("{}/oauth2/clients/{}", tokens::issuer(state), app.id),
+    });
+    if !app.icon.is_empty() {
+        body["logo_uri"] = json!(app.icon);
+    }
+    if let Some(uri) = &echo.client_uri {
+        body["client_uri"] = json!(uri);
+    }
+    if !echo.left_out.is_empty() {
+        // Not in the RFC: says which redirect URIs the policy left out, and why.
+        body["extauth_redirect_uris_left_out"] = json!(echo.left_out);
+    }
+    body
+}
+
+/// The client metadata of a registration request; a body that is not that JSON is
+/// `invalid_client_metadata`.
+fn client_metadata(body: &[u8]) -> Result<ClientMetadata, RegistrationError> {
+    serde_json::from_slice(body).map_err(|e| {
+        RegistrationError::InvalidMetadata(format!("the body is not client metadata JSON ({e})"))
+    })
+}
+
+/// The registration access token of an RFC 7592 request.
+fn registration_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// `POST /oauth2/register` (RFC 7591).
+pub async fn register_post(
+    _: ProviderOn,
+    _: Paced,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, RegistrationError> {
+    let metadata = client_metadata(&body)?;
+    let Registered {
+        app,
+        client_secret,
+        access_token,
+        echo,
+    } = registration::register(&state, &metadata).await?;
+    let mut answer = registration_json(&state, &app, &echo);
+    answer["registration_access_token"] = json!(access_token);
+    if let Some(secret) = client_secret {
+        answer["client_secret"] = json!(secret);
+        answer["client_secret_expires_at"] = json!(0);
+    }
+    Ok(no_store(
+        (StatusCode::CREATED, Json(answer)).into_response(),
+    ))
+}
+
+/// `GET /oauth2/clients/{id}` (RFC 7592 §2.1).
+pub async fn client_get(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, RegistrationError> {
+    let app = registration::authorized(&state, &id, registration_token(&headers)).await?;
+    let echo = registration::Echo {
+        grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+        response_types: vec!["code".to_owned()],
+        token_endpoint_auth_method: match app.client_type {
+            crate::oauth2::apps::ClientType::Public => "none",
+            crate::oauth2::apps::ClientType::Confidential => "client_secret_basic",
+        }
+        .to_owned(),
+        application_type: "web".to_owned(),
+        client_uri: None,
+        left_out: Vec::new(),
+    };
+    Ok(no_store(
+        Json(registration_json(&state, &app, &echo)).into_response(),
+    ))
+}
+
+/// `PUT /oauth2/clients/{id}` (RFC 7592 §2.2).
+pub async fn client_put(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, RegistrationError> {
+    let metadata = client_metadata(&body)?;
+    let (app, echo) =
+        registration::update(&state, &id, registration_token(&headers), &metadata).await?;
+    Ok(no_store(
+        Json(registration_json(&state, &app, &echo)).into_response(),
+    ))
+}
+
+/// `DELETE /oauth2/clients/{id}` (RFC 7592 §2.3).
+pub async fn client_delete(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, RegistrationError> {
+    registration::delete(&state, &id, registration_token(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

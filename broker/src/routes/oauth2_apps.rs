@@ -11,9 +11,13 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, PageError};
 use crate::failure::Failure;
 use crate::identity::{BrowserUser, Caller};
-use crate::oauth2::apps::{self, AppInput, ClientType, OAuth2App};
+use crate::oauth2::apps::{self, AppInput, AppOrigin, ClientType, OAuth2App};
+use crate::oauth2::registration;
+use crate::oauth2::resources::{self, ResourceInput};
 use crate::oauth2::{scopes, tokens};
-use crate::pages::{self, AppRow, CreatedSecret, OAuth2AppsPage, ScopeChoice, SecretRow};
+use crate::pages::{
+    self, AppRow, CreatedSecret, OAuth2AppsPage, ResourceRow, ScopeChoice, SecretRow,
+};
 use crate::state::AppState;
 
 use super::browser::chrome;
@@ -44,6 +48,8 @@ fn app_json(state: &AppState, app: &OAuth2App) -> Value {
         "client_type": app.client_type,
         "scopes": app.scopes,
         "default_scopes": app.default_scopes,
+        "resources": app.resources,
+        "origin": app.origin,
         "created_at": rfc3339(app.created_at),
         "endpoints": endpoints(state),
     })
@@ -65,6 +71,8 @@ pub struct AppBody {
     scopes: Option<Vec<String>>,
     #[serde(default)]
     default_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    resources: Option<Vec<String>>,
 }
 
 impl From<AppBody> for AppInput {
@@ -81,6 +89,7 @@ impl From<AppBody> for AppInput {
             client_type: body.client_type,
             scopes: body.scopes,
             default_scopes: body.default_scopes,
+            resources: body.resources,
         }
     }
 }
@@ -209,7 +218,27 @@ async fn apps_page(
     user: &BrowserUser,
     created: Option<CreatedSecret>,
 ) -> Result<Response, PageError> {
+    apps_page_with(state, user, created, None).await
+}
+
+async fn apps_page_with(
+    state: &AppState,
+    user: &BrowserUser,
+    created: Option<CreatedSecret>,
+    problem: Option<String>,
+) -> Result<Response, PageError> {
     let registered = apps::list(state).await?;
+    let resources = resources::list(state)
+        .await?
+        .into_iter()
+        .map(|r| ResourceRow {
+            metadata_url: resources::metadata_url(state, &r),
+            scopes: r.scopes.join(" "),
+            id: r.id,
+            name: r.name,
+            url: r.url,
+        })
+        .collect();
     let icons = ImageOrigins::of(registered.iter().map(|a| a.icon.as_str()));
     let apps = registered
         .into_iter()
@@ -230,12 +259,19 @@ async fn apps_page(
                     last_used: s.last_used_at.map_or_else(|| "never".to_owned(), rfc3339),
                 })
                 .collect(),
+            origin: match a.origin {
+                AppOrigin::Admin => "",
+                AppOrigin::Registered => "registered itself",
+                AppOrigin::MetadataDocument => "metadata document",
+            }
+            .to_owned(),
             id: a.id,
             name: a.name,
             icon: a.icon,
             redirect_uris: a.redirect_uris,
         })
         .collect();
+    let registration_open = registration::enabled(state).await?;
     Ok(with_images(
         pages::render(
             StatusCode::OK,
@@ -252,6 +288,10 @@ async fn apps_page(
                     })
                     .collect(),
                 issuer: tokens::issuer(state),
+                resources,
+                registration_open,
+                client_metadata: state.settings.oauth2.client_metadata,
+                problem,
             },
         ),
         icons,
@@ -314,6 +354,7 @@ pub async fn page_post(
                     .collect(),
             ),
             default_scopes: None,
+            resources: None,
         },
     )
     .await?;
@@ -377,5 +418,125 @@ pub async fn page_delete_post(
     admin_page(&user)?;
     user.check_csrf(field(&form(&body), "csrf"))?;
     apps::delete(&state, &id).await?;
+    apps_page(&state, &user, None).await
+}
+
+/// A protected resource as the API shows it.
+fn resource_json(state: &AppState, resource: &resources::ProtectedResource) -> Value {
+    json!({
+        "id": resource.id,
+        "name": resource.name,
+        "url": resource.url,
+        "scopes": resource.scopes,
+        "metadata_url": resources::metadata_url(state, resource),
+        "created_at": rfc3339(resource.created_at),
+    })
+}
+
+/// A request to register a protected resource.
+#[derive(Debug, Deserialize)]
+pub struct ResourceBody {
+    name: String,
+    url: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// `GET /api/v2/oauth2-provider/resources`.
+pub async fn resources_get(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    admin(&caller)?;
+    let list = resources::list(&state).await?;
+    Ok(Json(Value::Array(
+        list.iter().map(|r| resource_json(&state, r)).collect(),
+    )))
+}
+
+/// `POST /api/v2/oauth2-provider/resources`.
+pub async fn resources_post(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<ResourceBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    admin(&caller)?;
+    let resource = resources::create(
+        &state,
+        ResourceInput {
+            name: body.name,
+            url: body.url,
+            scopes: body.scopes,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(resource_json(&state, &resource))))
+}
+
+/// `DELETE /api/v2/oauth2-provider/resources/{id}`.
+pub async fn resource_delete(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    admin(&caller)?;
+    resources::delete(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /oauth2-apps/resources`: registers a resource from the page; a refusal is said on it.
+pub async fn page_resource_post(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    user: BrowserUser,
+    RawForm(body): RawForm,
+) -> Result<Response, PageError> {
+    admin_page(&user)?;
+    let fields = form(&body);
+    user.check_csrf(field(&fields, "csrf"))?;
+    let input = ResourceInput {
+        name: field(&fields, "name").to_owned(),
+        url: field(&fields, "url").trim().to_owned(),
+        scopes: field(&fields, "scopes")
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    match resources::create(&state, input).await {
+        Ok(_) => apps_page(&state, &user, None).await,
+        Err(Failure::InvalidResource(why)) => apps_page_with(&state, &user, None, Some(why)).await,
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `POST /oauth2-apps/resources/{id}/delete`.
+pub async fn page_resource_delete_post(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(id): Path<String>,
+    RawForm(body): RawForm,
+) -> Result<Response, PageError> {
+    admin_page(&user)?;
+    user.check_csrf(field(&form(&body), "csrf"))?;
+    resources::delete(&state, &id).await?;
+    apps_page(&state, &user, None).await
+}
+
+/// `POST /oauth2-apps/registration`: opens or closes dynamic client registration.
+pub async fn page_registration_post(
+    _: ProviderOn,
+    State(state): State<AppState>,
+    user: BrowserUser,
+    RawForm(body): RawForm,
+) -> Result<Response, PageError> {
+    admin_page(&user)?;
+    let fields = form(&body);
+    user.check_csrf(field(&fields, "csrf"))?;
+    registration::set_enabled(&state, field(&fields, "open") == "true").await?;
     apps_page(&state, &user, None).await
 }

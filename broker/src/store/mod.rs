@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use oauth2::{
-    AppSecret, ClientType, DeviceDecision, DeviceGrant, FamilyFilter, OAuth2App, OAuth2Code,
-    OAuth2Family, OAuth2Grant, SigningKey,
+    AppOrigin, AppSecret, ClientType, DeviceDecision, DeviceGrant, FamilyFilter, OAuth2App,
+    OAuth2Code, OAuth2Family, OAuth2Grant, ProtectedResource, SigningKey,
 };
 pub use postgres::{PgStore, lock_key};
 
@@ -266,6 +266,12 @@ pub struct Snapshot {
     /// Keys signing the authorization server's tokens.
     #[serde(default)]
     pub signing_keys: Vec<SigningKey>,
+    /// Protected resources registered by admins.
+    #[serde(default)]
+    pub oauth2_resources: Vec<ProtectedResource>,
+    /// Settings changed at run time by admins (name, value).
+    #[serde(default)]
+    pub runtime_settings: Vec<(String, String)>,
 }
 
 /// What the IdP said about a user at their latest OIDC sign-in (ID token and userinfo claims,
@@ -284,7 +290,7 @@ impl Snapshot {
     /// `users 3, sessions 2, …`, for reports.
     pub fn counts(&self) -> String {
         format!(
-            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}, OIDC claims {}, OAuth2 apps {}, grants {}, token families {}, signing keys {}",
+            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}, OIDC claims {}, OAuth2 apps {}, grants {}, token families {}, signing keys {}, protected resources {}, runtime settings {}",
             self.users.len(),
             self.sessions.len(),
             self.tokens.len(),
@@ -295,7 +301,9 @@ impl Snapshot {
             self.oauth2_apps.len(),
             self.oauth2_grants.len(),
             self.oauth2_families.len(),
-            self.signing_keys.len()
+            self.signing_keys.len(),
+            self.oauth2_resources.len(),
+            self.runtime_settings.len()
         )
     }
 
@@ -314,6 +322,8 @@ impl Snapshot {
             .sort_by(|a, b| (&a.user_id, &a.app_id).cmp(&(&b.user_id, &b.app_id)));
         self.oauth2_families.sort_by(|a, b| a.id.cmp(&b.id));
         self.signing_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        self.oauth2_resources.sort_by(|a, b| a.id.cmp(&b.id));
+        self.runtime_settings.sort();
         self
     }
 }
@@ -417,6 +427,18 @@ impl Snapshot {
             &self.signing_keys,
             &other.signing_keys,
             |k| format!("signing key {}", k.kid),
+            &mut out,
+        );
+        check(
+            &self.oauth2_resources,
+            &other.oauth2_resources,
+            |r| format!("protected resource {}", r.id),
+            &mut out,
+        );
+        check(
+            &self.runtime_settings,
+            &other.runtime_settings,
+            |(name, _)| format!("setting {name}"),
             &mut out,
         );
         out
@@ -678,4 +700,16 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
     /// Deletes a signing key no token needs any more.
     async fn delete_signing_key(&self, kid: &str) -> StoreResult<()>;
+
+    /// Creates or replaces a protected resource (by id).
+    async fn put_oauth2_resource(&self, resource: &ProtectedResource) -> StoreResult<()>;
+    /// Every protected resource, oldest first.
+    async fn oauth2_resources(&self) -> StoreResult<Vec<ProtectedResource>>;
+    /// Deletes a protected resource; whether it existed.
+    async fn delete_oauth2_resource(&self, id: &str) -> StoreResult<bool>;
+
+    /// Sets a setting admins change at run time (shared by every replica).
+    async fn put_runtime_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// A setting admins changed at run time, if they did.
+    async fn runtime_setting(&self, name: &str) -> StoreResult<Option<String>>;
 }

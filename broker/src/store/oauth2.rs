@@ -17,7 +17,21 @@ pub enum ClientType {
     Public,
 }
 
-/// A third-party app registered by an admin. `id` is its `client_id`.
+/// How an app came to be known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppOrigin {
+    /// An admin registered it.
+    #[default]
+    Admin,
+    /// It registered itself (RFC 7591 dynamic client registration).
+    Registered,
+    /// Its `client_id` is the URL of its metadata document, fetched on first use and again
+    /// when the copy kept here is stale.
+    MetadataDocument,
+}
+
+/// A third-party app. `id` is its `client_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuth2App {
     /// Random; the `client_id`.
@@ -40,6 +54,39 @@ pub struct OAuth2App {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Who made it known.
+    #[serde(default)]
+    pub origin: AppOrigin,
+    /// The ids of the protected resources it may ask tokens for (empty: every one).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// sha256 of its registration access token (RFC 7592), for a self-registered app.
+    #[serde(default)]
+    pub registration_hash: Option<String>,
+    /// For an app known by its metadata document: when the copy here goes stale (Unix ms).
+    #[serde(default)]
+    pub stale_ms: Option<i64>,
+    /// Whether a grant was ever completed (a self-registered app that never completes one is
+    /// deleted after a day).
+    #[serde(default)]
+    pub granted: bool,
+}
+
+/// An API or MCP server behind extauth, registered by an admin: tokens may be asked for it
+/// (RFC 8707 `resource`), carry its URL as their audience and its own scopes, and extauth
+/// serves its protected resource metadata (RFC 9728).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectedResource {
+    /// Random.
+    pub id: String,
+    /// Shown on the consent page and in the metadata (`resource_name`).
+    pub name: String,
+    /// The resource identifier: the URL clients connect to.
+    pub url: String,
+    /// The scopes it defines.
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
 }
 
 /// A client secret: only its hash is kept.

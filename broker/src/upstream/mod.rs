@@ -16,6 +16,7 @@ use serde_json::Value;
 use url::Url;
 
 mod answers;
+pub mod client_documents;
 pub mod token_endpoint;
 
 use answers::*;
@@ -105,12 +106,23 @@ impl Upstream {
     /// A client that never follows redirects (a provider redirect is never a token answer, and
     /// following one could leak credentials elsewhere) and gives up after `timeout`.
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        Self::with_roots(timeout, &[])
+    }
+
+    /// The same, also trusting `extra_roots` (`EXTAUTH_UPSTREAM_CA_FILE`).
+    pub fn with_roots(
+        timeout: Duration,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("extauth/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("extauth/", env!("CARGO_PKG_VERSION")));
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder.build()?;
         Ok(Self {
             http,
             auth_styles: Mutex::new(HashMap::new()),

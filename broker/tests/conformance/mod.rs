@@ -499,7 +499,85 @@ pub fn app(id: &str, created_at: i64) -> OAuth2App {
         }],
         created_at,
         updated_at: created_at,
+        origin: Default::default(),
+        resources: Vec::new(),
+        registration_hash: None,
+        stale_ms: None,
+        granted: false,
     }
+}
+
+pub fn resource(id: &str, created_at: i64) -> ProtectedResource {
+    ProtectedResource {
+        id: id.to_owned(),
+        name: format!("Resource {id}"),
+        url: format!("https://{id}.example/mcp"),
+        scopes: vec!["tools:read".into(), "tools:call".into()],
+        created_at,
+    }
+}
+
+pub async fn oauth2_resources(store: &dyn Store) {
+    assert!(store.oauth2_resources().await.unwrap().is_empty());
+    store
+        .put_oauth2_resource(&resource("new", 2))
+        .await
+        .unwrap();
+    store
+        .put_oauth2_resource(&resource("old", 1))
+        .await
+        .unwrap();
+    let renamed = ProtectedResource {
+        name: "Renamed".into(),
+        ..resource("old", 1)
+    };
+    store.put_oauth2_resource(&renamed).await.unwrap();
+    assert_eq!(
+        store.oauth2_resources().await.unwrap(),
+        [renamed, resource("new", 2)],
+        "oldest first, replaced by id"
+    );
+    assert!(store.delete_oauth2_resource("old").await.unwrap());
+    assert!(!store.delete_oauth2_resource("old").await.unwrap());
+    assert_eq!(
+        store.oauth2_resources().await.unwrap(),
+        [resource("new", 2)]
+    );
+}
+
+pub async fn runtime_settings(store: &dyn Store) {
+    assert_eq!(store.runtime_setting("oauth2.dcr").await.unwrap(), None);
+    store
+        .put_runtime_setting("oauth2.dcr", "true")
+        .await
+        .unwrap();
+    store.put_runtime_setting("other", "x").await.unwrap();
+    store
+        .put_runtime_setting("oauth2.dcr", "false")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .runtime_setting("oauth2.dcr")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("false")
+    );
+}
+
+/// A self-registered app keeps what only such apps have.
+pub async fn self_registered_apps(store: &dyn Store) {
+    let registered = OAuth2App {
+        origin: extauth_broker::store::AppOrigin::Registered,
+        resources: vec!["r1".into()],
+        registration_hash: Some("rat-hash".into()),
+        stale_ms: Some(5),
+        granted: true,
+        ..app("dyn_1", 1)
+    };
+    store.put_oauth2_app(&registered).await.unwrap();
+    assert_eq!(store.oauth2_app("dyn_1").await.unwrap(), Some(registered));
 }
 
 pub fn family(id: &str, app_id: &str, user_id: &str, secret_id: Option<&str>) -> OAuth2Family {
@@ -981,6 +1059,11 @@ async fn populate(store: &dyn Store) {
         .put_signing_key(&signing_key("kid1", 4))
         .await
         .unwrap();
+    store.put_oauth2_resource(&resource("r1", 5)).await.unwrap();
+    store
+        .put_runtime_setting("oauth2.dcr", "true")
+        .await
+        .unwrap();
 }
 
 pub async fn snapshot_and_import(store: &dyn Store) {
@@ -989,7 +1072,7 @@ pub async fn snapshot_and_import(store: &dyn Store) {
     let before = store.snapshot().await.unwrap();
     assert_eq!(
         before.counts(),
-        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1, OIDC claims 1, OAuth2 apps 1, grants 1, token families 1, signing keys 1"
+        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1, OIDC claims 1, OAuth2 apps 1, grants 1, token families 1, signing keys 1, protected resources 1, runtime settings 1"
     );
     assert_eq!(
         before.links[0].refresh_failure.as_deref(),
@@ -1244,7 +1327,8 @@ macro_rules! store_conformance_tests {
             users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
             snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows,
             oauth2_apps, oauth2_codes, oauth2_codes_are_used_once_under_concurrency, oauth2_families,
-            oauth2_grants, signing_keys, device_grants);
+            oauth2_grants, signing_keys, device_grants, oauth2_resources, runtime_settings,
+            self_registered_apps);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

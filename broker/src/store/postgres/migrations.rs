@@ -168,4 +168,18 @@ CREATE TABLE oauth2_device_grants (
 CREATE INDEX oauth2_device_grants_expiry ON oauth2_device_grants (expires_ms);
 ",
     ),
+    (
+        6,
+        r"
+CREATE TABLE oauth2_resources (
+    id text PRIMARY KEY,
+    created_at bigint NOT NULL,
+    doc text NOT NULL
+);
+CREATE TABLE runtime_settings (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
+",
+    ),
 ];

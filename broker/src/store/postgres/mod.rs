@@ -21,8 +21,8 @@ use tokio_postgres::Row;
 use super::{
     DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, HeldLock, LinkChanged, LinkRecord,
     LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, OidcIdentity,
-    OidcSession, PendingRevocation, Session, SigningKey, Snapshot, Store, StoreError, StoreLock,
-    StoreResult, TokenKind, TokenRecord, User,
+    OidcSession, PendingRevocation, ProtectedResource, Session, SigningKey, Snapshot, Store,
+    StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 

@@ -270,6 +270,11 @@ pub(super) const UPSERT_GRANT: &str =
 pub(super) const INSERT_FAMILY: &str =
     "INSERT INTO oauth2_families (id, app_id, user_id, secret_id, refresh_hash, expires_at, doc)
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(super) const UPSERT_RESOURCE: &str =
+    "INSERT INTO oauth2_resources (id, created_at, doc) VALUES ($1, $2, $3)
+     ON CONFLICT (id) DO UPDATE SET created_at = $2, doc = $3";
+pub(super) const UPSERT_SETTING: &str = "INSERT INTO runtime_settings (name, value) VALUES ($1, $2)
+     ON CONFLICT (name) DO UPDATE SET value = $2";
 pub(super) const UPSERT_KEY: &str =
     "INSERT INTO signing_keys (kid, created_at, doc) VALUES ($1, $2, $3)
      ON CONFLICT (kid) DO UPDATE SET created_at = $2, doc = $3";

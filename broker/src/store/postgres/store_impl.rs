@@ -495,6 +495,14 @@ impl Store for PgStore {
             oauth2_grants: rows(&tx, "SELECT doc FROM oauth2_grants", &[], doc_of).await?,
             oauth2_families: rows(&tx, "SELECT doc FROM oauth2_families", &[], doc_of).await?,
             signing_keys: rows(&tx, "SELECT doc FROM signing_keys", &[], doc_of).await?,
+            oauth2_resources: rows(&tx, "SELECT doc FROM oauth2_resources", &[], doc_of).await?,
+            runtime_settings: rows(
+                &tx,
+                "SELECT name, value FROM runtime_settings",
+                &[],
+                |row| Ok((row.get(0), row.get(1))),
+            )
+            .await?,
         };
         tx.commit().await.map_err(pg)?;
         Ok(snapshot.sorted())
@@ -575,6 +583,19 @@ impl Store for PgStore {
         }
         for key in &snapshot.signing_keys {
             tx.execute(UPSERT_KEY, &[&key.kid, &key.created_at, &doc(key)?])
+                .await
+                .map_err(pg)?;
+        }
+        for resource in &snapshot.oauth2_resources {
+            tx.execute(
+                UPSERT_RESOURCE,
+                &[&resource.id, &resource.created_at, &doc(resource)?],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        for (name, value) in &snapshot.runtime_settings {
+            tx.execute(UPSERT_SETTING, &[name, value])
                 .await
                 .map_err(pg)?;
         }
@@ -903,5 +924,48 @@ impl Store for PgStore {
         self.execute("DELETE FROM signing_keys WHERE kid = $1", &[&kid])
             .await
             .map(drop)
+    }
+
+    async fn put_oauth2_resource(&self, resource: &ProtectedResource) -> StoreResult<()> {
+        self.execute(
+            UPSERT_RESOURCE,
+            &[&resource.id, &resource.created_at, &doc(resource)?],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn oauth2_resources(&self) -> StoreResult<Vec<ProtectedResource>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT doc FROM oauth2_resources ORDER BY created_at, id",
+            &[],
+            doc_of,
+        )
+        .await
+    }
+
+    async fn delete_oauth2_resource(&self, id: &str) -> StoreResult<bool> {
+        Ok(self
+            .execute("DELETE FROM oauth2_resources WHERE id = $1", &[&id])
+            .await?
+            > 0)
+    }
+
+    async fn put_runtime_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        self.execute(UPSERT_SETTING, &[&name, &value])
+            .await
+            .map(drop)
+    }
+
+    async fn runtime_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let row = self
+            .one(
+                "SELECT value FROM runtime_settings WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 }

@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 use super::{
     DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, LinkChanged, LinkRecord,
     LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, PendingRevocation,
-    Session, SigningKey, Snapshot, Store, StoreError, StoreLock, StoreResult, TokenKind,
-    TokenRecord, User,
+    ProtectedResource, Session, SigningKey, Snapshot, Store, StoreError, StoreLock, StoreResult,
+    TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -45,6 +45,8 @@ pub struct SledStore {
     oauth2_grants: sled::Tree,
     oauth2_families: sled::Tree,
     signing_keys: sled::Tree,
+    oauth2_resources: sled::Tree,
+    runtime_settings: sled::Tree,
     device_grants: sled::Tree,
     device_user_codes: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
@@ -113,6 +115,8 @@ impl SledStore {
             oauth2_grants: db.open_tree("oauth2_grants")?,
             oauth2_families: db.open_tree("oauth2_families")?,
             signing_keys: db.open_tree("signing_keys")?,
+            oauth2_resources: db.open_tree("oauth2_resources")?,
+            runtime_settings: db.open_tree("runtime_settings")?,
             device_grants: db.open_tree("oauth2_device_grants")?,
             device_user_codes: db.open_tree("oauth2_device_user_codes")?,
             db,
@@ -890,5 +894,40 @@ impl Store for SledStore {
     async fn delete_signing_key(&self, kid: &str) -> StoreResult<()> {
         self.signing_keys.remove(kid.as_bytes())?;
         self.flush().await
+    }
+
+    async fn put_oauth2_resource(&self, resource: &ProtectedResource) -> StoreResult<()> {
+        self.oauth2_resources
+            .insert(resource.id.as_bytes(), encode(resource)?)?;
+        self.flush().await
+    }
+
+    async fn oauth2_resources(&self) -> StoreResult<Vec<ProtectedResource>> {
+        let mut resources: Vec<ProtectedResource> = self
+            .oauth2_resources
+            .iter()
+            .map(|entry| decode(&entry?.1))
+            .collect::<StoreResult<_>>()?;
+        resources.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(resources)
+    }
+
+    async fn delete_oauth2_resource(&self, id: &str) -> StoreResult<bool> {
+        let existed = self.oauth2_resources.remove(id.as_bytes())?.is_some();
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn put_runtime_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        self.runtime_settings
+            .insert(name.as_bytes(), value.as_bytes())?;
+        self.flush().await
+    }
+
+    async fn runtime_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .runtime_settings
+            .get(name.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 }

@@ -25,6 +25,18 @@ impl SledStore {
             oauth2_grants: all(&self.oauth2_grants)?,
             oauth2_families: all(&self.oauth2_families)?,
             signing_keys: all(&self.signing_keys)?,
+            oauth2_resources: all(&self.oauth2_resources)?,
+            runtime_settings: self
+                .runtime_settings
+                .iter()
+                .map(|entry| {
+                    let (k, v) = entry?;
+                    Ok((
+                        String::from_utf8_lossy(&k).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    ))
+                })
+                .collect::<StoreResult<_>>()?,
         }
         .sorted())
     }
@@ -111,6 +123,14 @@ impl SledStore {
         }
         for key in &snapshot.signing_keys {
             self.signing_keys.insert(key.kid.as_bytes(), encode(key)?)?;
+        }
+        for resource in &snapshot.oauth2_resources {
+            self.oauth2_resources
+                .insert(resource.id.as_bytes(), encode(resource)?)?;
+        }
+        for (name, value) in &snapshot.runtime_settings {
+            self.runtime_settings
+                .insert(name.as_bytes(), value.as_bytes())?;
         }
         self.flush().await
     }
