@@ -101,6 +101,19 @@ impl Site {
         (id, secret)
     }
 
+    /// Registers a protected resource with the admin's API token.
+    async fn create_resource(&self, name: &str, url: &str, scopes: &[&str]) -> Value {
+        let response = plain()
+            .post(self.url("/api/v2/oauth2-provider/resources"))
+            .bearer_auth(&self.api_token)
+            .json(&json!({"name": name, "url": url, "scopes": scopes}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
     /// `GET /oauth2/authorize` as the signed-in admin's browser, redirects not followed.
     async fn authorize(&self, query: &[(&str, &str)]) -> reqwest::Response {
         plain()
@@ -1426,6 +1439,10 @@ async fn the_api_points_at_its_authorization_server_and_checks_audiences() {
     };
     let ours = for_resource(format!("{}/api/v2", site.broker.url)).await;
     assert_eq!(site.api(&ours, "/api/v2/users/me").await.0, StatusCode::OK);
+    site.create_resource("MCP", "https://mcp.example/mcp", &["tools:call"])
+        .await;
+    site.create_resource("Other", "https://other.example/", &[])
+        .await;
     let theirs = for_resource("https://mcp.example/mcp".to_owned()).await;
     assert_eq!(
         site.api(&theirs, "/api/v2/users/me").await.0,
@@ -1788,6 +1805,807 @@ async fn the_cli_signs_in_by_device_code_and_refreshes_itself() {
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert!(site.broker.stop());
+}
+
+/// Claims of a JWT, unverified (the test reads what the broker put in).
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// An admin registers an MCP server as a protected resource: extauth serves its metadata, tokens
+/// for it carry its URL and scopes (and a refresh token), apps may be limited to some resources,
+/// unknown resources are `invalid_target`, and deleting one ends refreshes for it.
+#[tokio::test]
+async fn admins_register_protected_resources_and_apps_are_limited_to_them() {
+    let site = site(&[]).await;
+    let mcp = site
+        .create_resource(
+            "Team MCP",
+            "https://mcp.example/mcp",
+            &["tools:call", "tools:read"],
+        )
+        .await;
+    assert_eq!(
+        mcp["metadata_url"],
+        format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            site.broker.url
+        )
+    );
+    let root = site
+        .create_resource("Docs API", "https://docs.example", &["docs:read"])
+        .await;
+    let root_id = root["id"].as_str().unwrap();
+    assert_eq!(
+        root["metadata_url"],
+        format!(
+            "{}/.well-known/oauth-protected-resource/{root_id}",
+            site.broker.url
+        ),
+        "a resource at a host's root is named by its id"
+    );
+    // Refusals name the field.
+    for (body, words) in [
+        (
+            json!({"name": "Again", "url": "https://mcp.example/mcp"}),
+            "registered already",
+        ),
+        (
+            json!({"name": "Same path", "url": "https://elsewhere.example/mcp"}),
+            "another resource has the path",
+        ),
+        (
+            json!({"name": "Plain", "url": "http://api.example/x"}),
+            "https://",
+        ),
+        (
+            json!({"name": "Ours", "url": format!("{}/api/v2", site.broker.url)}),
+            "extauth's own API",
+        ),
+        (
+            json!({"name": "Clash", "url": "https://c.example/x", "scopes": ["openid"]}),
+            "extauth's own scopes",
+        ),
+        (
+            json!({"name": "Query", "url": "https://q.example/x?a=1"}),
+            "no query",
+        ),
+    ] {
+        let response = plain()
+            .post(site.url("/api/v2/oauth2-provider/resources"))
+            .bearer_auth(&site.api_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["detail"].as_str().unwrap().contains(words),
+            "{body}: {error}"
+        );
+    }
+    let listed = answer(
+        plain()
+            .get(site.url("/api/v2/oauth2-provider/resources"))
+            .bearer_auth(&site.api_token),
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // Its own metadata document, for its server to point 401s at.
+    let meta = answer(plain().get(mcp["metadata_url"].as_str().unwrap())).await;
+    assert_eq!(meta["resource"], "https://mcp.example/mcp");
+    assert_eq!(meta["authorization_servers"], json!([site.broker.url]));
+    assert_eq!(
+        meta["scopes_supported"],
+        json!(["tools:call", "tools:read"])
+    );
+    assert_eq!(meta["resource_name"], "Team MCP");
+    let by_id = answer(plain().get(root["metadata_url"].as_str().unwrap())).await;
+    assert_eq!(by_id["resource"], "https://docs.example");
+
+    // Tokens for it: its URL as audience, its scope, a refresh token; the consent page names it.
+    let (client_id, secret) = site.confidential("Agent").await;
+    let query = [
+        ("client_id", client_id.as_str()),
+        ("response_type", "code"),
+        ("redirect_uri", CALLBACK),
+        ("resource", "https://mcp.example/mcp"),
+        ("scope", "tools:call"),
+    ];
+    let page = site.authorize(&query).await.text().await.unwrap();
+    assert!(page.contains("Team MCP"), "{page}");
+    assert!(
+        page.contains("Use the resource&#39;s scope tools:call")
+            || page.contains("Use the resource's scope tools:call"),
+        "{page}"
+    );
+    let back = site.code(&query).await;
+    let (status, tokens) = site
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &back["code"]),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+            ("redirect_uri", CALLBACK),
+            ("resource", "https://mcp.example/mcp/"),
+        ])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a trailing slash names the same resource: {tokens}"
+    );
+    let token_claims = claims(&access(&tokens));
+    assert_eq!(token_claims["aud"], "https://mcp.example/mcp");
+    assert_eq!(token_claims["scope"], "offline_access tools:call");
+    // extauth's own API refuses a token for another resource.
+    assert_eq!(
+        site.api(&access(&tokens), "/api/v2/users/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Introspection tells a resource server what the token is for.
+    let introspected = answer(
+        plain()
+            .post(site.url("/oauth2/introspect"))
+            .basic_auth(&client_id, Some(&secret))
+            .form(&[("token", access(&tokens))]),
+    )
+    .await;
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["aud"], "https://mcp.example/mcp");
+
+    // A scope of another resource, or a resource nobody registered: refused.
+    for (resource, scope, error) in [
+        ("https://mcp.example/mcp", "docs:read", "invalid_scope"),
+        ("https://unknown.example/mcp", "openid", "invalid_target"),
+    ] {
+        let response = site
+            .authorize(&[
+                ("client_id", client_id.as_str()),
+                ("response_type", "code"),
+                ("redirect_uri", CALLBACK),
+                ("resource", resource),
+                ("scope", scope),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(redirect_query(&response)["error"], error);
+    }
+
+    // An app limited to the docs API may not ask for the MCP server.
+    let limited = site
+        .create_app(json!({"name": "Docs only", "callback_url": CALLBACK, "resources": [root_id]}))
+        .await;
+    assert_eq!(limited["resources"], json!([root_id]));
+    let limited_id = limited["id"].as_str().unwrap();
+    let response = site
+        .authorize(&[
+            ("client_id", limited_id),
+            ("response_type", "code"),
+            ("redirect_uri", CALLBACK),
+            ("resource", "https://mcp.example/mcp"),
+        ])
+        .await;
+    let refused = redirect_query(&response);
+    assert_eq!(refused["error"], "invalid_target");
+    assert!(
+        refused["error_description"].contains("Docs only may not"),
+        "{refused:?}"
+    );
+    let response = plain()
+        .post(site.url("/api/v2/oauth2-provider/apps"))
+        .bearer_auth(&site.api_token)
+        .json(&json!({"name": "Bad", "callback_url": CALLBACK, "resources": ["nope"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // Deleting the resource ends refreshes for it.
+    let deleted = plain()
+        .delete(site.url(&format!(
+            "/api/v2/oauth2-provider/resources/{}",
+            mcp["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&site.api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (status, body) = site
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&tokens)),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+
+    // The same from the CLI and the page.
+    let cli = |args: &[&str]| {
+        let out = Command::new(binary("extauth"))
+            .args(args)
+            .env("EXTAUTH_URL", &site.broker.url)
+            .env("EXTAUTH_TOKEN", &site.api_token)
+            .env("HOME", site._data.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&[
+        "oauth2-app",
+        "resource",
+        "create",
+        "Wiki MCP",
+        "--url",
+        "https://wiki.example/mcp",
+        "--scope",
+        "pages:read",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("/.well-known/oauth-protected-resource/mcp"),
+        "{out}"
+    );
+    assert!(out.contains("resource_metadata="), "{out}");
+    let (ok, out, _) = cli(&["oauth2-app", "resource", "list"]);
+    assert!(
+        ok && out.contains("Wiki MCP") && out.contains("pages:read"),
+        "{out}"
+    );
+    let id = out
+        .lines()
+        .find(|l| l.contains("Wiki MCP"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = plain()
+        .get(site.url("/oauth2-apps"))
+        .header("Cookie", &site.session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Wiki MCP") && page.contains("https://wiki.example/mcp"),
+        "{page}"
+    );
+    let (ok, out, err) = cli(&["oauth2-app", "resource", "delete", &id]);
+    assert!(ok && out.contains("Deleted resource"), "{err}");
+    let (_, out, _) = cli(&["oauth2-app", "resource", "list"]);
+    assert!(!out.contains("Wiki MCP"), "{out}");
+    assert!(site.broker.stop());
+}
+
+/// A small site publishing client metadata documents on loopback, counting fetches.
+struct DocumentSite {
+    url: String,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DocumentSite {
+    async fn start(cache_control: &'static str) -> Self {
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = fetches.clone();
+        let base = url.clone();
+        let app = axum::Router::new().route(
+            "/{name}",
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>| {
+                    let counted = counted.clone();
+                    let base = base.clone();
+                    async move {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let id = format!("{base}/{name}");
+                        let document = match name.as_str() {
+                            "client.json" => json!({
+                                "client_id": id, "client_name": "Inspector",
+                                "redirect_uris": ["http://127.0.0.1:6274/oauth/callback"],
+                                "token_endpoint_auth_method": "none",
+                            }),
+                            "impostor.json" => json!({
+                                "client_id": "http://127.0.0.1:1/other.json",
+                                "redirect_uris": ["http://127.0.0.1:6274/oauth/callback"],
+                            }),
+                            "secret.json" => json!({
+                                "client_id": id, "client_secret": "s",
+                                "redirect_uris": ["http://127.0.0.1:6274/oauth/callback"],
+                            }),
+                            "moved.json" => {
+                                return (
+                                    StatusCode::FOUND,
+                                    [("location", format!("{base}/client.json"))],
+                                )
+                                    .into_response();
+                            }
+                            "big.json" => json!({
+                                "client_id": id, "client_name": "x".repeat(20_000),
+                                "redirect_uris": ["http://127.0.0.1:6274/oauth/callback"],
+                            }),
+                            _ => return StatusCode::NOT_FOUND.into_response(),
+                        };
+                        (
+                            [
+                                ("content-type", "application/json"),
+                                ("cache-control", cache_control),
+                            ],
+                            document.to_string(),
+                        )
+                            .into_response()
+                    }
+                },
+            ),
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, fetches, task }
+    }
+
+    fn fetched(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for DocumentSite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// MCP's client ID metadata documents: a `client_id` that is a URL is fetched, checked and
+/// cached; its redirect URIs are the only ones; documents that lie, hold a secret, redirect, are
+/// too large or live at private addresses are refused; admins deny hosts.
+#[tokio::test]
+async fn clients_are_known_by_their_metadata_documents() {
+    let docs = DocumentSite::start("public, max-age=3600").await;
+    let site = site(&[]).await;
+    let meta = answer(plain().get(site.url("/.well-known/oauth-authorization-server"))).await;
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    assert!(
+        meta.get("registration_endpoint").is_none(),
+        "registration is off by default"
+    );
+
+    let client_id = format!("{}/client.json", docs.url);
+    let (verifier, challenge) = pkce();
+    let redirect = "http://127.0.0.1:51234/oauth/callback";
+    let query = [
+        ("client_id", client_id.as_str()),
+        ("response_type", "code"),
+        ("redirect_uri", redirect),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("state", "st"),
+    ];
+    let response = site.authorize(&query).await;
+    let status = response.status();
+    let page = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("Inspector wants to use your account"),
+        "{page}"
+    );
+    assert!(
+        page.contains("its own metadata document at 127.0.0.1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("a program on this computer (localhost)"),
+        "{page}"
+    );
+    let back = redirect_query(&site.consent(&page, "allow").await);
+    let (status, tokens) = site
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &back["code"]),
+            ("client_id", &client_id),
+            ("redirect_uri", redirect),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(
+        site.api(&access(&tokens), "/api/v2/users/me").await.0,
+        StatusCode::OK
+    );
+    let (status, refreshed) = site
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&tokens)),
+            ("client_id", &client_id),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(
+        docs.fetched(),
+        1,
+        "kept for its max-age, not fetched per request"
+    );
+
+    // A redirect URI not in the document is refused on this site's page.
+    let response = site
+        .authorize(&[
+            ("client_id", client_id.as_str()),
+            ("response_type", "code"),
+            ("redirect_uri", "https://evil.example/cb"),
+            ("code_challenge", challenge.as_str()),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // Documents that cannot be used: the page says why.
+    for (name, words) in [
+        ("impostor.json", "client_id is not the URL"),
+        ("secret.json", "client_secret"),
+        ("moved.json", "redirect"),
+        ("big.json", "larger than"),
+        ("missing.json", "404"),
+    ] {
+        let response = site
+            .authorize(&[
+                ("client_id", format!("{}/{name}", docs.url).as_str()),
+                ("response_type", "code"),
+                ("redirect_uri", "http://127.0.0.1:6274/oauth/callback"),
+                ("code_challenge", challenge.as_str()),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains(words), "{name}: {page}");
+    }
+    // Private and link-local addresses over https are never fetched unless allowed.
+    for client in [
+        "https://169.254.169.254/latest/meta-data.json",
+        "https://127.0.0.1:9/client.json",
+        "https://localhost:9/client.json",
+        "https://[::1]:9/client.json",
+    ] {
+        let response = site
+            .authorize(&[
+                ("client_id", client),
+                ("response_type", "code"),
+                ("code_challenge", challenge.as_str()),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{client}");
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains("EXTAUTH_OAUTH2_CLIENT_METADATA_ALLOW_PRIVATE"),
+            "{client}: {page}"
+        );
+    }
+    // The document client is listed for admins, as its origin says.
+    let apps = answer(
+        plain()
+            .get(site.url("/api/v2/oauth2-provider/apps"))
+            .bearer_auth(&site.api_token),
+    )
+    .await;
+    let known = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == client_id.as_str())
+        .unwrap();
+    assert_eq!(known["origin"], "metadata_document");
+    assert!(site.broker.stop());
+
+    // Admins deny a host; a document saying no-store is read again at each authorization.
+    let fresh = DocumentSite::start("no-store").await;
+    let denied = site_in(
+        tempfile::tempdir().unwrap(),
+        &[(
+            "EXTAUTH_OAUTH2_CLIENT_METADATA_DENY_HOSTS",
+            "evil.example,*.evil.example",
+        )],
+    )
+    .await;
+    let response = denied
+        .authorize(&[
+            ("client_id", "https://app.evil.example/client.json"),
+            ("response_type", "code"),
+            ("code_challenge", challenge.as_str()),
+        ])
+        .await;
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("EXTAUTH_OAUTH2_CLIENT_METADATA_DENY_HOSTS"),
+        "{page}"
+    );
+    let fresh_id = format!("{}/client.json", fresh.url);
+    for _ in 0..2 {
+        let response = denied
+            .authorize(&[
+                ("client_id", fresh_id.as_str()),
+                ("response_type", "code"),
+                ("redirect_uri", redirect),
+                ("code_challenge", challenge.as_str()),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        fresh.fetched(),
+        1,
+        "kept at least a minute even when no-store"
+    );
+    assert!(denied.broker.stop());
+}
+
+/// Dynamic client registration as VS Code, Cursor and Claude Code send it: off by default, then
+/// opened by an admin; several redirect URIs at once, custom schemes and loopback ports; the
+/// URIs a policy refuses left out, not the whole request; RFC 7592 management.
+#[tokio::test]
+async fn clients_register_themselves_when_an_admin_allows_it() {
+    let site = site(&[]).await;
+    let register = |body: Value| {
+        let url = site.url("/oauth2/register");
+        async move {
+            let response = plain().post(url).json(&body).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let vscode = json!({
+        "client_name": "Visual Studio Code",
+        "redirect_uris": ["http://127.0.0.1:33418/", "https://vscode.dev/redirect",
+                          "vscode://vscode.github-authentication/did-authenticate"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    });
+    assert_eq!(
+        register(vscode.clone()).await.0,
+        StatusCode::NOT_FOUND,
+        "off by default"
+    );
+
+    // An admin opens it on the page.
+    let page = plain()
+        .get(site.url("/oauth2-apps"))
+        .header("Cookie", &site.session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Open registration"), "{page}");
+    let opened = plain()
+        .post(site.url("/oauth2-apps/registration"))
+        .header("Cookie", &site.session)
+        .form(&[
+            ("csrf", extauth_tests::csrf_of(&page)),
+            ("open".into(), "true".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::OK);
+    assert!(opened.text().await.unwrap().contains("Close registration"));
+    let meta = answer(plain().get(site.url("/.well-known/openid-configuration"))).await;
+    assert_eq!(meta["registration_endpoint"], site.url("/oauth2/register"));
+
+    let (status, vs) = register(vscode).await;
+    assert_eq!(status, StatusCode::CREATED, "{vs}");
+    assert_eq!(vs["redirect_uris"].as_array().unwrap().len(), 3, "{vs}");
+    assert_eq!(vs["token_endpoint_auth_method"], "none");
+    assert!(vs.get("client_secret").is_none());
+    let cursor = json!({
+        "client_name": "Cursor",
+        "redirect_uris": ["cursor://anysphere.cursor-retrieval/oauth/user-abc/callback"],
+        "token_endpoint_auth_method": "none",
+    });
+    let (status, body) = register(cursor).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let claude = json!({
+        "client_name": "Claude Code",
+        "redirect_uris": ["http://localhost:54212/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "none",
+        "scope": "openid user:read",
+    });
+    let (status, claude) = register(claude).await;
+    assert_eq!(status, StatusCode::CREATED, "{claude}");
+    assert_eq!(claude["scope"], "openid user:read");
+
+    // One refused URI among good ones is left out; only refused ones fail.
+    let (status, mixed) = register(json!({
+        "client_name": "Mixed",
+        "redirect_uris": ["http://127.0.0.1/cb", "javascript:alert(1)", "http://evil.example/cb"],
+        "token_endpoint_auth_method": "none",
+    }))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{mixed}");
+    assert_eq!(mixed["redirect_uris"], json!(["http://127.0.0.1/cb"]));
+    assert_eq!(
+        mixed["extauth_redirect_uris_left_out"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (status, bad) = register(
+        json!({"redirect_uris": ["http://evil.example/cb"], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_redirect_uri"))
+    );
+    let (status, bad) = register(json!({"redirect_uris": "not a list"})).await;
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_client_metadata"))
+    );
+    let (status, bad) = register(json!({"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "tls_client_auth"})).await;
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_client_metadata"))
+    );
+
+    // A registered public client completes the flow from a loopback port of its choosing.
+    let client_id = claude["client_id"].as_str().unwrap();
+    let (verifier, challenge) = pkce();
+    let redirect = "http://localhost:60001/callback";
+    let response = site
+        .authorize(&[
+            ("client_id", client_id),
+            ("response_type", "code"),
+            ("redirect_uri", redirect),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .await;
+    let page = response.text().await.unwrap();
+    assert!(page.contains("registered itself"), "{page}");
+    let back = redirect_query(&site.consent(&page, "allow").await);
+    let (status, tokens) = site
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &back["code"]),
+            ("client_id", client_id),
+            ("redirect_uri", redirect),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+
+    // A confidential registration gets a secret and may act as a service.
+    let (status, service) = register(json!({
+        "client_name": "Indexer", "redirect_uris": ["https://indexer.example/cb"],
+        "grant_types": ["authorization_code", "client_credentials"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{service}");
+    let secret = service["client_secret"].as_str().unwrap();
+    assert!(secret.starts_with("extauth_cs_"));
+    let service_id = service["client_id"].as_str().unwrap();
+    let (status, body) = site
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", service_id),
+            ("client_secret", secret),
+            ("scope", "user:read"),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // RFC 7592: read, change and delete with the registration access token only.
+    let manage = vs["registration_client_uri"].as_str().unwrap().to_owned();
+    let rat = vs["registration_access_token"].as_str().unwrap().to_owned();
+    let read = plain().get(&manage).bearer_auth(&rat).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let wrong = plain()
+        .get(&manage)
+        .bearer_auth("extauth_rat_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let other = plain()
+        .get(mixed["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(&rat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::UNAUTHORIZED,
+        "one client's token is not another's"
+    );
+    let changed: Value = plain()
+        .put(&manage)
+        .bearer_auth(&rat)
+        .json(&json!({"client_name": "VS Code Insiders", "redirect_uris": ["http://127.0.0.1/"], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(changed["client_name"], "VS Code Insiders");
+    let gone = plain()
+        .delete(&manage)
+        .bearer_auth(&rat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let apps = answer(
+        plain()
+            .get(site.url("/api/v2/oauth2-provider/apps"))
+            .bearer_auth(&site.api_token),
+    )
+    .await;
+    let origins: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["origin"] == "registered")
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        origins.contains(&"Claude Code") && !origins.contains(&"VS Code Insiders"),
+        "{origins:?}"
+    );
+
+    // Closed again: the endpoint and its mention disappear.
+    let page = plain()
+        .get(site.url("/oauth2-apps"))
+        .header("Cookie", &site.session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    plain()
+        .post(site.url("/oauth2-apps/registration"))
+        .header("Cookie", &site.session)
+        .form(&[
+            ("csrf", extauth_tests::csrf_of(&page)),
+            ("open".into(), "false".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let meta = answer(plain().get(site.url("/.well-known/openid-configuration"))).await;
+    assert!(meta.get("registration_endpoint").is_none());
+    assert_eq!(
+        register(json!({"redirect_uris": ["http://127.0.0.1/cb"]}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
     );
     assert!(site.broker.stop());
 }

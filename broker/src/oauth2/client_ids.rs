@@ -215,6 +215,7 @@ pub async fn resolve(state: &AppState, client_id: &str) -> Result<Option<OAuth2A
         ));
     }
     let url = document_url(state, client_id).map_err(&refuse)?;
+    let loopback_trial = url.scheme() == "http";
     host_allowed(state, url.host_str().unwrap_or_default()).map_err(&refuse)?;
     if let Some(app) = &kept {
         if app.origin == AppOrigin::MetadataDocument
@@ -223,7 +224,7 @@ pub async fn resolve(state: &AppState, client_id: &str) -> Result<Option<OAuth2A
             return Ok(kept);
         }
     }
-    let fetched = match state.client_documents.fetch(&url).await {
+    let fetched = match state.client_documents.fetch(&url, loopback_trial).await {
         Ok(fetched) => fetched,
         Err(DocumentError::Refused(why) | DocumentError::Failed(why)) => {
             tracing::warn!(target: "extauth::audit", event = "oauth2.client_document", client = %client_id, outcome = "refused", reason = %why, "a client metadata document could not be used");

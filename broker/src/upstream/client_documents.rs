@@ -126,8 +126,10 @@ impl ClientDocuments {
         })
     }
 
-    /// Fetches the document at `url` (already checked for shape by the caller).
-    pub async fn fetch(&self, url: &Url) -> Result<Fetched, DocumentError> {
+    /// Fetches the document at `url` (already checked for shape by the caller);
+    /// `loopback_trial`: a loopback address written in the URL is fetched (a broker trying
+    /// things on a loopback address, with its clients beside it).
+    pub async fn fetch(&self, url: &Url, loopback_trial: bool) -> Result<Fetched, DocumentError> {
         // An address written in the URL is not resolved, so it is checked here.
         if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
             let address: IpAddr = url
@@ -136,7 +138,8 @@ impl ClientDocuments {
                 .trim_matches(['[', ']'])
                 .parse()
                 .map_err(|_| DocumentError::Refused("an unusable address".to_owned()))?;
-            if !self.allow_private && is_private(address) {
+            let allowed = self.allow_private || (loopback_trial && address.is_loopback());
+            if !allowed && is_private(address) {
                 return Err(DocumentError::Refused(format!(
                     "{address} is a private, loopback or link-local address; an admin may allow such documents (EXTAUTH_OAUTH2_CLIENT_METADATA_ALLOW_PRIVATE=true)"
                 )));
@@ -149,9 +152,12 @@ impl ClientDocuments {
             .send()
             .await
             .map_err(|e| {
-                let cause = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
+                let mut cause = String::new();
+                let mut source = std::error::Error::source(&e);
+                while let Some(inner) = source {
+                    cause.push_str(&inner.to_string());
+                    source = inner.source();
+                }
                 if cause.contains("no public address") {
                     DocumentError::Refused(format!(
                         "{} resolves only to private addresses; an admin may allow them (EXTAUTH_OAUTH2_CLIENT_METADATA_ALLOW_PRIVATE=true)",
