@@ -2404,7 +2404,7 @@ async fn clients_register_themselves_when_an_admin_allows_it() {
         .header("Cookie", &site.session)
         .form(&[
             ("csrf", extauth_tests::csrf_of(&page)),
-            ("open".into(), "true".into()),
+            ("open", "true".to_owned()),
         ])
         .send()
         .await
@@ -2594,7 +2594,7 @@ async fn clients_register_themselves_when_an_admin_allows_it() {
         .header("Cookie", &site.session)
         .form(&[
             ("csrf", extauth_tests::csrf_of(&page)),
-            ("open".into(), "false".into()),
+            ("open", "false".to_owned()),
         ])
         .send()
         .await
