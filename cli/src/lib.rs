@@ -10,6 +10,7 @@
 )]
 
 pub mod credentials;
+mod loopback_login;
 mod setup_git;
 
 use std::io::{BufRead, Write};
@@ -46,14 +47,19 @@ enum Command {
     /// Linked providers and their tokens.
     #[command(subcommand)]
     ExternalAuth(ExternalAuth),
-    /// Sign the CLI in to a broker: a code to confirm in the browser (the broker's device
-    /// authorization; the CLI refreshes its token itself), or --token with an API token.
+    /// Sign the CLI in to a broker: in a browser on this machine when one can be opened (the
+    /// CLI takes the answer on a loopback port), else with a code to confirm in any browser (the
+    /// device authorization); the CLI refreshes its token itself. Or --token with an API token.
     Login {
         /// The broker's URL, e.g. https://extauth.example.com.
         url: String,
         /// Use this API token instead of asking for one.
         #[arg(long)]
         token: Option<String>,
+        /// Use a code to confirm in any browser, even when one could be opened here (e.g. over
+        /// SSH).
+        #[arg(long, conflicts_with = "token")]
+        device: bool,
     },
     /// Forget the CLI's credential.
     Logout,
@@ -278,7 +284,7 @@ fn run(command: Command, out: &mut dyn Write) -> Outcome {
         Command::ExternalAuth(ExternalAuth::List { output }) => list(output, out),
         Command::ExternalAuth(ExternalAuth::Link { id }) => link(&id, out),
         Command::ExternalAuth(ExternalAuth::Unlink { id }) => unlink(&id, out),
-        Command::Login { url, token } => login(&url, token, out),
+        Command::Login { url, token, device } => login(&url, token, device, out),
         Command::Logout => logout(out),
         Command::Whoami { output } => whoami(output, out),
         Command::WorkspaceToken(command) => workspace_token(command, out),
@@ -519,23 +525,32 @@ fn link_with_device_code(client: &Client, id: &str, out: &mut dyn Write) -> Outc
     ))
 }
 
-fn open_browser(url: &str) {
-    let program = match std::env::var("BROWSER").ok().filter(|b| !b.is_empty()) {
-        Some(b) => b,
-        None if cfg!(target_os = "macos") => "open".to_owned(),
+/// The program that opens a page: `$BROWSER`, `open` on macOS, `xdg-open` with a display.
+fn browser_program() -> Option<String> {
+    match std::env::var("BROWSER").ok().filter(|b| !b.is_empty()) {
+        Some(b) => Some(b),
+        None if cfg!(target_os = "macos") => Some("open".to_owned()),
         None if std::env::var_os("DISPLAY").is_some()
             || std::env::var_os("WAYLAND_DISPLAY").is_some() =>
         {
-            "xdg-open".to_owned()
+            Some("xdg-open".to_owned())
         }
-        None => return,
+        None => None,
+    }
+}
+
+/// Opens `url` in a browser; whether one was started.
+fn open_browser(url: &str) -> bool {
+    let Some(program) = browser_program() else {
+        return false;
     };
-    let _ = std::process::Command::new(program)
+    std::process::Command::new(program)
         .arg(url)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn();
+        .spawn()
+        .is_ok()
 }
 
 fn unlink(id: &str, out: &mut dyn Write) -> Outcome {
@@ -571,7 +586,7 @@ const CLI_CLIENT_ID: &str = "extauth-cli";
 /// `extauth login <url>`: with `--token`, that API token; otherwise the broker's device
 /// authorization (a code to confirm in the browser, nothing to paste), or the paste-a-token page
 /// of a broker without one.
-fn login(url: &str, token: Option<String>, out: &mut dyn Write) -> Outcome {
+fn login(url: &str, token: Option<String>, device: bool, out: &mut dyn Write) -> Outcome {
     let url = url.trim_end_matches('/');
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Failure(format!("{url:?} is not an http(s) URL"), 2));
@@ -583,7 +598,7 @@ fn login(url: &str, token: Option<String>, out: &mut dyn Write) -> Outcome {
             refresh_token: None,
             expires_at: None,
         },
-        None => match device_login(url)? {
+        None => match browser_or_device_login(url, device)? {
             Some(credential) => credential,
             None => credentials::Credential {
                 url: url.to_owned(),
@@ -654,16 +669,79 @@ fn from_tokens(
     })
 }
 
+/// The scopes the CLI asks for: who the user is, a refresh token, and the whole API.
+const CLI_SCOPE: &str = "openid offline_access all";
+
+/// A browser on this machine when one can be opened and the broker's authorization server
+/// answers, else the device authorization. `None`: the broker has neither (paste a token).
+fn browser_or_device_login(
+    url: &str,
+    device: bool,
+) -> Result<Option<credentials::Credential>, Failure> {
+    if device || browser_program().is_none() {
+        return device_login(url);
+    }
+    let client = Client::new(Settings::new(url, "").map_err(|e| Failure(e.to_string(), 3))?);
+    let (status, _) = client.send(
+        "GET",
+        "/.well-known/oauth-authorization-server",
+        &[],
+        None,
+        None,
+    )?;
+    if status != 200 {
+        return device_login(url);
+    }
+    let pending = loopback_login::Pending::start(url).map_err(|e| Failure(e, 1))?;
+    let page = pending.authorize_url(CLI_CLIENT_ID, CLI_SCOPE);
+    eprintln!(
+        "Opening your browser to sign in (or open this page yourself):\n  {}",
+        terminal_safe(&page)
+    );
+    if !open_browser(&page) {
+        return device_login(url);
+    }
+    let code = match pending.wait().map_err(|e| Failure(e, 1))? {
+        loopback_login::Outcome::Code(code) => code,
+        loopback_login::Outcome::Refused(why) => {
+            return Err(Failure(
+                format!("the sign-in was not completed: {}", terminal_safe(&why)),
+                1,
+            ));
+        }
+    };
+    let (status, text) = client.post_form(
+        "/oauth2/tokens",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", CLI_CLIENT_ID),
+            ("redirect_uri", &pending.redirect_uri),
+            ("code_verifier", &pending.verifier),
+        ],
+    )?;
+    let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+    if status != 200 {
+        return Err(Failure(
+            format!(
+                "the broker refused the code ({status}): {}",
+                oauth_error(&answer)
+            ),
+            1,
+        ));
+    }
+    from_tokens(url, &answer, None)
+        .map(Some)
+        .ok_or_else(|| Failure("the broker answered without a token".to_owned(), 1))
+}
+
 /// RFC 8628 against the broker: shows the code, opens the page, polls. `None` when the broker
 /// has no device authorization (an older broker, or its authorization server is off).
 fn device_login(url: &str) -> Result<Option<credentials::Credential>, Failure> {
     let client = Client::new(Settings::new(url, "").map_err(|e| Failure(e.to_string(), 3))?);
     let (status, text) = client.post_form(
         "/oauth2/device/authorize",
-        &[
-            ("client_id", CLI_CLIENT_ID),
-            ("scope", "openid offline_access all"),
-        ],
+        &[("client_id", CLI_CLIENT_ID), ("scope", CLI_SCOPE)],
     )?;
     if status == 404 || (status == 401 && text.contains("invalid_client")) {
         return Ok(None);

@@ -2609,3 +2609,119 @@ async fn clients_register_themselves_when_an_admin_allows_it() {
     );
     assert!(site.broker.stop());
 }
+
+/// `extauth login` with a browser at hand: the CLI listens on a loopback port, the browser
+/// (here a `$BROWSER` that hands the page to the test, which plays the user) signs in and
+/// consents, and the redirect brings the code back; no code to confirm, no token to paste.
+#[tokio::test]
+async fn the_cli_signs_in_through_a_browser_on_a_loopback_port() {
+    let site = site(&[]).await;
+    let home = tempfile::tempdir().unwrap();
+    let opened = home.path().join("opened-url");
+    let browser = home.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!(
+            "#!/bin/sh\nprintf '%s' \"$1\" > {}.tmp && mv {0}.tmp {0}\n",
+            opened.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let extauth = |args: &[&str]| {
+        let mut command = Command::new(binary("extauth"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("BROWSER", &browser)
+            .args(args);
+        command
+    };
+    let mut login = extauth(&["login", &site.broker.url]);
+    login
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = login.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !opened.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI opened no page"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page_url = std::fs::read_to_string(&opened).unwrap();
+    let authorize = url::Url::parse(&page_url).unwrap();
+    let query: BTreeMap<String, String> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(authorize.path(), "/oauth2/authorize");
+    assert_eq!(query["client_id"], "extauth-cli");
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert!(query["redirect_uri"].starts_with("http://127.0.0.1:"));
+    // The user's browser: the consent page, then the redirect to the CLI's port.
+    let page = plain()
+        .get(&page_url)
+        .header("Cookie", &site.session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("extauth CLI wants to use your account"),
+        "{page}"
+    );
+    assert!(
+        page.contains("a program on this computer (localhost)"),
+        "{page}"
+    );
+    let allowed = site.consent(&page, "allow").await;
+    assert_eq!(allowed.status(), StatusCode::FOUND);
+    let back = location(&allowed);
+    assert!(back.starts_with(&query["redirect_uri"]), "{back}");
+    let landing = plain()
+        .get(&back)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        landing.contains("Signed in. You can close this tab"),
+        "{landing}"
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("Logged in to {} as admin;", site.broker.url)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let whoami = extauth(&["whoami"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&whoami.stdout).starts_with("admin (admin) on"));
+
+    // --device asks for a code even with a browser at hand.
+    let mut device = extauth(&["login", "--device", &site.broker.url]);
+    device.stderr(std::process::Stdio::piped());
+    let mut child = device.spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("Confirm the code "), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(site.broker.stop());
+}
