@@ -374,6 +374,8 @@ pub struct AppRow {
     pub confidential: bool,
     /// Who made it known: an admin, itself (registration), its metadata document.
     pub origin: String,
+    /// The protected resources it may ask tokens for, by name (empty: every one).
+    pub resources: String,
 }
 
 /// A secret just made, shown once.

@@ -175,3 +175,58 @@ async fn waiting_until_linked_answers_when_the_link_arrives() {
         Err(Failure::UnknownProvider { known, .. }) if known == ["github"]
     ));
 }
+
+/// Self-registered apps that never completed a grant go after a day; admins' apps, used ones and
+/// young ones stay.
+#[tokio::test]
+async fn unused_self_registered_apps_expire_after_a_day() {
+    use extauth_broker::oauth2::registration;
+    use extauth_broker::store::{AppOrigin, ClientType, OAuth2App};
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let now = extauth_broker::clock::now();
+    let old = now - registration::UNUSED_LIFETIME_S - 60;
+    let make = |id: &str, origin: AppOrigin, at: i64, granted: bool| OAuth2App {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        icon: String::new(),
+        redirect_uris: vec!["http://127.0.0.1/cb".to_owned()],
+        client_type: ClientType::Public,
+        scopes: vec!["openid".to_owned()],
+        default_scopes: vec!["openid".to_owned()],
+        secrets: Vec::new(),
+        created_at: at,
+        updated_at: at,
+        origin,
+        resources: Vec::new(),
+        registration_hash: None,
+        stale_ms: None,
+        granted,
+    };
+    for record in [
+        make("dyn_old_unused", AppOrigin::Registered, old, false),
+        make("dyn_old_used", AppOrigin::Registered, old, true),
+        make("dyn_young", AppOrigin::Registered, now, false),
+        make("admin_old", AppOrigin::Admin, old, false),
+        make(
+            "https://c.example/old.json",
+            AppOrigin::MetadataDocument,
+            old,
+            false,
+        ),
+    ] {
+        app.store.put_oauth2_app(&record).await.unwrap();
+    }
+    assert_eq!(registration::expire_unused(&app).await.unwrap(), 2);
+    let mut left: Vec<String> = app
+        .store
+        .oauth2_apps()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .filter(|id| id != "extauth-cli")
+        .collect();
+    left.sort();
+    assert_eq!(left, ["admin_old", "dyn_old_used", "dyn_young"]);
+}

@@ -2090,6 +2090,10 @@ async fn admins_register_protected_resources_and_apps_are_limited_to_them() {
         .await
         .unwrap();
     assert!(
+        page.contains("<dt>Resources</dt><dd>Docs API</dd>"),
+        "an app's resources show by name: {page}"
+    );
+    assert!(
         page.contains("Wiki MCP") && page.contains("https://wiki.example/mcp"),
         "{page}"
     );

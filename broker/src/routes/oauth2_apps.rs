@@ -228,9 +228,24 @@ async fn apps_page_with(
     problem: Option<String>,
 ) -> Result<Response, PageError> {
     let registered = apps::list(state).await?;
-    let resources = resources::list(state)
-        .await?
-        .into_iter()
+    let known = resources::list(state).await?;
+    let resource_names = |ids: &[String]| -> String {
+        if ids.is_empty() {
+            return String::new();
+        }
+        ids.iter()
+            .map(|id| {
+                known
+                    .iter()
+                    .find(|r| &r.id == id)
+                    .map_or_else(|| id.clone(), |r| r.name.clone())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let resources = known
+        .iter()
+        .cloned()
         .map(|r| ResourceRow {
             metadata_url: resources::metadata_url(state, &r),
             scopes: r.scopes.join(" "),
@@ -259,6 +274,7 @@ async fn apps_page_with(
                     last_used: s.last_used_at.map_or_else(|| "never".to_owned(), rfc3339),
                 })
                 .collect(),
+            resources: resource_names(&a.resources),
             origin: match a.origin {
                 AppOrigin::Admin => "",
                 AppOrigin::Registered => "registered itself",
