@@ -383,10 +383,14 @@ pub(super) async fn issue_for_user(
     family.expires_at = now().saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
     state.store.create_oauth2_family(&family).await?;
     if !client.app.granted {
-        // A self-registered app that completed a grant is kept; one written once.
-        let mut app = client.app.clone();
-        app.granted = true;
-        state.store.put_oauth2_app(&app).await?;
+        // A self-registered app that completed a grant is kept: marked once, on the record as
+        // it is now (an admin may have just changed it).
+        if let Some(mut app) = state.store.oauth2_app(&client.app.id).await? {
+            if !app.granted {
+                app.granted = true;
+                state.store.put_oauth2_app(&app).await?;
+            }
+        }
     }
     let app_id = &client.app.id;
     let (access, expires_in) = tokens::mint_access(
