@@ -19,6 +19,22 @@
   });
 })();
 
+// Git SSH key: copy the public key.
+(() => {
+  const button = document.getElementById('copy-public-key');
+  if (!button || !navigator.clipboard) return;
+  button.hidden = false;
+  button.addEventListener('click', async () => {
+    const status = document.getElementById('copy-public-key-status');
+    try {
+      await navigator.clipboard.writeText(document.getElementById('public-key').textContent.trim());
+      status.textContent = 'Copied. Paste it at your forge.';
+    } catch (e) {
+      status.textContent = 'Copying was refused by the browser; select the key instead.';
+    }
+  });
+})();
+
 // Device-code linking: ask for a code, show it, poll until the provider says yes.
 (() => {
   const box = document.getElementById('device');

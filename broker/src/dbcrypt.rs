@@ -228,6 +228,18 @@ async fn rewrite(store: &dyn Store, action: &Action<'_>) -> Result<Report, Dbcry
             store.put_signing_key(&new).await?;
         }
     }
+    for key in snapshot.git_ssh_keys {
+        let mut new = key.clone();
+        new.private_key = action.apply(
+            &format!("git SSH key of user {}", key.user_id),
+            &crate::git_ssh::private_key_purpose(&key.user_id),
+            &key.private_key,
+            &mut report,
+        )?;
+        if new != key {
+            store.put_git_ssh_key(&new).await?;
+        }
+    }
     Ok(report)
 }
 
@@ -306,6 +318,13 @@ pub async fn delete(
     for key in snapshot.signing_keys {
         store.delete_signing_key(&key.kid).await?;
         report.changed += 1;
+    }
+    // Users' git SSH keys go too; each is made anew at its next use (and must be added at the
+    // forge again).
+    for key in snapshot.git_ssh_keys {
+        if store.delete_git_ssh_key(&key.user_id).await? {
+            report.changed += 1;
+        }
     }
     report.revoked = before.into_iter().collect();
     store.revoke_key_ids(&report.revoked, now).await?;

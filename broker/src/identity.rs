@@ -111,6 +111,18 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether the caller presented a workspace token (what a workspace holds; the only
+    /// credential that may fetch the user's private git SSH key).
+    pub fn is_workspace_token(&self) -> bool {
+        matches!(
+            &self.credential,
+            Credential::Token(TokenRecord {
+                kind: TokenKind::Workspace,
+                ..
+            })
+        )
+    }
+
     /// Whether this caller may fetch tokens of `provider_id` (workspace tokens may be narrowed).
     pub fn may_use_provider(&self, provider_id: &str) -> bool {
         match &self.credential {

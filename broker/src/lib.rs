@@ -22,6 +22,7 @@ pub mod dev_login;
 pub mod device;
 pub mod error;
 pub mod failure;
+pub mod git_ssh;
 pub mod identity;
 pub mod link_secrets;
 pub mod linking;

@@ -434,3 +434,20 @@ pub struct DeviceGrantPage {
     /// The answer was taken: what happened.
     pub done: Option<String>,
 }
+
+/// The user's git SSH key.
+#[derive(Template)]
+#[template(path = "git_ssh_key.html")]
+pub struct GitSshKeyPage {
+    pub chrome: Chrome,
+    /// The `authorized_keys` line.
+    pub public_key: String,
+    /// `SHA256:…`.
+    pub fingerprint: String,
+    /// `ed25519`, `ecdsa` or `rsa4096`.
+    pub algorithm: String,
+    /// What the last action did.
+    pub notice: Option<String>,
+    /// The configured forges' SSH key pages: (name, URL).
+    pub forges: Vec<(String, String)>,
+}

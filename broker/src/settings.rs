@@ -287,6 +287,16 @@ pub struct ServeArgs {
     )]
     pub oauth2_dcr_redirects: Vec<String>,
 
+    /// The kind of SSH key made for each user's git over SSH (Coder's setting): ed25519,
+    /// ecdsa, or rsa4096 for servers that take nothing newer.
+    #[arg(
+        long,
+        env = "CODER_SSH_KEYGEN_ALGORITHM",
+        default_value = "ed25519",
+        value_name = "ed25519|ecdsa|rsa4096"
+    )]
+    pub ssh_keygen_algorithm: String,
+
     /// More CA certificates (PEM) the broker trusts for its own HTTPS calls: providers, the
     /// IdP, client metadata documents (a private CA inside a company).
     #[arg(long, env = "EXTAUTH_UPSTREAM_CA_FILE", value_name = "FILE")]
@@ -349,6 +359,8 @@ pub struct Settings {
     pub oauth2: crate::oauth2::Oauth2Settings,
     /// More roots for the broker's own HTTPS calls (`EXTAUTH_UPSTREAM_CA_FILE`).
     pub upstream_roots: Vec<reqwest::Certificate>,
+    /// The kind of users' git SSH keys (`CODER_SSH_KEYGEN_ALGORITHM`).
+    pub git_ssh_algorithm: crate::git_ssh::openssh::KeyAlgorithm,
     /// Serve HTTPS with this configuration and certificate (`CODER_TLS_CERT_FILE`,
     /// `CODER_TLS_KEY_FILE`).
     pub tls: Option<(
@@ -456,6 +468,14 @@ impl Settings {
                 errors.push(format!("EXTAUTH_OAUTH2_DCR_REDIRECTS: {pattern:?} {why}"));
             }
         }
+        let git_ssh_algorithm = crate::git_ssh::openssh::KeyAlgorithm::parse(&args.ssh_keygen_algorithm)
+            .unwrap_or_else(|| {
+                errors.push(format!(
+                    "CODER_SSH_KEYGEN_ALGORITHM: {:?} is not a key kind extauth makes; write ed25519, ecdsa or rsa4096",
+                    args.ssh_keygen_algorithm
+                ));
+                crate::git_ssh::openssh::KeyAlgorithm::Ed25519
+            });
         let upstream_roots = match &args.upstream_ca_file {
             None => Vec::new(),
             Some(path) => match std::fs::read(path)
@@ -601,6 +621,7 @@ impl Settings {
                 client_address,
                 oauth2,
                 upstream_roots,
+                git_ssh_algorithm,
             }),
             _ => Err(errors),
         }

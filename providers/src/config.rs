@@ -111,6 +111,28 @@ impl ProviderConfig {
         access.join(&format!("external-auth/{}", self.id))
     }
 
+    /// Where a user adds an SSH public key at this forge (from its authorization URL's site),
+    /// for the forges whose page is known.
+    pub fn ssh_keys_page(&self) -> Option<String> {
+        let origin = self.auth_url.origin().ascii_serialization();
+        let page = match self.provider_type {
+            ProviderType::Github => "/settings/ssh/new",
+            ProviderType::Gitlab => "/-/user_settings/ssh_keys",
+            ProviderType::BitbucketCloud => "/account/settings/ssh-keys/",
+            ProviderType::Gitea => "/user/settings/keys",
+            ProviderType::BitbucketServer => {
+                let path = self.auth_url.path();
+                let base = path.split("/rest/").next().unwrap_or_default();
+                return Some(format!(
+                    "{origin}{}/plugins/servlet/ssh/account/keys",
+                    base.trim_end_matches('/')
+                ));
+            }
+            _ => return None,
+        };
+        Some(format!("{origin}{page}"))
+    }
+
     /// What git's username is alongside this provider's token.
     pub fn git_username(&self) -> GitUsername {
         self.provider_type.git_username()

@@ -117,33 +117,6 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-/// The operating system's generator, as the `rsa` crate takes one.
-struct OsRandom;
-
-impl rsa::rand_core::RngCore for OsRandom {
-    fn next_u32(&mut self) -> u32 {
-        u32::from_le_bytes(crate::random::bytes::<4>())
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        u64::from_le_bytes(crate::random::bytes::<8>())
-    }
-
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(32) {
-            let random = crate::random::bytes::<32>();
-            chunk.copy_from_slice(&random[..chunk.len()]);
-        }
-    }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rsa::rand_core::CryptoRng for OsRandom {}
-
 fn internal(what: &str) -> impl Fn(String) -> Failure + '_ {
     move |e| Failure::Internal(format!("{what}: {e}"))
 }
@@ -173,7 +146,7 @@ pub fn generate(ring: &KeyRing, algorithm: Algorithm) -> Result<SigningKey, Fail
         Algorithm::Rs256 => {
             use rsa::pkcs8::EncodePrivateKey as _;
             use rsa::traits::PublicKeyParts as _;
-            let key = rsa::RsaPrivateKey::new(&mut OsRandom, 2048)
+            let key = rsa::RsaPrivateKey::new(&mut crate::random::OsRandom, 2048)
                 .map_err(|e| internal("cannot generate an RSA key")(e.to_string()))?;
             let der = key
                 .to_pkcs8_der()

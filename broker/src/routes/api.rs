@@ -26,7 +26,11 @@ pub(super) fn rfc3339(unix: i64) -> Option<String> {
 }
 
 /// `me`, a username or a user id; others than the caller only for admins.
-async fn target_user(state: &AppState, caller: &Caller, user: &str) -> Result<User, ApiError> {
+pub(super) async fn target_user(
+    state: &AppState,
+    caller: &Caller,
+    user: &str,
+) -> Result<User, ApiError> {
     if user == "me" || user == caller.user.username || user == caller.user.id {
         return Ok(caller.user.clone());
     }

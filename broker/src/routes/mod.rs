@@ -2,6 +2,7 @@
 
 mod api;
 pub(crate) mod browser;
+mod git_ssh;
 mod oauth2;
 mod oauth2_apps;
 mod oidc;
@@ -61,6 +62,16 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/api/v2/users/{user}/oidc-claims",
             get(api::oidc_claims_get),
         ),
+        (
+            "/api/v2/users/{user}/gitsshkey",
+            get(git_ssh::key_get).put(git_ssh::key_put),
+        ),
+        (
+            "/api/v2/workspaceagents/me/gitsshkey",
+            get(git_ssh::agent_key_get),
+        ),
+        ("/git-ssh-key", get(git_ssh::page_get)),
+        ("/git-ssh-key/regenerate", post(git_ssh::regenerate_post)),
         (
             "/api/v2/users/{user}/workspace-tokens",
             get(api::workspace_tokens_get).post(api::workspace_tokens_post),

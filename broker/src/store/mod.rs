@@ -272,6 +272,27 @@ pub struct Snapshot {
     /// Settings changed at run time by admins (name, value).
     #[serde(default)]
     pub runtime_settings: Vec<(String, String)>,
+    /// Users' SSH keys for git.
+    #[serde(default)]
+    pub git_ssh_keys: Vec<GitSshKey>,
+}
+
+/// A user's SSH key for git (Coder's `gitsshkey`): the public half as an `authorized_keys`
+/// line, the private half sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSshKey {
+    /// Whose.
+    pub user_id: String,
+    /// `ed25519`, `ecdsa` or `rsa4096`.
+    pub algorithm: String,
+    /// `ssh-ed25519 AAAA… extauth:<username>`.
+    pub public_key: String,
+    /// The private key file's text, sealed.
+    pub private_key: Sealed,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds (a regeneration).
+    pub updated_at: i64,
 }
 
 /// What the IdP said about a user at their latest OIDC sign-in (ID token and userinfo claims,
@@ -290,7 +311,7 @@ impl Snapshot {
     /// `users 3, sessions 2, …`, for reports.
     pub fn counts(&self) -> String {
         format!(
-            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}, OIDC claims {}, OAuth2 apps {}, grants {}, token families {}, signing keys {}, protected resources {}, runtime settings {}",
+            "users {}, sessions {}, tokens {}, links {}, pending revocations {}, revoked keys {}, OIDC claims {}, OAuth2 apps {}, grants {}, token families {}, signing keys {}, protected resources {}, runtime settings {}, git SSH keys {}",
             self.users.len(),
             self.sessions.len(),
             self.tokens.len(),
@@ -303,7 +324,8 @@ impl Snapshot {
             self.oauth2_families.len(),
             self.signing_keys.len(),
             self.oauth2_resources.len(),
-            self.runtime_settings.len()
+            self.runtime_settings.len(),
+            self.git_ssh_keys.len()
         )
     }
 
@@ -324,6 +346,7 @@ impl Snapshot {
         self.signing_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
         self.oauth2_resources.sort_by(|a, b| a.id.cmp(&b.id));
         self.runtime_settings.sort();
+        self.git_ssh_keys.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         self
     }
 }
@@ -439,6 +462,12 @@ impl Snapshot {
             &self.runtime_settings,
             &other.runtime_settings,
             |(name, _)| format!("setting {name}"),
+            &mut out,
+        );
+        check(
+            &self.git_ssh_keys,
+            &other.git_ssh_keys,
+            |k| format!("git SSH key of user {}", k.user_id),
             &mut out,
         );
         out
@@ -712,4 +741,14 @@ pub trait Store: Send + Sync + 'static {
     async fn put_runtime_setting(&self, name: &str, value: &str) -> StoreResult<()>;
     /// A setting admins changed at run time, if they did.
     async fn runtime_setting(&self, name: &str) -> StoreResult<Option<String>>;
+
+    /// Stores a user's first git SSH key; `false` (nothing written) if they have one already:
+    /// of two first uses at once, one key wins.
+    async fn insert_git_ssh_key(&self, key: &GitSshKey) -> StoreResult<bool>;
+    /// Replaces a user's git SSH key (regeneration, `dbcrypt`).
+    async fn put_git_ssh_key(&self, key: &GitSshKey) -> StoreResult<()>;
+    /// A user's git SSH key.
+    async fn git_ssh_key(&self, user_id: &str) -> StoreResult<Option<GitSshKey>>;
+    /// Deletes a user's git SSH key (`dbcrypt delete`); whether there was one.
+    async fn delete_git_ssh_key(&self, user_id: &str) -> StoreResult<bool>;
 }

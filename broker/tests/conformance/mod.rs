@@ -545,6 +545,48 @@ pub async fn oauth2_resources(store: &dyn Store) {
     );
 }
 
+fn git_ssh_key(user_id: &str, public: &str) -> GitSshKey {
+    GitSshKey {
+        user_id: user_id.to_owned(),
+        algorithm: "ed25519".into(),
+        public_key: format!("ssh-ed25519 {public} extauth:{user_id}"),
+        private_key: sealed("k1", "-----BEGIN OPENSSH PRIVATE KEY-----"),
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+pub async fn git_ssh_keys(store: &dyn Store) {
+    assert_eq!(store.git_ssh_key("u1").await.unwrap(), None);
+    assert!(
+        store
+            .insert_git_ssh_key(&git_ssh_key("u1", "A"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_git_ssh_key(&git_ssh_key("u1", "B"))
+            .await
+            .unwrap(),
+        "the first key stays; the second insert writes nothing"
+    );
+    assert_eq!(
+        store.git_ssh_key("u1").await.unwrap(),
+        Some(git_ssh_key("u1", "A"))
+    );
+    let regenerated = GitSshKey {
+        updated_at: 2,
+        ..git_ssh_key("u1", "C")
+    };
+    store.put_git_ssh_key(&regenerated).await.unwrap();
+    assert_eq!(store.git_ssh_key("u1").await.unwrap(), Some(regenerated));
+    assert!(store.encryption_key_ids().await.unwrap().contains("k1"));
+    assert!(store.delete_git_ssh_key("u1").await.unwrap());
+    assert!(!store.delete_git_ssh_key("u1").await.unwrap());
+    assert_eq!(store.git_ssh_key("u1").await.unwrap(), None);
+}
+
 pub async fn runtime_settings(store: &dyn Store) {
     assert_eq!(store.runtime_setting("oauth2.dcr").await.unwrap(), None);
     store
@@ -1064,6 +1106,10 @@ async fn populate(store: &dyn Store) {
         .put_runtime_setting("oauth2.dcr", "true")
         .await
         .unwrap();
+    store
+        .put_git_ssh_key(&git_ssh_key("u1", "A"))
+        .await
+        .unwrap();
 }
 
 pub async fn snapshot_and_import(store: &dyn Store) {
@@ -1072,7 +1118,7 @@ pub async fn snapshot_and_import(store: &dyn Store) {
     let before = store.snapshot().await.unwrap();
     assert_eq!(
         before.counts(),
-        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1, OIDC claims 1, OAuth2 apps 1, grants 1, token families 1, signing keys 1, protected resources 1, runtime settings 1"
+        "users 2, sessions 2, tokens 2, links 2, pending revocations 1, revoked keys 1, OIDC claims 1, OAuth2 apps 1, grants 1, token families 1, signing keys 1, protected resources 1, runtime settings 1, git SSH keys 1"
     );
     assert_eq!(
         before.links[0].refresh_failure.as_deref(),
@@ -1328,7 +1374,7 @@ macro_rules! store_conformance_tests {
             snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows,
             oauth2_apps, oauth2_codes, oauth2_codes_are_used_once_under_concurrency, oauth2_families,
             oauth2_grants, signing_keys, device_grants, oauth2_resources, runtime_settings,
-            self_registered_apps);
+            self_registered_apps, git_ssh_keys);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

@@ -180,6 +180,10 @@ CREATE TABLE runtime_settings (
     name text PRIMARY KEY,
     value text NOT NULL
 );
+CREATE TABLE git_ssh_keys (
+    user_id text PRIMARY KEY,
+    doc text NOT NULL
+);
 ",
     ),
 ];

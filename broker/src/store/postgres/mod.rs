@@ -19,10 +19,10 @@ use tokio::sync::broadcast;
 use tokio_postgres::Row;
 
 use super::{
-    DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, HeldLock, LinkChanged, LinkRecord,
-    LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, OidcIdentity,
-    OidcSession, PendingRevocation, ProtectedResource, Session, SigningKey, Snapshot, Store,
-    StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
+    DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, GitSshKey, HeldLock, LinkChanged,
+    LinkRecord, LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims,
+    OidcIdentity, OidcSession, PendingRevocation, ProtectedResource, Session, SigningKey, Snapshot,
+    Store, StoreError, StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -262,10 +262,13 @@ impl PgStore {
             rows(&client, "SELECT doc FROM oauth2_families", &[], doc_of).await?;
         let keys: Vec<SigningKey> =
             rows(&client, "SELECT doc FROM signing_keys", &[], doc_of).await?;
+        let ssh: Vec<GitSshKey> =
+            rows(&client, "SELECT doc FROM git_ssh_keys", &[], doc_of).await?;
         Ok(families
             .into_iter()
             .filter_map(|f| f.retry_answer)
             .chain(keys.into_iter().map(|k| k.private_key))
+            .chain(ssh.into_iter().map(|k| k.private_key))
             .collect())
     }
 

@@ -275,6 +275,9 @@ pub(super) const UPSERT_RESOURCE: &str =
      ON CONFLICT (id) DO UPDATE SET created_at = $2, doc = $3";
 pub(super) const UPSERT_SETTING: &str = "INSERT INTO runtime_settings (name, value) VALUES ($1, $2)
      ON CONFLICT (name) DO UPDATE SET value = $2";
+pub(super) const UPSERT_GIT_SSH_KEY: &str =
+    "INSERT INTO git_ssh_keys (user_id, doc) VALUES ($1, $2)
+     ON CONFLICT (user_id) DO UPDATE SET doc = $2";
 pub(super) const UPSERT_KEY: &str =
     "INSERT INTO signing_keys (kid, created_at, doc) VALUES ($1, $2, $3)
      ON CONFLICT (kid) DO UPDATE SET created_at = $2, doc = $3";

@@ -496,6 +496,7 @@ impl Store for PgStore {
             oauth2_families: rows(&tx, "SELECT doc FROM oauth2_families", &[], doc_of).await?,
             signing_keys: rows(&tx, "SELECT doc FROM signing_keys", &[], doc_of).await?,
             oauth2_resources: rows(&tx, "SELECT doc FROM oauth2_resources", &[], doc_of).await?,
+            git_ssh_keys: rows(&tx, "SELECT doc FROM git_ssh_keys", &[], doc_of).await?,
             runtime_settings: rows(
                 &tx,
                 "SELECT name, value FROM runtime_settings",
@@ -593,6 +594,11 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg)?;
+        }
+        for key in &snapshot.git_ssh_keys {
+            tx.execute(UPSERT_GIT_SSH_KEY, &[&key.user_id, &doc(key)?])
+                .await
+                .map_err(pg)?;
         }
         for (name, value) in &snapshot.runtime_settings {
             tx.execute(UPSERT_SETTING, &[name, value])
@@ -967,5 +973,38 @@ impl Store for PgStore {
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn insert_git_ssh_key(&self, key: &GitSshKey) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "INSERT INTO git_ssh_keys (user_id, doc) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+                &[&key.user_id, &doc(key)?],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn put_git_ssh_key(&self, key: &GitSshKey) -> StoreResult<()> {
+        self.execute(UPSERT_GIT_SSH_KEY, &[&key.user_id, &doc(key)?])
+            .await
+            .map(drop)
+    }
+
+    async fn git_ssh_key(&self, user_id: &str) -> StoreResult<Option<GitSshKey>> {
+        let row = self
+            .one(
+                "SELECT doc FROM git_ssh_keys WHERE user_id = $1",
+                &[&user_id],
+            )
+            .await?;
+        row.as_ref().map(doc_of).transpose()
+    }
+
+    async fn delete_git_ssh_key(&self, user_id: &str) -> StoreResult<bool> {
+        Ok(self
+            .execute("DELETE FROM git_ssh_keys WHERE user_id = $1", &[&user_id])
+            .await?
+            > 0)
     }
 }

@@ -12,10 +12,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
 use super::{
-    DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, LinkChanged, LinkRecord,
-    LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims, PendingRevocation,
-    ProtectedResource, Session, SigningKey, Snapshot, Store, StoreError, StoreLock, StoreResult,
-    TokenKind, TokenRecord, User,
+    DeviceDecision, DeviceFlowRecord, DeviceGrant, FamilyFilter, GitSshKey, LinkChanged,
+    LinkRecord, LoginFlow, OAuth2App, OAuth2Code, OAuth2Family, OAuth2Grant, OidcClaims,
+    PendingRevocation, ProtectedResource, Session, SigningKey, Snapshot, Store, StoreError,
+    StoreLock, StoreResult, TokenKind, TokenRecord, User,
 };
 use crate::crypto::Sealed;
 
@@ -47,6 +47,7 @@ pub struct SledStore {
     signing_keys: sled::Tree,
     oauth2_resources: sled::Tree,
     runtime_settings: sled::Tree,
+    git_ssh_keys: sled::Tree,
     device_grants: sled::Tree,
     device_user_codes: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
@@ -117,6 +118,7 @@ impl SledStore {
             signing_keys: db.open_tree("signing_keys")?,
             oauth2_resources: db.open_tree("oauth2_resources")?,
             runtime_settings: db.open_tree("runtime_settings")?,
+            git_ssh_keys: db.open_tree("git_ssh_keys")?,
             device_grants: db.open_tree("oauth2_device_grants")?,
             device_user_codes: db.open_tree("oauth2_device_user_codes")?,
             db,
@@ -476,6 +478,10 @@ impl Store for SledStore {
             let key: SigningKey = decode(&entry?.1)?;
             ids.insert(key.private_key.key_id);
         }
+        for entry in self.git_ssh_keys.iter() {
+            let key: GitSshKey = decode(&entry?.1)?;
+            ids.insert(key.private_key.key_id);
+        }
         // Plaintext (after `dbcrypt decrypt`) is not a key.
         ids.remove("");
         Ok(ids)
@@ -510,6 +516,10 @@ impl Store for SledStore {
         }
         for entry in self.signing_keys.iter() {
             let k: SigningKey = decode(&entry?.1)?;
+            plain += count(&[Some(&k.private_key)]);
+        }
+        for entry in self.git_ssh_keys.iter() {
+            let k: GitSshKey = decode(&entry?.1)?;
             plain += count(&[Some(&k.private_key)]);
         }
         Ok(plain)
@@ -929,5 +939,30 @@ impl Store for SledStore {
             .runtime_settings
             .get(name.as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    async fn insert_git_ssh_key(&self, key: &GitSshKey) -> StoreResult<bool> {
+        let inserted = self
+            .git_ssh_keys
+            .compare_and_swap(key.user_id.as_bytes(), None::<&[u8]>, Some(encode(key)?))?
+            .is_ok();
+        self.flush().await?;
+        Ok(inserted)
+    }
+
+    async fn put_git_ssh_key(&self, key: &GitSshKey) -> StoreResult<()> {
+        self.git_ssh_keys
+            .insert(key.user_id.as_bytes(), encode(key)?)?;
+        self.flush().await
+    }
+
+    async fn git_ssh_key(&self, user_id: &str) -> StoreResult<Option<GitSshKey>> {
+        Self::get(&self.git_ssh_keys, user_id.as_bytes())
+    }
+
+    async fn delete_git_ssh_key(&self, user_id: &str) -> StoreResult<bool> {
+        let existed = self.git_ssh_keys.remove(user_id.as_bytes())?.is_some();
+        self.flush().await?;
+        Ok(existed)
     }
 }

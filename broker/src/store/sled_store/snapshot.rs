@@ -26,6 +26,7 @@ impl SledStore {
             oauth2_families: all(&self.oauth2_families)?,
             signing_keys: all(&self.signing_keys)?,
             oauth2_resources: all(&self.oauth2_resources)?,
+            git_ssh_keys: all(&self.git_ssh_keys)?,
             runtime_settings: self
                 .runtime_settings
                 .iter()
@@ -127,6 +128,10 @@ impl SledStore {
         for resource in &snapshot.oauth2_resources {
             self.oauth2_resources
                 .insert(resource.id.as_bytes(), encode(resource)?)?;
+        }
+        for key in &snapshot.git_ssh_keys {
+            self.git_ssh_keys
+                .insert(key.user_id.as_bytes(), encode(key)?)?;
         }
         for (name, value) in &snapshot.runtime_settings {
             self.runtime_settings
