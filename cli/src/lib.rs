@@ -10,6 +10,7 @@
 )]
 
 pub mod credentials;
+mod gitssh;
 mod loopback_login;
 mod setup_git;
 
@@ -79,6 +80,14 @@ enum Command {
         /// Write to ~/.gitconfig instead of the current repository's config.
         #[arg(long)]
         global: bool,
+    },
+    /// Print your git SSH public key (and where to add it at each forge).
+    Publickey,
+    /// Run ssh with your git SSH key (git's core.sshCommand; `extauth setup-git` sets it).
+    Gitssh {
+        /// ssh's arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Print a shell completion script.
     Completions {
@@ -290,6 +299,8 @@ fn run(command: Command, out: &mut dyn Write) -> Outcome {
         Command::WorkspaceToken(command) => workspace_token(command, out),
         Command::OAuth2App(command) => oauth2_app(command, out),
         Command::SetupGit { global } => setup_git::run(&workspace_client()?, global, out),
+        Command::Publickey => gitssh::publickey(&workspace_client()?, out),
+        Command::Gitssh { args } => gitssh::run(&workspace_client()?, &args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "extauth", out);
             Ok(())

@@ -129,6 +129,33 @@ pub fn run(client: &Client, global: bool, out: &mut dyn Write) -> Outcome {
             git_config(scope, &["--add", "credential.helper", &helper])?;
         }
         report("credential.helper".to_owned(), &helper, did);
+    }
+    // SSH remotes: the user's key through `extauth gitssh`, unless they chose a command.
+    let mut kept = None;
+    let (_, current) = git_config(scope, &["--get", "core.sshCommand"])?;
+    let current = current.trim();
+    let wanted =
+        crate::gitssh::ssh_command(&std::env::current_exe().unwrap_or_else(|_| "extauth".into()));
+    if current.is_empty() || (crate::gitssh::is_ours(current) && current != wanted) {
+        let (ok, _) = git_config(scope, &["core.sshCommand", &wanted])?;
+        if !ok {
+            return Err(Failure(
+                format!("git config {scope} core.sshCommand failed"),
+                1,
+            ));
+        }
+        report("core.sshCommand".to_owned(), &wanted, true);
+    } else if current == wanted {
+        report("core.sshCommand".to_owned(), &wanted, false);
+    } else {
+        kept = Some(format!(
+            "kept      core.sshCommand = {current} (yours; for SSH remotes with your extauth key, set it to: {wanted})"
+        ));
+    }
+    if let Some(kept) = kept {
+        let _ = writeln!(out, "{kept}");
+    }
+    if !hostless.is_empty() {
         let _ = writeln!(
             out,
             "(providers without a host in their regex: {})",
@@ -136,11 +163,11 @@ pub fn run(client: &Client, global: bool, out: &mut dyn Write) -> Outcome {
         );
     }
     let message = if hosts.is_empty() && hostless.is_empty() {
-        "Nothing to set up: the broker has no provider with a regex to match git URLs (set CODER_EXTERNAL_AUTH_<N>_REGEX, or use a provider type that has a default one); git's configuration was not changed."
+        "SSH remotes use your extauth key; HTTPS: the broker has no provider with a regex to match git URLs (set CODER_EXTERNAL_AUTH_<N>_REGEX, or use a provider type that has a default one)."
     } else if changed == 0 {
         "git was already set up."
     } else {
-        "git is set up: HTTPS remotes of these hosts now use your extauth tokens."
+        "git is set up: HTTPS remotes of these hosts use your extauth tokens, SSH remotes your extauth key."
     };
     let _ = writeln!(out, "{message}");
     Ok(())

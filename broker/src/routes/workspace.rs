@@ -153,6 +153,8 @@ pub async fn git_config_get(
                 "type": p.provider_type.as_str(),
                 "host": host,
                 "use_http_path": shared || p.needs_http_path(),
+                "display_name": p.display_name,
+                "ssh_keys_url": p.ssh_keys_page(),
             })
         })
         .collect();
