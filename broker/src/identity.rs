@@ -111,6 +111,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The workspace token the caller presented, if that is what it presented.
+    pub fn workspace_token(&self) -> Option<&TokenRecord> {
+        match &self.credential {
+            Credential::Token(record) if record.kind == TokenKind::Workspace => Some(record),
+            _ => None,
+        }
+    }
+
     /// Whether the caller presented a workspace token (what a workspace holds; the only
     /// credential that may fetch the user's private git SSH key).
     pub fn is_workspace_token(&self) -> bool {

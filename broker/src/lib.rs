@@ -44,3 +44,4 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod workspace_setup;

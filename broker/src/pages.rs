@@ -451,3 +451,25 @@ pub struct GitSshKeyPage {
     /// The configured forges' SSH key pages: (name, URL).
     pub forges: Vec<(String, String)>,
 }
+
+/// A workspace token's setup: the providers its workspace requires.
+#[derive(Template)]
+#[template(path = "workspace_setup.html")]
+pub struct WorkspaceSetupPage {
+    pub chrome: Chrome,
+    /// The token's name.
+    pub name: String,
+    /// Each required provider.
+    pub required: Vec<SetupRow>,
+    /// Every required provider is linked.
+    pub ready: bool,
+}
+
+/// One required provider on the setup page.
+pub struct SetupRow {
+    pub id: String,
+    pub name: String,
+    pub linked: bool,
+    /// The provider's page, coming back here once linked.
+    pub connect_url: String,
+}

@@ -246,7 +246,9 @@ mod tests {
     #[test]
     fn the_key_file_is_private_and_removed() {
         use std::os::unix::fs::PermissionsExt as _;
-        let file = KeyFile::write("secret").unwrap();
+        let Ok(file) = KeyFile::write("secret") else {
+            panic!("the key file could not be written");
+        };
         let path = file.path.clone();
         let dir = file.dir.clone();
         assert_eq!(

@@ -81,6 +81,13 @@ enum Command {
         #[arg(long)]
         global: bool,
     },
+    /// Wait until every account this workspace requires is connected (for start-up scripts);
+    /// prints where to connect them meanwhile.
+    WaitForAuth {
+        /// Give up after this many seconds (exit 1); 0 waits as long as it takes.
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+    },
     /// Print your git SSH public key (and where to add it at each forge).
     Publickey,
     /// Run ssh with your git SSH key (git's core.sshCommand; `extauth setup-git` sets it).
@@ -300,6 +307,7 @@ fn run(command: Command, out: &mut dyn Write) -> Outcome {
         Command::OAuth2App(command) => oauth2_app(command, out),
         Command::SetupGit { global } => setup_git::run(&workspace_client()?, global, out),
         Command::Publickey => gitssh::publickey(&workspace_client()?, out),
+        Command::WaitForAuth { timeout } => wait_for_auth(&workspace_client()?, timeout, out),
         Command::Gitssh { args } => gitssh::run(&workspace_client()?, &args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "extauth", out);
@@ -562,6 +570,68 @@ fn open_browser(url: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .spawn()
         .is_ok()
+}
+
+/// `extauth wait-for-auth`: until the workspace token's required providers are all linked,
+/// listening on each missing one (the broker answers as soon as it is linked).
+fn wait_for_auth(client: &Client, timeout: u64, out: &mut dyn Write) -> Outcome {
+    let deadline =
+        (timeout > 0).then(|| std::time::Instant::now() + std::time::Duration::from_secs(timeout));
+    let mut told = false;
+    loop {
+        let (status, body) =
+            client.send("GET", "/api/v2/workspaceagents/me/setup", &[], None, None)?;
+        if status != 200 {
+            return Err(api_error(status, &body).into());
+        }
+        let setup: Value = serde_json::from_str(&body).unwrap_or_default();
+        let missing: Vec<(String, String)> = setup["required_providers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["linked"] != true)
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap_or_default().to_owned(),
+                    p["url"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        if missing.is_empty() {
+            let _ = writeln!(
+                out,
+                "Ready: every account this workspace requires is connected."
+            );
+            return Ok(());
+        }
+        if !told {
+            let names: Vec<&str> = missing.iter().map(|(id, _)| id.as_str()).collect();
+            eprintln!(
+                "Waiting for {} to be connected: open {}",
+                terminal_safe(&names.join(", ")),
+                terminal_safe(setup["setup_url"].as_str().unwrap_or_default())
+            );
+            told = true;
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(Failure(
+                "gave up waiting; the accounts are still not all connected".to_owned(),
+                1,
+            ));
+        }
+        // The broker holds the request until the link arrives (or its listen timeout).
+        let wait = left
+            .unwrap_or(std::time::Duration::from_secs(300))
+            .min(std::time::Duration::from_secs(300));
+        match client.external_auth(By::Id(&missing[0].0), Some(wait)) {
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("extauth: {e}; trying again");
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 fn unlink(id: &str, out: &mut dyn Write) -> Outcome {

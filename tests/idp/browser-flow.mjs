@@ -38,6 +38,27 @@ async function shot(page, name) {
   seen.screenshots.push(file);
 }
 
+// A workspace token made through the API with the page's session and CSRF token.
+async function apiToken(page, body) {
+  return page.evaluate(async (payload) => {
+    const csrf = document.querySelector('input[name=csrf]').value;
+    const made = await fetch('/api/v2/users/me/workspace-tokens', {
+      method: 'POST', credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: JSON.stringify(payload),
+    });
+    return { status: made.status, body: await made.json(), csrf };
+  }, body);
+}
+
+async function dropToken(page, id, csrf) {
+  await page.evaluate(async ([tokenId, token]) => {
+    await fetch(`/api/v2/users/me/workspace-tokens/${tokenId}`, {
+      method: 'DELETE', credentials: 'same-origin', headers: { 'x-csrf-token': token },
+    });
+  }, [id, csrf]);
+}
+
 // What a screen reader and a keyboard user need from every page: a language, a title, one h1,
 // a label for every form field, alt text on every image, a name on every button and link.
 async function checkAccessible(page) {
@@ -139,6 +160,22 @@ async function run(browser) {
   await checkAccessible(page);
   await shot(page, '03-home');
 
+  at('workspace setup page, nothing connected');
+  {
+    const made = await apiToken(page, { name: 'needs-both', providers: [providerId, deviceId] });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    await page.goto(`${broker}/workspace-tokens/${made.body.id}`);
+    await page.getByRole('heading', { name: 'Workspace “needs-both”', level: 1 }).waitFor();
+    assert.equal(await page.locator('#setup-state').getAttribute('data-ready'), 'false');
+    assert.equal(await page.getByRole('link', { name: /^Connect / }).count(), 2, 'a Connect button per required provider');
+    assert.ok(await page.getByRole('link', { name: `Connect ${providerName}` }).isVisible());
+    assert.ok(await page.getByRole('link', { name: `Connect ${deviceName}` }).isVisible());
+    await checkAccessible(page);
+    await shot(page, '16-workspace-setup');
+    await dropToken(page, made.body.id, made.csrf);
+    await page.goto(`${broker}/`);
+  }
+
   at('connect the provider');
   await page.getByRole('link', { name: `Connect ${providerName}` }).click();
   await page.waitForURL(`${broker}/external-auth/${providerId}?redirected=true`);
@@ -213,6 +250,38 @@ async function run(browser) {
   );
   await idpTab.close();
 
+  at('workspace setup page, ready');
+  {
+    const made = await apiToken(page, { name: 'ready-one', providers: [providerId, deviceId] });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    await page.goto(`${broker}/workspace-tokens/${made.body.id}`);
+    assert.equal(await page.locator('#setup-state').getAttribute('data-ready'), 'true');
+    await page.getByText('Every account this workspace requires is connected.').waitFor();
+    assert.equal(await page.getByRole('link', { name: /^Connect / }).count(), 0, 'nothing left to connect');
+    await checkAccessible(page);
+    await shot(page, '17-workspace-ready');
+    await dropToken(page, made.body.id, made.csrf);
+  }
+
+  at('git SSH key page: copy, then regenerate with confirmation');
+  {
+    await page.getByRole('link', { name: 'Git SSH key' }).click();
+    await page.getByRole('heading', { name: 'Git SSH key', level: 1 }).waitFor();
+    const before = (await page.locator('#public-key').textContent()).trim();
+    assert.match(before, /^ssh-ed25519 AAAA\S+ extauth:alice$/);
+    await page.getByText(/^SHA256:/).waitFor();
+    await page.getByRole('button', { name: 'Copy' }).click();
+    await page.getByRole('status').filter({ hasText: 'Copied.' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), before, 'the copy is the key');
+    await checkAccessible(page);
+    await shot(page, '18-git-ssh-key');
+    await page.getByLabel('I understand that the old key stops working').check();
+    await page.getByRole('button', { name: 'Regenerate the key' }).click();
+    await page.getByText('A new key is made.').waitFor();
+    const after = (await page.locator('#public-key').textContent()).trim();
+    assert.notEqual(after, before, 'a new key replaced the old one');
+  }
+
   at('error page');
   // The two deliberate failures below are logged by the browser as failed loads.
   const errorsBefore = consoleErrors.length;
@@ -237,7 +306,7 @@ async function run(browser) {
   await page.getByLabel('Name', { exact: true }).fill('Team dashboard');
   await page.getByLabel('Redirect URIs (one per line)').fill(appCallback);
   await page.getByRole('checkbox', { name: /external-auth:read/ }).check();
-  await page.getByRole('button', { name: 'Register' }).click();
+  await page.getByRole('button', { name: 'Register app' }).click();
   await page.waitForLoadState('load');
   const clientSecret = (await page.locator('#secret-heading + p + pre').textContent()).trim();
   assert.match(clientSecret, /^extauth_cs_/, 'the new secret is shown once');

@@ -133,7 +133,7 @@ async fn a_person_signs_in_links_creates_a_token_unlinks_and_signs_out_in_chromi
 
     // Every main page was photographed, as PNG files with something in them.
     let files = seen["screenshots"].as_array().unwrap();
-    assert_eq!(files.len(), 15, "{seen}");
+    assert_eq!(files.len(), 18, "{seen}");
     for file in files {
         let bytes = std::fs::read(file.as_str().unwrap()).unwrap();
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{file} is a PNG");

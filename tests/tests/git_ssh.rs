@@ -77,12 +77,15 @@ impl Sshd {
             ))
             .spawn()
             .unwrap();
+        // Owned from here: stopped (and waited for) when dropped, also when it never listens.
+        let server = Self { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
+                return server;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        drop(server);
         panic!(
             "sshd did not listen: {}",
             std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
@@ -91,7 +94,7 @@ impl Sshd {
 }
 
 fn whoami() -> String {
-    run(&mut Command::new("id").arg("-un")).trim().to_owned()
+    run(Command::new("id").arg("-un")).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]

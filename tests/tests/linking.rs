@@ -926,3 +926,125 @@ async fn errors_are_pages_for_browsers_and_json_for_programs() {
     assert!(page.contains(r#"<nav aria-label="Main">"#), "{page}");
     assert!(broker.stop());
 }
+
+/// A workspace token names the providers its workspace requires: the API and the token's page
+/// say which are linked and when it is ready, and `extauth wait-for-auth` waits for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspace_waits_until_its_required_providers_are_linked() {
+    let w = world();
+    let (admin, csrf) = w.broker.admin().await;
+    let created = answer(
+        admin
+            .post(format!("{}/api/v2/users/me/workspace-tokens", w.broker.url))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"name": "needs-two", "providers": ["forge", "other"]})),
+    )
+    .await;
+    let (id, token) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
+    let setup = answer(admin.get(format!(
+        "{}/api/v2/users/me/workspace-tokens/{id}",
+        w.broker.url
+    )))
+    .await;
+    assert_eq!(
+        setup["required_providers"],
+        json!([
+            {"id": "forge", "linked": false, "url": format!("{}/external-auth/forge", w.broker.url)},
+            {"id": "other", "linked": false, "url": format!("{}/external-auth/other", w.broker.url)},
+        ])
+    );
+    assert_eq!(setup["ready"], false);
+    assert_eq!(
+        setup["setup_url"],
+        format!("{}/workspace-tokens/{id}", w.broker.url)
+    );
+    let page = admin
+        .get(format!("{}/workspace-tokens/{id}", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches(">Connect</a>").count(), 2, "{page}");
+    assert!(page.contains(&format!(
+        "/external-auth/forge?redirect=%2Fworkspace-tokens%2F{id}"
+    )));
+
+    let wait = |timeout: &str| {
+        std::process::Command::new(extauth_tests::binary("extauth"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", w.data.path())
+            .env("EXTAUTH_URL", &w.broker.url)
+            .env("EXTAUTH_TOKEN", &token)
+            .args(["wait-for-auth", "--timeout", timeout])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = wait("1").wait_with_output().unwrap();
+    assert!(!out.status.success(), "not ready: it gives up");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("Waiting for forge, other to be connected")
+            && said.contains(&format!("/workspace-tokens/{id}")),
+        "{said}"
+    );
+
+    // A waiting workspace goes on once both are linked.
+    let waiting = wait("60");
+    link(&admin, &w.broker, "forge").await;
+    let half = answer(admin.get(format!(
+        "{}/api/v2/users/me/workspace-tokens/{id}",
+        w.broker.url
+    )))
+    .await;
+    assert_eq!(half["required_providers"][0]["linked"], true);
+    assert_eq!(half["ready"], false);
+    link(&admin, &w.broker, "other").await;
+    let out = tokio::task::spawn_blocking(move || waiting.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Ready"));
+    let page = admin
+        .get(format!("{}/workspace-tokens/{id}", w.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data-ready=\"true\"") && !page.contains(">Connect</a>"),
+        "{page}"
+    );
+    // The workspace's own view says the same.
+    let mine = answer(
+        reqwest::Client::new()
+            .get(format!("{}/api/v2/workspaceagents/me/setup", w.broker.url))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(mine["ready"], true);
+    // Another user's token id is not found for this user.
+    let missing = admin
+        .get(format!(
+            "{}/api/v2/users/me/workspace-tokens/nope",
+            w.broker.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    drop(w.idp);
+}

@@ -285,6 +285,34 @@ pub async fn workspace_token_delete(
     delete_token(&s, &c, &user, TokenKind::Workspace, &id).await
 }
 
+/// The setup of a workspace token as the API shows it.
+pub(super) fn setup_json(state: &AppState, setup: &crate::workspace_setup::Setup) -> Value {
+    let mut body = json!(token_body(&setup.token, None));
+    body["required_providers"] = json!(
+        setup
+            .required
+            .iter()
+            .map(|r| json!({"id": r.id, "linked": r.linked, "url": r.link_url}))
+            .collect::<Vec<_>>()
+    );
+    body["ready"] = json!(setup.ready());
+    body["setup_url"] = json!(crate::workspace_setup::page_url(state, &setup.token.id));
+    body
+}
+
+/// `GET /api/v2/users/{user}/workspace-tokens/{id}`: the token and its setup.
+pub async fn workspace_token_get(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((user, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let user = target_user(&s, &c, &user).await?;
+    let setup = crate::workspace_setup::of(&s, &user.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("No such workspace token.", ""))?;
+    Ok(Json(setup_json(&s, &setup)))
+}
+
 pub async fn api_tokens_get(
     State(s): State<AppState>,
     c: Caller,

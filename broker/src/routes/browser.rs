@@ -466,6 +466,49 @@ pub async fn token_revoke_post(
     ))
 }
 
+/// `GET /workspace-tokens/{id}`: the token's setup, a Connect button per required provider
+/// that is not linked yet.
+pub async fn token_setup_get(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let Some(setup) = crate::workspace_setup::of(&state, &user.user.id, &id).await? else {
+        return Err(ApiError::not_found("No such workspace token.", "").into());
+    };
+    let c = chrome(&state, &user, "tokens");
+    let back = format!("{}workspace-tokens/{id}", c.base);
+    let ready = setup.ready();
+    let required = setup
+        .required
+        .into_iter()
+        .map(|r| {
+            let mut connect = url::Url::parse(&r.link_url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default();
+            connect.push_str("?redirect=");
+            connect.push_str(
+                &url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>(),
+            );
+            pages::SetupRow {
+                id: r.id,
+                name: r.name,
+                linked: r.linked,
+                connect_url: connect,
+            }
+        })
+        .collect();
+    Ok(pages::render(
+        StatusCode::OK,
+        &pages::WorkspaceSetupPage {
+            chrome: c,
+            name: setup.token.name,
+            required,
+            ready,
+        },
+    ))
+}
+
 /// `GET /cli-auth`: where `extauth login` sends the user to get an API token for the CLI.
 pub async fn cli_auth_get(
     State(state): State<AppState>,

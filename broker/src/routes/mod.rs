@@ -43,6 +43,7 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/workspace-tokens",
             get(browser::tokens_get).post(browser::tokens_post),
         ),
+        ("/workspace-tokens/{id}", get(browser::token_setup_get)),
         (
             "/workspace-tokens/{id}/revoke",
             post(browser::token_revoke_post),
@@ -78,7 +79,11 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         (
             "/api/v2/users/{user}/workspace-tokens/{id}",
-            delete(api::workspace_token_delete),
+            get(api::workspace_token_get).delete(api::workspace_token_delete),
+        ),
+        (
+            "/api/v2/workspaceagents/me/setup",
+            get(workspace::setup_get),
         ),
         (
             "/api/v2/users/{user}/keys/tokens",

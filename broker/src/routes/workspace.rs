@@ -160,3 +160,18 @@ pub async fn git_config_get(
         .collect();
     Json(serde_json::json!({ "providers": entries }))
 }
+
+/// `GET /api/v2/workspaceagents/me/setup`: the calling workspace token's setup (for
+/// `extauth wait-for-auth`).
+pub async fn setup_get(
+    State(state): State<AppState>,
+    caller: WorkspaceCaller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(token) = caller.workspace_token() else {
+        return Err(ApiError::forbidden(
+            "Only a workspace token has a setup; this credential is not one.",
+        ));
+    };
+    let setup = crate::workspace_setup::of_token(&state, &caller.user.id, token.clone()).await?;
+    Ok(Json(super::api::setup_json(&state, &setup)))
+}
