@@ -493,10 +493,13 @@ async fn setup_git_says_why_it_did_nothing() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // SSH remotes are set up (the key needs no provider); HTTPS says why there is nothing.
+    let said = stdout(&out);
+    assert!(said.starts_with("set       core.sshCommand = "), "{said}");
     assert!(
-        stdout(&out).starts_with("Nothing to set up: the broker has no provider with a regex"),
-        "{}",
-        stdout(&out)
+        said.contains("HTTPS: the broker has no provider with a regex"),
+        "{said}"
     );
-    assert!(!home.path().join(".gitconfig").exists(), "nothing written");
+    let config = std::fs::read_to_string(home.path().join(".gitconfig")).unwrap();
+    assert!(config.contains("sshCommand") && !config.contains("credential"), "{config}");
 }
