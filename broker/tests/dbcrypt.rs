@@ -13,8 +13,8 @@ mod conformance;
 
 use conformance::TestDatabase;
 use extauth_broker::store::{
-    LinkRecord, OAuth2Family, OidcSession, PendingRevocation, PgStore, Session, SigningKey,
-    SledStore, Store,
+    GitSshKey, LinkRecord, OAuth2Family, OidcSession, PendingRevocation, PgStore, Session,
+    SigningKey, SledStore, Store,
 };
 
 fn ring(keys: &[u8]) -> KeyRing {
@@ -84,6 +84,21 @@ async fn populate(store: &dyn Store, keys: &KeyRing) {
         })
         .await
         .unwrap();
+    // A user's git SSH key.
+    store
+        .put_git_ssh_key(&GitSshKey {
+            user_id: "u1".into(),
+            algorithm: "ed25519".into(),
+            public_key: "ssh-ed25519 AAAA extauth:u1".into(),
+            private_key: seal(
+                extauth_broker::git_ssh::private_key_purpose("u1"),
+                "-----BEGIN OPENSSH PRIVATE KEY-----",
+            ),
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .unwrap();
     store
         .create_oauth2_family(&OAuth2Family {
             id: "f1".into(),
@@ -149,7 +164,16 @@ async fn check(store: &dyn Store, keys: &KeyRing) -> Vec<String> {
     let family = store.oauth2_family("f1").await.unwrap().unwrap();
     let kept = family.retry_answer.unwrap();
     assert_eq!(open(retry_purpose("f1"), &kept), "{\"answer\":1}");
+    let ssh = store.git_ssh_key("u1").await.unwrap().unwrap();
+    assert_eq!(
+        open(
+            extauth_broker::git_ssh::private_key_purpose("u1"),
+            &ssh.private_key
+        ),
+        "-----BEGIN OPENSSH PRIVATE KEY-----"
+    );
     let mut ids = vec![
+        ssh.private_key.key_id,
         key.private_key.key_id,
         kept.key_id,
         link.access_token.key_id,
@@ -169,14 +193,14 @@ async fn rotate_decrypt_delete(store: Arc<dyn Store>) {
     assert_eq!(check(&*store, &ring(&[1])).await, [old.as_str()]);
 
     let report = dbcrypt::rotate(&*store, &ring(&[2, 1]), 100).await.unwrap();
-    assert_eq!((report.changed, report.unchanged), (8, 0));
+    assert_eq!((report.changed, report.unchanged), (9, 0));
     assert_eq!(report.revoked, [old.as_str()]);
     // Only the new key is needed now.
     assert_eq!(check(&*store, &ring(&[2])).await, [new.as_str()]);
     assert!(store.revoked_key_ids().await.unwrap().contains(&old));
     assert_eq!(store.plaintext_values().await.unwrap(), 0);
     let again = dbcrypt::rotate(&*store, &ring(&[2, 1]), 101).await.unwrap();
-    assert_eq!((again.changed, again.unchanged), (0, 8));
+    assert_eq!((again.changed, again.unchanged), (0, 9));
 
     // A key that cannot open the data: a clear error, nothing changed.
     let wrong = dbcrypt::decrypt(&*store, &ring(&[3]), 102)
@@ -191,21 +215,22 @@ async fn rotate_decrypt_delete(store: Arc<dyn Store>) {
     assert_eq!(check(&*store, &ring(&[2])).await, [new.as_str()]);
 
     let report = dbcrypt::decrypt(&*store, &ring(&[2]), 103).await.unwrap();
-    assert_eq!(report.changed, 8);
+    assert_eq!(report.changed, 9);
     assert_eq!(
         check(&*store, &ring(&[9])).await,
         [""],
         "plaintext opens without keys"
     );
     assert!(store.encryption_key_ids().await.unwrap().is_empty());
-    assert_eq!(store.plaintext_values().await.unwrap(), 8);
+    assert_eq!(store.plaintext_values().await.unwrap(), 9);
 
     let report = dbcrypt::delete(&*store, None, 104).await.unwrap();
     assert_eq!(
-        report.changed, 5,
-        "the link, the OIDC session, the pending revocation, the family's kept answer, the signing key"
+        report.changed, 6,
+        "the link, the OIDC session, the pending revocation, the family's kept answer, the signing key, the git SSH key"
     );
     assert!(store.signing_keys().await.unwrap().is_empty());
+    assert_eq!(store.git_ssh_key("u1").await.unwrap(), None);
     let family = store.oauth2_family("f1").await.unwrap().unwrap();
     assert_eq!(
         family.retry_answer, None,
