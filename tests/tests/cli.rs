@@ -501,5 +501,8 @@ async fn setup_git_says_why_it_did_nothing() {
         "{said}"
     );
     let config = std::fs::read_to_string(home.path().join(".gitconfig")).unwrap();
-    assert!(config.contains("sshCommand") && !config.contains("credential"), "{config}");
+    assert!(
+        config.contains("sshCommand") && !config.contains("credential"),
+        "{config}"
+    );
 }
