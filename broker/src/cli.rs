@@ -202,7 +202,22 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let providers = match extauth_providers::Providers::from_vars(process_env()) {
+    let mut env = process_env();
+    let demo = if settings.demo {
+        match demo_forge(&settings) {
+            Ok((forge, listener)) => {
+                env.extend(forge.provider_vars(next_provider_index(&env)));
+                Some((forge, listener))
+            }
+            Err(e) => {
+                eprintln!("extauth-broker: cannot start the demo forge: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    let providers = match extauth_providers::Providers::from_vars(env) {
         Ok(providers) => providers,
         Err(errors) => {
             eprintln!("extauth-broker: cannot start: {errors}");
@@ -227,7 +242,7 @@ fn serve(access_url: &str, args: &ServeArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(crate::server::serve(settings, providers, oidc)) {
+    match runtime.block_on(crate::server::serve(settings, providers, oidc, demo)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -571,6 +586,39 @@ fn init_logging(json: bool) {
 /// The process environment. Names or values that are not UTF-8 are converted lossily rather
 /// than panicking as `std::env::vars` would; a mangled provider setting then fails validation
 /// with its name.
+/// The demo forge and its listener: on the port after the broker's when free, else any.
+fn demo_forge(
+    settings: &Settings,
+) -> Result<
+    (
+        std::sync::Arc<crate::demo_forge::DemoForge>,
+        std::net::TcpListener,
+    ),
+    String,
+> {
+    let ip = settings.http_address.ip();
+    let listener = std::net::TcpListener::bind((ip, settings.http_address.port().wrapping_add(1)))
+        .or_else(|_| std::net::TcpListener::bind((ip, 0)))
+        .map_err(|e| format!("no loopback port: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let forge = crate::demo_forge::DemoForge::new(format!("http://{address}"), &settings.data_dir);
+    Ok((std::sync::Arc::new(forge), listener))
+}
+
+/// The number after the highest `CODER_EXTERNAL_AUTH_<N>_` in `env` (the demo provider's).
+fn next_provider_index(env: &[(String, String)]) -> usize {
+    env.iter()
+        .filter_map(|(k, _)| {
+            k.strip_prefix("CODER_EXTERNAL_AUTH_")
+                .or_else(|| k.strip_prefix("CODER_GITAUTH_"))
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .max()
+        .map_or(0, |n| n + 1)
+}
+
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars_os()
         .map(|(k, v)| {

@@ -18,6 +18,7 @@ pub mod config_check;
 pub mod connections;
 pub mod crypto;
 pub mod dbcrypt;
+pub mod demo_forge;
 pub mod dev_login;
 pub mod device;
 pub mod error;

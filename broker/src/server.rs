@@ -255,6 +255,7 @@ pub async fn serve(
     settings: Settings,
     providers: Providers,
     oidc: Option<crate::oidc::OidcSettings>,
+    demo: Option<(Arc<crate::demo_forge::DemoForge>, std::net::TcpListener)>,
 ) -> Result<(), StartError> {
     for warning in providers.warnings() {
         tracing::warn!(variable = warning.variable, "{}", warning.message);
@@ -308,6 +309,36 @@ pub async fn serve(
         link.query_pairs_mut().append_pair("token", &secret);
         // The one place a secret is printed: it is the point of --dev. To stdout, never a log.
         println!("Sign in as the local admin: {link}");
+    }
+    if let Some((forge, listener)) = demo {
+        if let Err(e) = forge.prepare_repository() {
+            tracing::warn!(error = %e, "the demo repository could not be made; Connect and tokens still work");
+        }
+        let listener = TcpListener::from_std(listener)
+            .map_err(|e| StartError::Http(format!("the demo forge: {e}")))?;
+        crate::demo_forge::spawn(forge.clone(), listener);
+        let helper = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("git-credential-extauth")))
+            .map_or_else(
+                || "git-credential-extauth".to_owned(),
+                |p| p.display().to_string(),
+            );
+        let base = access.to_string();
+        let base = base.trim_end_matches('/');
+        println!(
+            "\nDemo forge (a demo, not a real forge) at {url}. Three things to try:\n\
+             \x20 1. Sign in with the link above and press Connect on \"{name}\".\n\
+             \x20 2. Make a workspace token on the Workspace tokens page, then ask for the demo token:\n\
+             \x20      export EXTAUTH_URL={base} EXTAUTH_TOKEN=<the token>\n\
+             \x20      curl -H \"Authorization: Bearer $EXTAUTH_TOKEN\" \"$EXTAUTH_URL/api/v2/workspaceagents/me/external-auth?id={id}\"\n\
+             \x20 3. Clone the demo repository through the credential helper:\n\
+             \x20      git -c credential.helper= -c credential.helper='!{helper}' clone {clone}\n",
+            url = forge.url,
+            name = crate::demo_forge::DISPLAY_NAME,
+            id = crate::demo_forge::PROVIDER_ID,
+            clone = forge.clone_url(),
+        );
     }
     let tls = state
         .settings

@@ -25,6 +25,12 @@ pub struct ServeArgs {
     #[arg(long, env = "EXTAUTH_DEV")]
     pub dev: bool,
 
+    /// Also run a demo forge in this process (an OAuth2 provider and a git server on loopback
+    /// with one repository), to try extauth offline with no OAuth app of your own. Only on a
+    /// loopback address.
+    #[arg(long, env = "EXTAUTH_DEMO")]
+    pub demo: bool,
+
     /// Directory of the embedded store (and of the generated encryption key).
     #[arg(
         long,
@@ -329,6 +335,8 @@ pub struct Settings {
     pub http_address: SocketAddr,
     /// Development mode.
     pub dev: bool,
+    /// Run the demo forge.
+    pub demo: bool,
     /// Embedded store directory.
     pub data_dir: PathBuf,
     /// Encryption keys as given.
@@ -390,6 +398,22 @@ impl Settings {
                 ))
             })
             .ok();
+        // The demo forge trusts whoever reaches it: only for a broker nobody else can reach.
+        if args.demo {
+            let loopback_listen = http_address.is_some_and(|a| a.ip().is_loopback());
+            let loopback_access = access.as_ref().is_some_and(|a| {
+                matches!(
+                    a.as_url().host_str(),
+                    Some("127.0.0.1" | "localhost" | "[::1]")
+                )
+            });
+            if !(loopback_listen && loopback_access) {
+                errors.push(format!(
+                    "EXTAUTH_DEMO: the demo forge is for trying extauth on this machine, and is refused with CODER_HTTP_ADDRESS={} and CODER_ACCESS_URL={access_url}; use a loopback address (127.0.0.1) or drop --demo",
+                    args.http_address
+                ));
+            }
+        }
         let mut duration = |variable: &str, value: &str| {
             parse_duration(value)
                 .map_err(|e| {
@@ -602,6 +626,7 @@ impl Settings {
                 access_url,
                 http_address,
                 dev: args.dev,
+                demo: args.demo,
                 data_dir: args.data_dir.clone(),
                 encryption_keys: encryption_keys.map(Redacted),
                 postgres_url: postgres_url.map(Redacted),

@@ -652,6 +652,11 @@ impl Broker {
         assert!(page.contains("Connected."), "{page}");
     }
 
+    /// The next line the broker prints (stdout) that `pick` accepts, within `timeout`.
+    pub fn output_line(&mut self, timeout: Duration, pick: impl Fn(&str) -> bool) -> String {
+        self.process.wait_line(timeout, pick)
+    }
+
     /// Creates a workspace token for `user` through the API.
     pub async fn workspace_token(
         &self,
