@@ -779,3 +779,52 @@ pub fn private_ca(dir: &Path) {
         "server.ext",
     ]);
 }
+
+/// The README's examples, read by the tests that hold them to what the programs print.
+pub mod readme {
+    /// The README's text.
+    pub fn text() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap()
+    }
+
+    /// The fenced blocks of the README: (info string, lines).
+    /// (Lines keep their indentation beyond the fence's: a block inside a list item is indented.)
+    pub fn blocks(readme: &str) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        let mut current: Option<(String, usize, Vec<String>)> = None;
+        for line in readme.lines() {
+            let indent = line.len() - line.trim_start().len();
+            let fence = line.trim_start().strip_prefix("```");
+            match (fence, current.take()) {
+                (Some(_), Some((info, _, lines))) => out.push((info, lines)),
+                (Some(info), None) => current = Some((info.trim().to_owned(), indent, Vec::new())),
+                (None, Some((info, margin, mut lines))) => {
+                    let cut = margin.min(indent);
+                    lines.push(line[cut..].to_owned());
+                    current = Some((info, margin, lines));
+                }
+                (None, None) => {}
+            }
+        }
+        out
+    }
+
+    /// Whether `actual` is `expected` where each `…` stands for any text.
+    pub fn matches(expected: &str, actual: &str) -> bool {
+        let parts: Vec<&str> = expected.split('…').collect();
+        let Some(rest) = actual.strip_prefix(parts[0]) else {
+            return false;
+        };
+        if parts.len() == 1 {
+            return rest.is_empty();
+        }
+        let mut rest = rest;
+        for part in &parts[1..parts.len() - 1] {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.ends_with(parts[parts.len() - 1])
+    }
+}

@@ -18,8 +18,49 @@ async fn a_newcomer_connects_the_demo_forge_gets_a_token_and_clones() {
         &[("EXTAUTH_DEMO".to_owned(), "true".to_owned())],
     );
     let wait = Duration::from_secs(10);
-    let curl_line = broker.output_line(wait, |l| l.trim_start().starts_with("curl "));
-    let clone_line = broker.output_line(wait, |l| l.trim_start().starts_with("git "));
+    // The banner after the sign-in link, as printed.
+    let mut banner = Vec::new();
+    loop {
+        let line = broker.output_line(wait, |_| true);
+        let last = line.trim_start().starts_with("git ");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    let curl_line = banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .unwrap()
+        .clone();
+    let clone_line = banner.last().unwrap().clone();
+    // The README shows the same lines (ports as the defaults, `…` for what varies).
+    let port = broker.url.rsplit(':').next().unwrap().to_owned();
+    let forge_port = clone_line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let shown = extauth_tests::readme::blocks(&extauth_tests::readme::text())
+        .into_iter()
+        .find(|(_, lines)| lines.iter().any(|l| l.starts_with("Demo forge (a demo")))
+        .expect("the README shows the demo banner")
+        .1;
+    let printed: Vec<String> = banner
+        .iter()
+        .map(|l| {
+            l.replace(&format!("127.0.0.1:{forge_port}"), "127.0.0.1:3001")
+                .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:3000")
+        })
+        .collect();
+    assert_eq!(shown.len() - 1, printed.len(), "{shown:?}\n{printed:?}");
+    for (want, got) in shown[1..].iter().zip(&printed) {
+        assert!(
+            extauth_tests::readme::matches(want, got),
+            "README: {want}\nprinted: {got}"
+        );
+    }
 
     // 1. The sign-in link, then Connect: the demo forge's consent page, marked as a demo.
     let (admin, csrf) = broker.admin().await;
@@ -90,6 +131,9 @@ async fn a_newcomer_connects_the_demo_forge_gets_a_token_and_clones() {
         "{answer}"
     );
     assert_eq!(answer["type"], "demo-forge");
+    for field in ["access_token", "username", "password", "expires_at", "type", "url"] {
+        assert!(answer.get(field).is_some(), "the README's fields: {field} in {answer}");
+    }
 
     // 3. The printed git command clones through the credential helper.
     let work = tempfile::tempdir().unwrap();
