@@ -809,6 +809,66 @@ pub mod readme {
         out
     }
 
+    /// The commands of console blocks (`$ …`, continued over lines ending in `\`) that start
+    /// with `prefix`, each with the output lines the README shows after it.
+    pub fn console_examples(readme: &str, prefix: &str) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for (info, lines) in blocks(readme) {
+            if info != "console" {
+                continue;
+            }
+            let mut current: Option<(String, Vec<String>, bool)> = None;
+            for line in lines {
+                match current.take() {
+                    Some((command, output, true)) => {
+                        let more = line.trim_end().ends_with('\\');
+                        let joined =
+                            format!("{} {}", command, line.trim().trim_end_matches('\\').trim());
+                        current = Some((joined, output, more));
+                    }
+                    Some((command, output, false)) if line.starts_with("$ ") => {
+                        out.push((command, output));
+                        current = None;
+                        if let Some(rest) = line.strip_prefix("$ ") {
+                            let more = rest.trim_end().ends_with('\\');
+                            current = Some((
+                                rest.trim_end_matches('\\').trim().to_owned(),
+                                Vec::new(),
+                                more,
+                            ));
+                        }
+                    }
+                    Some((command, mut output, false)) => {
+                        output.push(line);
+                        current = Some((command, output, false));
+                    }
+                    None => {
+                        if let Some(rest) = line.strip_prefix("$ ") {
+                            let more = rest.trim_end().ends_with('\\');
+                            current = Some((
+                                rest.trim_end_matches('\\').trim().to_owned(),
+                                Vec::new(),
+                                more,
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some((command, output, _)) = current {
+                out.push((command, output));
+            }
+        }
+        out.into_iter()
+            .filter(|(command, _)| command.starts_with(prefix))
+            .map(|(command, mut output)| {
+                while output.last().is_some_and(|l| l.trim().is_empty()) {
+                    output.pop();
+                }
+                (command, output)
+            })
+            .collect()
+    }
+
     /// Whether `actual` is `expected` where each `…` stands for any text.
     pub fn matches(expected: &str, actual: &str) -> bool {
         let parts: Vec<&str> = expected.split('…').collect();

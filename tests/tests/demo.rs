@@ -131,8 +131,18 @@ async fn a_newcomer_connects_the_demo_forge_gets_a_token_and_clones() {
         "{answer}"
     );
     assert_eq!(answer["type"], "demo-forge");
-    for field in ["access_token", "username", "password", "expires_at", "type", "url"] {
-        assert!(answer.get(field).is_some(), "the README's fields: {field} in {answer}");
+    for field in [
+        "access_token",
+        "username",
+        "password",
+        "expires_at",
+        "type",
+        "url",
+    ] {
+        assert!(
+            answer.get(field).is_some(),
+            "the README's fields: {field} in {answer}"
+        );
     }
 
     // 3. The printed git command clones through the credential helper.

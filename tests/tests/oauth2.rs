@@ -2729,3 +2729,54 @@ async fn the_cli_signs_in_through_a_browser_on_a_loopback_port() {
     child.wait().unwrap();
     assert!(site.broker.stop());
 }
+
+/// The README's `extauth oauth2-app …` examples, run against a broker standing in for
+/// `https://extauth.example.com`: the CLI prints what the README shows.
+#[tokio::test]
+async fn the_readme_s_oauth2_cli_examples_are_what_the_cli_prints() {
+    let site = site(&[]).await;
+    let examples = extauth_tests::readme::console_examples(
+        &extauth_tests::readme::text(),
+        "extauth oauth2-app",
+    );
+    assert!(examples.len() >= 2, "{examples:?}");
+    for (command, shown) in examples {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .env_clear()
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    extauth_tests::bin_dir().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("HOME", site._data.path())
+            .env("EXTAUTH_URL", &site.broker.url)
+            .env("EXTAUTH_TOKEN", &site.api_token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout)
+            .replace(&site.broker.url, "https://extauth.example.com");
+        let printed: Vec<&str> = printed.lines().collect();
+        assert_eq!(
+            printed.len(),
+            shown.len(),
+            "{command}\nREADME: {shown:#?}\nprinted: {printed:#?}"
+        );
+        for (want, got) in shown.iter().zip(&printed) {
+            assert!(
+                extauth_tests::readme::matches(want, got),
+                "{command}\nREADME: {want}\nprinted: {got}"
+            );
+        }
+    }
+    assert!(site.broker.stop());
+}
