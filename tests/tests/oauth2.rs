@@ -2735,12 +2735,19 @@ async fn the_cli_signs_in_through_a_browser_on_a_loopback_port() {
 #[tokio::test]
 async fn the_readme_s_oauth2_cli_examples_are_what_the_cli_prints() {
     let site = site(&[]).await;
-    let examples = extauth_tests::readme::console_examples(
-        &extauth_tests::readme::text(),
-        "extauth oauth2-app",
-    );
+    let readme = extauth_tests::readme::text();
+    let mut examples = extauth_tests::readme::console_examples(&readme, "extauth oauth2-app");
     assert!(examples.len() >= 2, "{examples:?}");
+    // The API's own examples, the second with the app id the first one makes.
+    let curls: Vec<_> = extauth_tests::readme::console_examples(&readme, "curl -X POST")
+        .into_iter()
+        .filter(|(c, _)| c.contains("/api/v2/oauth2-provider/apps"))
+        .collect();
+    assert_eq!(curls.len(), 2, "{curls:?}");
+    examples.extend(curls);
+    let mut app_id = String::new();
     for (command, shown) in examples {
+        let command = command.replace("https://extauth.example.com", &site.broker.url);
         let out = Command::new("sh")
             .arg("-c")
             .arg(&command)
@@ -2756,6 +2763,8 @@ async fn the_readme_s_oauth2_cli_examples_are_what_the_cli_prints() {
             .env("HOME", site._data.path())
             .env("EXTAUTH_URL", &site.broker.url)
             .env("EXTAUTH_TOKEN", &site.api_token)
+            .env("EXTAUTH_API_TOKEN", &site.api_token)
+            .env("APP_ID", &app_id)
             .output()
             .unwrap();
         assert!(
@@ -2763,6 +2772,11 @@ async fn the_readme_s_oauth2_cli_examples_are_what_the_cli_prints() {
             "{command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Ok(created) = serde_json::from_slice::<Value>(&out.stdout) {
+            if created["name"] == "My Application" {
+                app_id = created["id"].as_str().unwrap().to_owned();
+            }
+        }
         let printed = String::from_utf8_lossy(&out.stdout)
             .replace(&site.broker.url, "https://extauth.example.com");
         let printed: Vec<&str> = printed.lines().collect();
