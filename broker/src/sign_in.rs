@@ -50,12 +50,11 @@ pub async fn start(
         redirect,
     )
     .await?;
-    let mut url = url::Url::parse(&discovery.authorization_endpoint).map_err(|e| {
-        Failure::IdpUnavailable {
+    let mut url = url::Url::parse(&oidc.settings.public(&discovery.authorization_endpoint))
+        .map_err(|e| Failure::IdpUnavailable {
             what: IdpPart::AuthorizationEndpoint,
             detail: e.to_string(),
-        }
-    })?;
+        })?;
     {
         let mut query = url.query_pairs_mut();
         query
@@ -278,7 +277,9 @@ pub async fn end_session_url(
         .keys
         .open_string(&crate::oidc::session_purpose(user_id, "id_token"), sealed)
         .ok()?;
-    let endpoint = oidc.discovery().await.ok()?.end_session_endpoint?;
+    let endpoint = oidc
+        .settings
+        .public(&oidc.discovery().await.ok()?.end_session_endpoint?);
     let mut url = url::Url::parse(&endpoint).ok()?;
     url.query_pairs_mut()
         .append_pair("id_token_hint", &id_token)

@@ -98,6 +98,9 @@ pub struct ProviderConfig {
     pub pkce: PkceMethod,
     /// Base of the provider's REST API.
     pub api_base_url: Option<Url>,
+    /// `INTERNAL_URL`: the origin the broker's own calls (token, validation, revocation,
+    /// device authorization, API) go to instead of the public one, which browsers keep using.
+    pub internal_origin: Option<String>,
 }
 
 impl ProviderConfig {
@@ -131,6 +134,19 @@ impl ProviderConfig {
             _ => return None,
         };
         Some(format!("{origin}{page}"))
+    }
+
+    /// `url` as the broker itself calls it: on the authorization URL's origin, sent to
+    /// `INTERNAL_URL`'s origin instead when set (the path stays).
+    pub fn internal(&self, url: &Url) -> Url {
+        let Some(internal) = &self.internal_origin else {
+            return url.clone();
+        };
+        if url.origin() != self.auth_url.origin() {
+            return url.clone();
+        }
+        let rest = &url.as_str()[url.origin().ascii_serialization().len()..];
+        Url::parse(&format!("{internal}{rest}")).unwrap_or_else(|_| url.clone())
     }
 
     /// What git's username is alongside this provider's token.
@@ -366,6 +382,18 @@ fn resolve(
     let app_install_url = url(Setting::AppInstallUrl, errors);
     let app_installations_url = url(Setting::AppInstallationsUrl, errors);
     let api_base_url = url(Setting::ApiBaseUrl, errors);
+    let internal_origin = url(Setting::InternalUrl, errors).and_then(|u| {
+        if matches!(u.path(), "" | "/") && u.query().is_none() {
+            Some(u.origin().ascii_serialization())
+        } else {
+            errors.push(ConfigError::InvalidUrl {
+                variable: var(Setting::InternalUrl),
+                value: u.to_string(),
+                reason: "give only scheme, host and port (e.g. http://gitea:3000); the paths of the provider's URLs are kept".to_owned(),
+            });
+            None
+        }
+    });
     let auth_url_invalid = raw.get(Setting::AuthUrl).is_some() && auth_url.is_none();
 
     let defaults = match catalog::defaults(&kind, auth_url.as_ref(), &client_id) {
@@ -542,6 +570,7 @@ fn resolve(
         display_icon,
         pkce,
         api_base_url,
+        internal_origin,
     })
 }
 

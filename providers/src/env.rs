@@ -38,6 +38,8 @@ pub enum Setting {
     DisplayIcon,
     PkceMethods,
     ApiBaseUrl,
+    /// extauth's: where the broker itself reaches the provider (split-horizon DNS).
+    InternalUrl,
     /// Coder's deprecated AI Bridge settings: accepted so a Coder environment loads, then ignored.
     McpUrl,
     McpToolAllowRegex,
@@ -46,7 +48,7 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting, in the order the README documents them.
-    pub const ALL: [Setting; 23] = [
+    pub const ALL: [Setting; 24] = [
         Self::Id,
         Self::Type,
         Self::ClientId,
@@ -67,6 +69,7 @@ impl Setting {
         Self::DisplayIcon,
         Self::PkceMethods,
         Self::ApiBaseUrl,
+        Self::InternalUrl,
         Self::McpUrl,
         Self::McpToolAllowRegex,
         Self::McpToolDenyRegex,
@@ -95,6 +98,7 @@ impl Setting {
             Self::DisplayIcon => "DISPLAY_ICON",
             Self::PkceMethods => "PKCE_METHODS",
             Self::ApiBaseUrl => "API_BASE_URL",
+            Self::InternalUrl => "INTERNAL_URL",
             Self::McpUrl => "MCP_URL",
             Self::McpToolAllowRegex => "MCP_TOOL_ALLOW_REGEX",
             Self::McpToolDenyRegex => "MCP_TOOL_DENY_REGEX",

@@ -61,7 +61,8 @@ const counters = { requests: {}, faulted: {}, grants: {} };
 const server = http.createServer();
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
-  const issuer = `http://127.0.0.1:${port}`;
+  // `publicHost`: the name browsers use for it (tests of split-horizon DNS resolve it themselves).
+  const issuer = `http://${config.publicHost || '127.0.0.1'}:${port}`;
   const provider = new Provider(issuer, {
     clients: config.clients || [],
     async findAccount(ctx, id) {

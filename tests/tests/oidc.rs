@@ -617,3 +617,116 @@ async fn an_app_authorization_survives_signing_in() {
     );
     assert!(consent.contains("alice"), "signed in as the IdP's user");
 }
+
+/// Split-horizon DNS (seed 003: "the browser can't resolve Docker service names"): browsers know
+/// the IdP as `idp.test`, which the broker cannot resolve; the broker reaches it at its internal
+/// address for discovery, keys, token, userinfo — for sign-in and for a provider alike — while
+/// the issuer is still compared exactly and browsers still go to the public name.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_reaches_the_idp_at_its_internal_address() {
+    let port = free_port();
+    let idp = Idp::start(json!({
+        "publicHost": "idp.test",
+        "clients": [
+            login_client("extauth", "extauth-secret", port, false),
+            extauth_tests::client(
+                "broker",
+                "broker-secret",
+                &[format!("http://127.0.0.1:{port}/external-auth/forge/callback")],
+                false,
+            ),
+        ]
+    }));
+    let idp_port = idp.issuer.rsplit(':').next().unwrap().to_owned();
+    assert_eq!(idp.issuer, format!("http://idp.test:{idp_port}"));
+    let internal = format!("http://127.0.0.1:{idp_port}");
+
+    // Without the internal address the broker cannot reach the public name at all.
+    let (ok, _, said) = oidc_check(&[
+        ("CODER_OIDC_ISSUER_URL", idp.issuer.clone()),
+        ("CODER_OIDC_CLIENT_ID", "extauth".to_owned()),
+        ("CODER_OIDC_CLIENT_SECRET", "extauth-secret".to_owned()),
+    ]);
+    assert!(!ok, "{said}");
+    let (ok, out, said) = oidc_check(&[
+        ("CODER_OIDC_ISSUER_URL", idp.issuer.clone()),
+        ("CODER_OIDC_CLIENT_ID", "extauth".to_owned()),
+        ("CODER_OIDC_CLIENT_SECRET", "extauth-secret".to_owned()),
+        ("EXTAUTH_OIDC_INTERNAL_URL", internal.clone()),
+    ]);
+    assert!(ok, "{out}{said}");
+
+    let mut env: Vec<(String, String)> = vec![
+        ("CODER_OIDC_ISSUER_URL".into(), idp.issuer.clone()),
+        ("CODER_OIDC_CLIENT_ID".into(), "extauth".into()),
+        ("CODER_OIDC_CLIENT_SECRET".into(), "extauth-secret".into()),
+        ("CODER_OIDC_SIGN_IN_TEXT".into(), "Company SSO".into()),
+        ("EXTAUTH_OIDC_INTERNAL_URL".into(), internal.clone()),
+        (
+            "CODER_EXTERNAL_AUTH_0_INTERNAL_URL".into(),
+            internal.clone(),
+        ),
+    ];
+    env.extend(extauth_tests::provider_env(
+        0,
+        "forge",
+        &idp.issuer,
+        "broker",
+        "broker-secret",
+        "git.forge.test",
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, data.path(), &env);
+    // The browser resolves the public name (as a user's machine would).
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::limited(20))
+        .resolve("idp.test", format!("127.0.0.1:{idp_port}").parse().unwrap())
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .get(format!("{}/api/v2/users/oidc/callback", broker.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        signed_in.status(),
+        StatusCode::OK,
+        "{}",
+        signed_in.text().await.unwrap()
+    );
+    let me: Value = browser
+        .get(format!("{}/api/v2/users/me", broker.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "alice");
+    // The sign-in page sent the browser to the public name.
+    let start = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v2/users/oidc/callback", broker.url))
+        .send()
+        .await
+        .unwrap();
+    let location = start.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("http://idp.test:"), "{location}");
+
+    // A provider on the same IdP: the browser goes to the public name, the code exchange and
+    // validation go to the internal one.
+    let linked = browser
+        .get(format!("{}/external-auth/forge", broker.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        linked.url().as_str(),
+        format!("{}/external-auth/forge?redirected=true", broker.url)
+    );
+    assert!(linked.text().await.unwrap().contains("Connected."));
+    assert!(broker.stop());
+}

@@ -99,10 +99,10 @@ impl Oidc {
     /// Fetches discovery and keys, checking the issuer exactly.
     async fn fetch(&self) -> Result<Cached, Failure> {
         let issuer = &self.settings.issuer;
-        let url = format!(
+        let url = self.settings.internal(&format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
-        );
+        ));
         let unavailable = |what: &'static str, e: String| Failure::IdpUnavailable {
             what: IdpPart::Document(what),
             detail: e,
@@ -130,7 +130,7 @@ impl Oidc {
         }
         let jwks: JwkSet = self
             .http
-            .get(&discovery.jwks_uri)
+            .get(self.settings.internal(&discovery.jwks_uri))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -215,8 +215,8 @@ impl Oidc {
         if let Some(v) = verifier {
             form.push(("code_verifier", v.to_owned()));
         }
-        let endpoint =
-            url::Url::parse(&discovery.token_endpoint).map_err(|e| Failure::IdpUnavailable {
+        let endpoint = url::Url::parse(&self.settings.internal(&discovery.token_endpoint))
+            .map_err(|e| Failure::IdpUnavailable {
                 what: IdpPart::TokenEndpoint,
                 detail: e.to_string(),
             })?;
@@ -277,7 +277,7 @@ impl Oidc {
         };
         let claims: Map<String, Value> = self
             .http
-            .get(endpoint)
+            .get(self.settings.internal(endpoint))
             .bearer_auth(access_token)
             .send()
             .await

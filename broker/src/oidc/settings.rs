@@ -43,6 +43,45 @@ pub struct OidcSettings {
     pub icon_url: Option<String>,
     /// `CODER_DANGEROUS_OIDC_SKIP_ISSUER_CHECKS`.
     pub skip_issuer_checks: bool,
+    /// `EXTAUTH_OIDC_INTERNAL_URL`: where the broker itself reaches the IdP when that differs
+    /// from the address browsers use (Docker service names, cluster DNS). Only its origin.
+    pub internal_origin: Option<String>,
+}
+
+impl OidcSettings {
+    /// `url` for a browser: an endpoint the IdP described on the internal origin (IdPs build
+    /// their discovery URLs from the address they were asked at) goes back to the issuer's.
+    pub fn public(&self, url: &str) -> String {
+        let Some(internal) = &self.internal_origin else {
+            return url.to_owned();
+        };
+        let public = url::Url::parse(&self.issuer)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        match url.strip_prefix(internal.as_str()) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') => {
+                format!("{public}{rest}")
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    /// `url` for a server-to-server call: on the issuer's origin, sent to the internal origin
+    /// instead when one is set (the path stays); anything else as it is.
+    pub fn internal(&self, url: &str) -> String {
+        let Some(internal) = &self.internal_origin else {
+            return url.to_owned();
+        };
+        let public = url::Url::parse(&self.issuer)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        match url.strip_prefix(&public) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') => {
+                format!("{internal}{rest}")
+            }
+            _ => url.to_owned(),
+        }
+    }
 }
 
 /// Coder settings extauth reads but does not implement: accepted with a warning.
@@ -165,6 +204,27 @@ impl OidcSettings {
         let skip_issuer_checks = map
             .get("CODER_DANGEROUS_OIDC_SKIP_ISSUER_CHECKS")
             .is_some_and(|v| go_bool("CODER_DANGEROUS_OIDC_SKIP_ISSUER_CHECKS", v, &mut errors));
+        let internal_origin = match get("EXTAUTH_OIDC_INTERNAL_URL")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => None,
+            Some(text) => match url::Url::parse(text.trim()) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && matches!(u.path(), "" | "/")
+                        && u.query().is_none() =>
+                {
+                    Some(u.origin().ascii_serialization())
+                }
+                _ => {
+                    errors.push(format!(
+                        "EXTAUTH_OIDC_INTERNAL_URL: {text:?} is not an http(s) origin; give only scheme, host and port, e.g. http://authentik-server:9000 (the issuer's path is kept)"
+                    ));
+                    None
+                }
+            },
+        };
         let scopes = get("CODER_OIDC_SCOPES").map_or_else(
             || {
                 ["openid", "profile", "email", "offline_access"]
@@ -204,6 +264,7 @@ impl OidcSettings {
             return Err(errors);
         }
         Ok(Some(Self {
+            internal_origin,
             issuer,
             client_id,
             client_secret: ClientSecret::new(client_secret),

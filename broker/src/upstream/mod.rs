@@ -239,7 +239,11 @@ impl Upstream {
         &self,
         provider: &ProviderConfig,
     ) -> Result<DeviceAuthorization, UpstreamError> {
-        let Some(url) = &provider.device_code_url else {
+        let Some(url) = &provider
+            .device_code_url
+            .as_ref()
+            .map(|u| provider.internal(u))
+        else {
             return Err(UpstreamError::Malformed(
                 "provider has no device code URL".to_owned(),
             ));
@@ -281,7 +285,7 @@ impl Upstream {
         access_token: &AccessToken,
         refresh_token: Option<&RefreshToken>,
     ) -> Result<Revocation, UpstreamError> {
-        let Some(url) = &provider.revoke_url else {
+        let Some(url) = &provider.revoke_url.as_ref().map(|u| provider.internal(u)) else {
             return Ok(Revocation::Unsupported);
         };
         if provider.provider_type == ProviderType::Github {
@@ -335,7 +339,7 @@ impl Upstream {
         provider: &ProviderConfig,
         access_token: &AccessToken,
     ) -> Result<Validity, UpstreamError> {
-        let Some(url) = &provider.validate_url else {
+        let Some(url) = &provider.validate_url.as_ref().map(|u| provider.internal(u)) else {
             return Ok(Validity::Valid { user: None });
         };
         let response = self
@@ -385,7 +389,7 @@ impl Upstream {
             .post_form(
                 provider,
                 kind,
-                &provider.token_url,
+                &provider.internal(&provider.token_url),
                 form,
                 authenticate,
                 bearer,
