@@ -45,6 +45,13 @@ enum Command {
     /// The keys that sign the authorization server's tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Exit 0 when the broker on this machine answers /readyz, else 1 (a container image's
+    /// HEALTHCHECK, which has no shell or curl to do it).
+    Healthcheck {
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_name = "DURATION")]
+        timeout: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,7 +193,69 @@ pub fn main() -> ExitCode {
             init_logging(false);
             block_on(store_migrate(&from, &to))
         }
+        Some(Command::Healthcheck { timeout }) => healthcheck(&access_url, &cli.serve, &timeout),
         None => serve(&access_url, &cli.serve),
+    }
+}
+
+/// `healthcheck`: `/readyz` of the broker listening at `CODER_HTTP_ADDRESS` (an unspecified
+/// address asked on loopback), under the access URL's path.
+fn healthcheck(access_url: &str, args: &ServeArgs, timeout: &str) -> ExitCode {
+    let settings = match Settings::from_args(access_url, args) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            eprintln!(
+                "extauth-broker healthcheck: the configuration is invalid: {}",
+                errors.join("; ")
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let Ok(timeout) = crate::settings::parse_duration(timeout) else {
+        eprintln!(
+            "extauth-broker healthcheck: --timeout {timeout:?} is not a duration; write e.g. 5s"
+        );
+        return ExitCode::from(2);
+    };
+    let mut address = settings.http_address;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{address}{}readyz", settings.base_path());
+    // The probe asks its own process's port by address, so the certificate (made for the
+    // public name) cannot match it: readiness, not identity, is what is checked here.
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .danger_accept_invalid_certs(settings.tls.is_some())
+        .build();
+    let Ok(client) = client else {
+        return ExitCode::from(1);
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let answer = runtime.block_on(async move {
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{url} answered {}", r.status())),
+            Err(e) => Err(format!("{url}: {}", e.without_url())),
+        }
+    });
+    match answer {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("extauth-broker healthcheck: not ready: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -250,6 +250,28 @@ fn spawn_oauth2_upkeep(state: AppState) {
     });
 }
 
+/// Tells systemd how the broker is doing (`Type=notify` units: `READY=1` once it serves), by a
+/// datagram to `$NOTIFY_SOCKET`; nothing without one.
+pub fn notify_systemd(message: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|socket| {
+        let bytes = path.as_encoded_bytes();
+        match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt as _;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(message.as_bytes(), &address)
+            }
+            None => socket.send_to(message.as_bytes(), &path),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "telling systemd failed");
+    }
+}
+
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
 pub async fn serve(
     settings: Settings,
@@ -346,6 +368,7 @@ pub async fn serve(
         .as_ref()
         .map(|(config, _)| config.clone());
     let limits = state.settings.connections;
+    notify_systemd("READY=1");
     serve_on(
         listener,
         tls,
@@ -358,6 +381,7 @@ pub async fn serve(
         address: address.to_string(),
         source,
     })?;
+    notify_systemd("STOPPING=1");
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,129 @@
+//! Running extauth as operators do: the systemd unit (checked by `systemd-analyze`), the
+//! broker telling systemd it is ready, and the health check an image without a shell runs.
+
+use std::process::Command;
+use std::time::Duration;
+
+use extauth_tests::{Broker, binary, free_port};
+
+fn systemd_analyze() -> &'static str {
+    assert!(
+        std::path::Path::new("/usr/bin/systemd-analyze").is_file(),
+        "the unit test needs systemd-analyze (apt-get install systemd; ./tests/run installs it as root)"
+    );
+    "/usr/bin/systemd-analyze"
+}
+
+/// The unit as installed: its `ExecStart` pointed at the built broker.
+fn installed_unit(dir: &std::path::Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/systemd/extauth-broker.service"
+    ))
+    .unwrap();
+    let env_file = dir.join("extauth.env");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/systemd/extauth.env.example"
+        ),
+        &env_file,
+    )
+    .unwrap();
+    let unit = unit
+        .replace(
+            "ExecStart=/usr/local/bin/extauth-broker",
+            &format!("ExecStart={}", binary("extauth-broker").display()),
+        )
+        .replace(
+            "EnvironmentFile=/etc/extauth/extauth.env",
+            &format!("EnvironmentFile={}", env_file.display()),
+        );
+    let path = dir.join("extauth-broker.service");
+    std::fs::write(&path, unit).unwrap();
+    path
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_well_confined() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = installed_unit(dir.path());
+    let out = Command::new(systemd_analyze())
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+    let out = Command::new(systemd_analyze())
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for extauth-broker.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in:\n{report}"));
+    assert!(
+        score <= 2.0,
+        "exposure {score} (README states 1.2):\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_tells_systemd_it_is_ready_and_answers_its_health_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let port = free_port();
+    let broker = Broker::start(
+        port,
+        &dir.path().join("data"),
+        &[(
+            "NOTIFY_SOCKET".to_owned(),
+            socket_path.display().to_string(),
+        )],
+    );
+    let mut buf = [0u8; 64];
+    let n = socket
+        .recv(&mut buf)
+        .expect("READY=1 reaches the notify socket");
+    assert_eq!(&buf[..n], b"READY=1");
+
+    let health = |port: u16| {
+        Command::new(binary("extauth-broker"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("CODER_HTTP_ADDRESS", format!("0.0.0.0:{port}"))
+            .env("EXTAUTH_DATA_DIR", dir.path().join("unused"))
+            .output()
+            .unwrap()
+    };
+    let out = health(port);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(broker.stop());
+    let out = health(port);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not ready"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
