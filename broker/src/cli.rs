@@ -652,9 +652,6 @@ fn init_logging(json: bool) {
     };
 }
 
-/// The process environment. Names or values that are not UTF-8 are converted lossily rather
-/// than panicking as `std::env::vars` would; a mangled provider setting then fails validation
-/// with its name.
 /// The demo forge and its listener: on the port after the broker's when free, else any.
 fn demo_forge(
     settings: &Settings,
@@ -688,6 +685,9 @@ fn next_provider_index(env: &[(String, String)]) -> usize {
         .map_or(0, |n| n + 1)
 }
 
+/// The process environment. Names or values that are not UTF-8 are converted lossily rather
+/// than panicking as `std::env::vars` would; a mangled provider setting then fails validation
+/// with its name.
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars_os()
         .map(|(k, v)| {

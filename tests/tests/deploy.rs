@@ -127,3 +127,51 @@ async fn the_broker_tells_systemd_it_is_ready_and_answers_its_health_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// JSON logs carry the request id the answer names in `X-Request-Id` (a proxy's own id kept),
+/// and never the token the request made.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("broker.log");
+    let broker = Broker::start_logging_to(
+        free_port(),
+        &dir.path().join("data"),
+        &[("EXTAUTH_LOG_FORMAT".to_owned(), "json".to_owned())],
+        &log,
+    );
+    let (admin, csrf) = broker.admin().await;
+    let made = admin
+        .post(format!("{}/api/v2/users/me/workspace-tokens", broker.url))
+        .header("X-CSRF-Token", &csrf)
+        .header("X-Request-Id", "proxy-abc-123")
+        .json(&serde_json::json!({"name": "logged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.headers()["x-request-id"], "proxy-abc-123");
+    let token: serde_json::Value = made.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let own = admin
+        .get(format!("{}/api/v2/users/me", broker.url))
+        .header("X-Request-Id", "not ok; <script>")
+        .send()
+        .await
+        .unwrap();
+    let made_here = own.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        made_here.len(),
+        16,
+        "an id of its own when the given one is unusable"
+    );
+    assert!(broker.stop());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("token created"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(entry["span"]["request_id"], "proxy-abc-123", "{entry}");
+    assert_eq!(entry["span"]["path"], "/api/v2/users/me/workspace-tokens");
+    assert!(!text.contains(&token), "the token is never logged");
+}

@@ -6,6 +6,7 @@ mod git_ssh;
 mod oauth2;
 mod oauth2_apps;
 mod oidc;
+mod request_id;
 pub(crate) mod security_headers;
 mod workspace;
 
@@ -279,6 +280,7 @@ pub fn router(state: AppState) -> Router {
             std::sync::Arc::new(headers),
             security_headers::apply,
         ))
+        .layer(axum::middleware::from_fn(request_id::tag))
 }
 
 /// Nothing is served at this path: a page for a browser, JSON for an API client, never an
