@@ -45,7 +45,10 @@ pub async fn keep(
 
 /// One pass: retries every revocation that is due.
 pub async fn retry_due(state: &AppState) -> Result<(), Failure> {
-    for pending in state.store.pending_revocations_due(now()).await? {
+    let due = state.store.pending_revocations_due(now()).await?;
+    // The backlog an alert watches: revocations a provider keeps refusing pile up here.
+    metrics::gauge!("extauth_revocations_due").set(due.len() as f64);
+    for pending in due {
         let Some(provider) = state.providers.get(&pending.provider_id) else {
             tracing::warn!(
                 provider = pending.provider_id,

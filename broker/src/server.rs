@@ -283,9 +283,19 @@ pub async fn serve(
         tracing::warn!(variable = warning.variable, "{}", warning.message);
     }
     let address = settings.http_address;
+    // Durations as histograms (aggregatable across replicas, unlike summaries).
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        )
+        .map_err(|e| StartError::Http(format!("metrics buckets: {e}")))?
         .install_recorder()
         .map_err(|e| StartError::Http(format!("metrics recorder: {e}")))?;
+    metrics::gauge!("extauth_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let listener = TcpListener::bind(address)
         .await
         .map_err(|source| StartError::Bind {

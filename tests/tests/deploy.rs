@@ -175,3 +175,126 @@ async fn json_logs_carry_the_request_id() {
     assert_eq!(entry["span"]["path"], "/api/v2/users/me/workspace-tokens");
     assert!(!text.contains(&token), "the token is never logged");
 }
+
+/// The extauth series a file's PromQL names (histogram parts folded into their histogram).
+fn series_named(text: &str) -> std::collections::BTreeSet<String> {
+    let re = regex::Regex::new(r"extauth_[a-z_]+").unwrap();
+    re.find_iter(text)
+        .map(|m| {
+            let name = m.as_str();
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The alert rules and the dashboard ask only for series a broker really exports (seen on its
+/// `/metrics` after the traffic that makes them), and the README documents every series.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_and_dashboard_use_real_series_and_the_readme_documents_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(
+        free_port(),
+        &dir.path().join("data"),
+        &[
+            ("EXTAUTH_DEMO".to_owned(), "true".to_owned()),
+            // Every lookup refreshes (the demo's tokens live an hour): refreshes get counted.
+            ("EXTAUTH_REFRESH_MARGIN".to_owned(), "2h".to_owned()),
+            ("EXTAUTH_AUTH_FAILURE_LIMIT".to_owned(), "1".to_owned()),
+        ],
+    );
+    let _ = broker.output_line(Duration::from_secs(10), |l| {
+        l.trim_start().starts_with("git ")
+    });
+    let (admin, csrf) = broker.admin().await;
+    // Link the demo forge through its consent page.
+    let consent = admin
+        .get(format!("{}/external-auth/demo", broker.url))
+        .send()
+        .await
+        .unwrap();
+    let consent_url = consent.url().clone();
+    let page = consent.text().await.unwrap();
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = page.find(&marker).unwrap() + marker.len();
+        let value = &page[start..];
+        value[..value.find('"').unwrap()]
+            .replace("&#x2f;", "/")
+            .replace("&#x3a;", ":")
+            .replace("&amp;", "&")
+            .replace("&#x3d;", "=")
+            .replace("&#x3f;", "?")
+    };
+    let linked = admin
+        .post(consent_url)
+        .form(&[
+            ("client_id", field("client_id")),
+            ("redirect_uri", field("redirect_uri")),
+            ("state", field("state")),
+            ("decision", "allow".to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(linked.text().await.unwrap().contains("Connected."));
+    let token = broker
+        .workspace_token(&admin, &csrf, "me", serde_json::json!({"name": "m"}))
+        .await;
+    let plain = reqwest::Client::new();
+    let lookup = plain
+        .get(format!(
+            "{}/api/v2/workspaceagents/me/external-auth?id=demo",
+            broker.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status(), reqwest::StatusCode::OK);
+    for _ in 0..3 {
+        let _ = plain
+            .get(format!(
+                "{}/api/v2/workspaceagents/me/external-auth?id=demo",
+                broker.url
+            ))
+            .bearer_auth("extauth_ws_0000000000000000_bad")
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let scraped = plain
+        .get(format!("{}/metrics", broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported = series_named(&scraped);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    for file in [
+        "deploy/monitoring/alerts.yml",
+        "deploy/monitoring/dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        for name in series_named(&text) {
+            assert!(
+                exported.contains(&name),
+                "{file} asks for {name}, which /metrics does not export:\n{scraped}"
+            );
+        }
+    }
+    let readme = extauth_tests::readme::text();
+    for name in &exported {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "the README's metrics table does not document {name}"
+        );
+    }
+    assert!(broker.stop());
+}

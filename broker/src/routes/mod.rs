@@ -7,6 +7,7 @@ mod oauth2;
 mod oauth2_apps;
 mod oidc;
 mod request_id;
+mod request_metrics;
 pub(crate) mod security_headers;
 mod workspace;
 
@@ -266,6 +267,7 @@ pub fn router(state: AppState) -> Router {
             router.route(path, answer)
         })
         .method_not_allowed_fallback(unsupported_method)
+        .route_layer(axum::middleware::from_fn(request_metrics::record))
         .with_state(state.clone());
     let base = state.settings.base_path().trim_end_matches('/');
     let site = if base.is_empty() {

@@ -82,7 +82,14 @@ pub async fn callback_get(
     };
     let binding = identity::site_cookie(&state, &headers, SIGNIN).unwrap_or_default();
     let returned_state = q.state.as_deref().unwrap_or_default();
-    let signed_in = sign_in::finish(&state, oidc, binding, &code, returned_state).await?;
+    let finished = sign_in::finish(&state, oidc, binding, &code, returned_state).await;
+    let outcome = match &finished {
+        Ok(_) => "signed_in",
+        Err(crate::failure::Failure::IdpUnavailable { .. }) => "idp_unavailable",
+        Err(_) => "refused",
+    };
+    metrics::counter!("extauth_oidc_sign_ins_total", "outcome" => outcome).increment(1);
+    let signed_in = finished?;
     let to = signed_in
         .redirect
         .unwrap_or_else(|| state.settings.base_path().to_owned());

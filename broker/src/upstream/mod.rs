@@ -63,7 +63,18 @@ impl Kind {
 /// Counts one provider request: `extauth_upstream_requests_total{provider,kind,status}` (status
 /// is the HTTP status, or `network` without an answer) and, when the answer says the rate limit
 /// is used up, `extauth_upstream_rate_limited_total{provider,kind}`.
-fn observe(provider: &ProviderConfig, kind: Kind, answer: Option<(u16, &HeaderMap)>) {
+fn observe(
+    provider: &ProviderConfig,
+    kind: Kind,
+    answer: Option<(u16, &HeaderMap)>,
+    started: std::time::Instant,
+) {
+    metrics::histogram!(
+        "extauth_upstream_request_duration_seconds",
+        "provider" => provider.id.to_string(),
+        "kind" => kind.label(),
+    )
+    .record(started.elapsed().as_secs_f64());
     let status = answer.map_or_else(|| "network".to_owned(), |(s, _)| s.to_string());
     metrics::counter!(
         "extauth_upstream_requests_total",
@@ -288,6 +299,7 @@ impl Upstream {
         let Some(url) = &provider.revoke_url.as_ref().map(|u| provider.internal(u)) else {
             return Ok(Revocation::Unsupported);
         };
+        let started = std::time::Instant::now();
         if provider.provider_type == ProviderType::Github {
             let response = self
                 .http
@@ -299,12 +311,12 @@ impl Upstream {
                 .send()
                 .await
                 .map_err(|e| {
-                    observe(provider, Kind::Revoke, None);
+                    observe(provider, Kind::Revoke, None, started);
                     network(e)
                 })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            observe(provider, Kind::Revoke, Some((status, &headers)));
+            observe(provider, Kind::Revoke, Some((status, &headers)), started);
             let body = response.bytes().await.map_err(network)?;
             return match status {
                 200..=299 => Ok(Revocation::Revoked),
@@ -342,6 +354,7 @@ impl Upstream {
         let Some(url) = &provider.validate_url.as_ref().map(|u| provider.internal(u)) else {
             return Ok(Validity::Valid { user: None });
         };
+        let started = std::time::Instant::now();
         let response = self
             .http
             .get(url.clone())
@@ -350,12 +363,12 @@ impl Upstream {
             .send()
             .await
             .map_err(|e| {
-                observe(provider, Kind::Validate, None);
+                observe(provider, Kind::Validate, None, started);
                 network(e)
             })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        observe(provider, Kind::Validate, Some((status, &headers)));
+        observe(provider, Kind::Validate, Some((status, &headers)), started);
         let body = response.bytes().await.map_err(network)?;
         match status {
             200..=299 => Ok(Validity::Valid {
@@ -419,6 +432,7 @@ impl Upstream {
             (None, _) | (_, Some(_)) => AuthStyle::Params,
             _ => remembered.unwrap_or(AuthStyle::Header),
         };
+        let started = std::time::Instant::now();
         let answer = token_endpoint::post(
             &self.http,
             url,
@@ -431,7 +445,7 @@ impl Upstream {
             first,
             remembered.is_none(),
             bearer.as_deref(),
-            |seen| observe(provider, kind, seen),
+            |seen| observe(provider, kind, seen, started),
         )
         .await
         .map_err(network)?;
