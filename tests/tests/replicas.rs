@@ -227,8 +227,10 @@ async fn a_replica_killed_mid_refresh_loses_nothing_and_the_other_serves() {
     let cluster = Cluster::new(2, &key(1)).await;
     let a = cluster.start(0);
     let b = cluster.start(1);
-    let (token, old) = link(&cluster, &a, 1).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Two seconds, not one: expiry is counted in whole seconds, so a one-second token issued
+    // at a second's end is already due at the set-up's own lookup, which then refreshes it.
+    let (token, old) = link(&cluster, &a, 2).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let before = cluster.idp.refreshes().await;
     // A's refresh request is held by the IdP and never processed.
     cluster
