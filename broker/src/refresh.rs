@@ -119,7 +119,11 @@ pub async fn refresh(state: &AppState, link: &LinkRecord) -> Result<Refreshed, R
     let seen = link.refresh_token.clone();
     let (user_id, provider_id) = (link.user_id.clone(), link.provider_id.clone());
     let task = tokio::spawn(async move {
+        // Callers queued behind a refresh of the same link (single flight): a refresh storm
+        // shows here, not as refreshes at the provider.
+        metrics::gauge!("extauth_refresh_waiters").increment(1.0);
         let _guard = lock.lock().await;
+        metrics::gauge!("extauth_refresh_waiters").decrement(1.0);
         // Replicas sharing a database take turns too: the in-process lock keeps this to one
         // waiter per process, the store lock to one refresh across all of them.
         let shared = task_state
