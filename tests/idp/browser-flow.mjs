@@ -66,6 +66,7 @@ async function checkAccessible(page) {
     const found = [];
     if (!document.documentElement.lang) found.push('no lang on <html>');
     if (!document.title.trim()) found.push('no <title>');
+    if (/[<>]/.test(document.title) || document.title.length > 120) found.push(`a title that is not plain text: ${document.title.slice(0, 80)}`);
     if (document.querySelectorAll('h1').length !== 1) found.push('not exactly one h1');
     for (const img of document.querySelectorAll('img')) {
       if (!img.hasAttribute('alt')) found.push(`img without alt: ${img.src}`);
