@@ -657,6 +657,41 @@ impl Broker {
         self.process.wait_line(timeout, pick)
     }
 
+    /// Presses Connect on the demo forge (`--demo`) and allows on its consent page; the
+    /// consent page's text, and the page the browser lands on after.
+    pub async fn connect_demo(&self, client: &reqwest::Client) -> (String, reqwest::Response) {
+        let consent = client
+            .get(format!("{}/external-auth/demo", self.url))
+            .send()
+            .await
+            .unwrap();
+        let consent_url = consent.url().clone();
+        let page = consent.text().await.unwrap();
+        let field = |name: &str| {
+            let marker = format!("name=\"{name}\" value=\"");
+            let start = page.find(&marker).unwrap() + marker.len();
+            let value = &page[start..];
+            value[..value.find('"').unwrap()]
+                .replace("&#x2f;", "/")
+                .replace("&#x3a;", ":")
+                .replace("&amp;", "&")
+                .replace("&#x3d;", "=")
+                .replace("&#x3f;", "?")
+        };
+        let landed = client
+            .post(consent_url)
+            .form(&[
+                ("client_id", field("client_id")),
+                ("redirect_uri", field("redirect_uri")),
+                ("state", field("state")),
+                ("decision", "allow".to_owned()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (page, landed)
+    }
+
     /// Creates a workspace token for `user` through the API.
     pub async fn workspace_token(
         &self,

@@ -73,37 +73,9 @@ async fn a_newcomer_connects_the_demo_forge_gets_a_token_and_clones() {
         .await
         .unwrap();
     assert!(home.contains("Demo forge (not a real forge)"), "{home}");
-    let consent = admin
-        .get(format!("{}/external-auth/demo", broker.url))
-        .send()
-        .await
-        .unwrap();
-    let consent_url = consent.url().clone();
-    let page = consent.text().await.unwrap();
+    let (page, connected) = broker.connect_demo(&admin).await;
     assert!(page.contains("DEMO"), "{page}");
     assert!(page.contains("not a real forge"), "{page}");
-    let field = |name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = page.find(&marker).unwrap() + marker.len();
-        let value = &page[start..];
-        value[..value.find('"').unwrap()]
-            .replace("&#x2f;", "/")
-            .replace("&#x3a;", ":")
-            .replace("&amp;", "&")
-            .replace("&#x3d;", "=")
-            .replace("&#x3f;", "?")
-    };
-    let connected = admin
-        .post(consent_url)
-        .form(&[
-            ("client_id", field("client_id")),
-            ("redirect_uri", field("redirect_uri")),
-            ("state", field("state")),
-            ("decision", "allow".to_owned()),
-        ])
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
         connected.url().as_str(),
         format!("{}/external-auth/demo?redirected=true", broker.url)

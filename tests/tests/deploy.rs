@@ -211,35 +211,7 @@ async fn alerts_and_dashboard_use_real_series_and_the_readme_documents_them_all(
     });
     let (admin, csrf) = broker.admin().await;
     // Link the demo forge through its consent page.
-    let consent = admin
-        .get(format!("{}/external-auth/demo", broker.url))
-        .send()
-        .await
-        .unwrap();
-    let consent_url = consent.url().clone();
-    let page = consent.text().await.unwrap();
-    let field = |name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = page.find(&marker).unwrap() + marker.len();
-        let value = &page[start..];
-        value[..value.find('"').unwrap()]
-            .replace("&#x2f;", "/")
-            .replace("&#x3a;", ":")
-            .replace("&amp;", "&")
-            .replace("&#x3d;", "=")
-            .replace("&#x3f;", "?")
-    };
-    let linked = admin
-        .post(consent_url)
-        .form(&[
-            ("client_id", field("client_id")),
-            ("redirect_uri", field("redirect_uri")),
-            ("state", field("state")),
-            ("decision", "allow".to_owned()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let (_, linked) = broker.connect_demo(&admin).await;
     assert!(linked.text().await.unwrap().contains("Connected."));
     let token = broker
         .workspace_token(&admin, &csrf, "me", serde_json::json!({"name": "m"}))
