@@ -1097,6 +1097,19 @@ fn workspace_token(command: WorkspaceToken, out: &mut dyn Write) -> Outcome {
     }
 }
 
+/// A JSON array of strings as one line, separated by spaces.
+fn words(list: &Value) -> String {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
     let client = user_client()?;
     let send =
@@ -1176,15 +1189,7 @@ fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
             );
             for app in apps {
                 let shown = |v: &Value| terminal_safe(v.as_str().unwrap_or_default());
-                let uris = app["redirect_uris"]
-                    .as_array()
-                    .map(|u| {
-                        u.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
+                let uris = words(&app["redirect_uris"]);
                 let _ = writeln!(
                     out,
                     "{:<34} {:<24} {:<13} {}",
@@ -1274,15 +1279,7 @@ fn oauth2_app(command: OAuth2App, out: &mut dyn Write) -> Outcome {
             let _ = writeln!(out, "{:<18} {:<24} {:<40} SCOPES", "ID", "NAME", "URL");
             for r in list {
                 let shown = |v: &Value| terminal_safe(v.as_str().unwrap_or_default());
-                let scopes = r["scopes"]
-                    .as_array()
-                    .map(|u| {
-                        u.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
+                let scopes = words(&r["scopes"]);
                 let _ = writeln!(
                     out,
                     "{:<18} {:<24} {:<40} {}",
