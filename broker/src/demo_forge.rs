@@ -78,7 +78,7 @@ impl DemoForge {
             (var("AUTH_URL"), format!("{url}/login/oauth/authorize")),
             (var("TOKEN_URL"), format!("{url}/login/oauth/access_token")),
             (var("VALIDATE_URL"), format!("{url}/api/user")),
-            (var("REGEX"), format!("^{}(/.*)?$", regex_escape(url))),
+            (var("REGEX"), format!("^{}(/.*)?$", regex::escape(url))),
             (var("DISPLAY_NAME"), DISPLAY_NAME.to_owned()),
         ]
     }
@@ -169,18 +169,6 @@ impl DemoForge {
             "scope": "repo",
         })
     }
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let special = ".+*?()|[]{}^$\\".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 /// The consent page of the demo forge.

@@ -401,12 +401,9 @@ impl Settings {
         // The demo forge trusts whoever reaches it: only for a broker nobody else can reach.
         if args.demo {
             let loopback_listen = http_address.is_some_and(|a| a.ip().is_loopback());
-            let loopback_access = access.as_ref().is_some_and(|a| {
-                matches!(
-                    a.as_url().host_str(),
-                    Some("127.0.0.1" | "localhost" | "[::1]")
-                )
-            });
+            let loopback_access = access
+                .as_ref()
+                .is_some_and(|a| crate::oauth2::redirect_policy::loopback(a.as_url()));
             if !(loopback_listen && loopback_access) {
                 errors.push(format!(
                     "EXTAUTH_DEMO: the demo forge is for trying extauth on this machine, and is refused with CODER_HTTP_ADDRESS={} and CODER_ACCESS_URL={access_url}; use a loopback address (127.0.0.1) or drop --demo",

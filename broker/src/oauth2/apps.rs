@@ -191,10 +191,7 @@ pub async fn ensure_cli_app(store: &dyn crate::store::Store) -> Result<(), Failu
     if store.oauth2_app(CLI_APP).await?.is_some() {
         return Ok(());
     }
-    let every: Vec<String> = scopes::CATALOG
-        .iter()
-        .map(|(n, _)| (*n).to_owned())
-        .collect();
+    let every = scopes::every();
     store
         .put_oauth2_app(&OAuth2App {
             id: CLI_APP.to_owned(),
@@ -282,14 +279,9 @@ pub struct NewSecret {
     pub secret: String,
 }
 
-/// Makes a client secret `extauth_cs_<id>_<secret>` (the prefix lets secret scanners spot it).
-pub async fn create_secret(state: &AppState, app_id: &str) -> Result<NewSecret, Failure> {
-    let mut app = find(state, app_id).await?;
-    if app.client_type == ClientType::Public {
-        return Err(Failure::InvalidApp(
-            "client_type: a public app has no secret; it proves itself with PKCE".to_owned(),
-        ));
-    }
+/// A new client secret `extauth_cs_<id>_<secret>` (the prefix lets secret scanners spot it),
+/// and its record (the hash only).
+pub fn new_secret() -> NewSecret {
     let id = random::hex_token::<8>();
     let secret = format!("extauth_cs_{id}_{}", random::hex_token::<32>());
     let record = AppSecret {
@@ -299,6 +291,39 @@ pub async fn create_secret(state: &AppState, app_id: &str) -> Result<NewSecret, 
         created_at: now(),
         last_used_at: None,
     };
+    NewSecret { record, secret }
+}
+
+/// The name an app gives itself (a registration or a metadata document): trimmed, no control
+/// characters, at most 64 characters; `fallback` when it gives none.
+pub fn claimed_name(name: Option<&str>, fallback: &str) -> String {
+    name.map(|n| {
+        n.trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect::<String>()
+    })
+    .filter(|n| !n.is_empty())
+    .unwrap_or_else(|| fallback.to_owned())
+}
+
+/// The icon an app gives itself: an https URL, else none.
+pub fn claimed_icon(url: Option<&str>) -> String {
+    url.filter(|u| u.starts_with("https://") && u.len() <= MAX_REDIRECT_LEN)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Makes a client secret for an app: shown once.
+pub async fn create_secret(state: &AppState, app_id: &str) -> Result<NewSecret, Failure> {
+    let mut app = find(state, app_id).await?;
+    if app.client_type == ClientType::Public {
+        return Err(Failure::InvalidApp(
+            "client_type: a public app has no secret; it proves itself with PKCE".to_owned(),
+        ));
+    }
+    let NewSecret { record, secret } = new_secret();
     app.secrets.push(record.clone());
     state.store.put_oauth2_app(&app).await?;
     tracing::info!(target: "extauth::audit", event = "oauth2.secret.created", app = %app.id, secret = %record.id, "made a client secret");

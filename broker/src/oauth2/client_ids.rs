@@ -13,7 +13,7 @@ use crate::store::{AppOrigin, ClientType, OAuth2App};
 use crate::upstream::client_documents::DocumentError;
 
 use super::OAuthError;
-use super::apps::{check_redirect, glob};
+use super::apps::{check_redirect, claimed_icon, claimed_name, glob, loopback};
 use super::scopes;
 
 /// A copy is kept at least this long (a document saying `no-store` is fetched again at the
@@ -36,7 +36,6 @@ fn document_url(state: &AppState, client_id: &str) -> Result<url::Url, String> {
         return Err("the client_id URL is longer than 2048 characters".to_owned());
     }
     let url = url::Url::parse(client_id).map_err(|e| format!("not a URL ({e})"))?;
-    let loopback = |u: &url::Url| matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
     let access = state.settings.access_url.as_url();
     let local_trial = access.scheme() == "http" && loopback(access);
     match url.scheme() {
@@ -145,46 +144,16 @@ fn app_of(
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
-    let name = document["client_name"]
-        .as_str()
-        .map(|n| {
-            n.trim()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| host.clone());
-    let icon = document["logo_uri"]
-        .as_str()
-        .filter(|u| u.starts_with("https://") && u.len() <= 2048)
-        .unwrap_or_default()
-        .to_owned();
-    let every: Vec<String> = scopes::CATALOG
-        .iter()
-        .map(|(n, _)| (*n).to_owned())
-        .collect();
-    let asked: Vec<String> = document["scope"]
-        .as_str()
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|s| scopes::CATALOG.iter().any(|(n, _)| n == s))
-        .map(str::to_owned)
-        .collect();
-    let default_scopes = if asked.is_empty() {
-        scopes::DEFAULT.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        asked
-    };
+    let name = claimed_name(document["client_name"].as_str(), &host);
+    let icon = claimed_icon(document["logo_uri"].as_str());
     Ok(OAuth2App {
         id: client_id.to_owned(),
         name,
         icon,
         redirect_uris,
         client_type: ClientType::Public,
-        scopes: every,
-        default_scopes,
+        scopes: scopes::every(),
+        default_scopes: scopes::claimed_defaults(document["scope"].as_str()),
         secrets: Vec::new(),
         created_at: kept.map_or_else(now, |k| k.created_at),
         updated_at: now(),

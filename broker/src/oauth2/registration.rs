@@ -11,11 +11,11 @@ use crate::failure::Failure;
 use crate::identity::hash;
 use crate::random;
 use crate::state::AppState;
-use crate::store::{AppOrigin, AppSecret, ClientType, OAuth2App};
+use crate::store::{AppOrigin, ClientType, OAuth2App};
 use extauth_providers::constant_time_eq;
 
 pub use super::RegistrationError;
-use super::apps::check_redirect;
+use super::apps::{check_redirect, claimed_icon, claimed_name, new_secret};
 use super::grants::DEVICE_GRANT;
 use super::redirect_policy::policy_allows;
 use super::scopes;
@@ -183,54 +183,9 @@ fn checked(
 }
 
 fn name_and_icon(metadata: &ClientMetadata) -> (String, String) {
-    let name = metadata
-        .client_name
-        .as_deref()
-        .map(|n| {
-            n.trim()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "Unnamed client".to_owned());
-    let icon = metadata
-        .logo_uri
-        .clone()
-        .filter(|u| u.starts_with("https://") && u.len() <= 2048)
-        .unwrap_or_default();
-    (name, icon)
-}
-
-fn default_scopes(metadata: &ClientMetadata) -> Vec<String> {
-    let asked: Vec<String> = metadata
-        .scope
-        .as_deref()
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|s| scopes::CATALOG.iter().any(|(n, _)| n == s))
-        .map(str::to_owned)
-        .collect();
-    if asked.is_empty() {
-        scopes::DEFAULT.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        asked
-    }
-}
-
-fn new_secret() -> (AppSecret, String) {
-    let id = random::hex_token::<8>();
-    let secret = format!("extauth_cs_{id}_{}", random::hex_token::<32>());
     (
-        AppSecret {
-            id,
-            secret_hash: hash(&secret),
-            truncated: secret[secret.len() - 6..].to_owned(),
-            created_at: now(),
-            last_used_at: None,
-        },
-        secret,
+        claimed_name(metadata.client_name.as_deref(), "Unnamed client"),
+        claimed_icon(metadata.logo_uri.as_deref()),
     )
 }
 
@@ -246,8 +201,8 @@ pub async fn register(
     let (name, icon) = name_and_icon(metadata);
     let access_token = format!("extauth_rat_{}", random::hex_token::<32>());
     let (secrets, client_secret) = if client_type == ClientType::Confidential {
-        let (record, secret) = new_secret();
-        (vec![record], Some(secret))
+        let new = new_secret();
+        (vec![new.record], Some(new.secret))
     } else {
         (Vec::new(), None)
     };
@@ -257,11 +212,8 @@ pub async fn register(
         icon,
         redirect_uris,
         client_type,
-        scopes: scopes::CATALOG
-            .iter()
-            .map(|(n, _)| (*n).to_owned())
-            .collect(),
-        default_scopes: default_scopes(metadata),
+        scopes: scopes::every(),
+        default_scopes: scopes::claimed_defaults(metadata.scope.as_deref()),
         secrets,
         created_at: now(),
         updated_at: now(),
@@ -323,7 +275,7 @@ pub async fn update(
     app.name = name;
     app.icon = icon;
     app.redirect_uris = redirect_uris;
-    app.default_scopes = default_scopes(metadata);
+    app.default_scopes = scopes::claimed_defaults(metadata.scope.as_deref());
     app.updated_at = now();
     state.store.put_oauth2_app(&app).await?;
     Ok((app, echo))

@@ -133,7 +133,7 @@ fn validate(input: &ResourceInput, existing: &[ProtectedResource]) -> Result<(),
         Ok(u) => u,
         Err(e) => return invalid(format!("url: {:?} is not an absolute URL ({e})", input.url)),
     };
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+    let loopback = super::redirect_policy::loopback(&url);
     if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
         return invalid(
             "url: use https:// (http:// only for loopback: 127.0.0.1, [::1], localhost)".to_owned(),

@@ -53,6 +53,27 @@ pub fn parse_with(text: &str, extra: &Scopes) -> Result<Scopes, String> {
     Ok(scopes)
 }
 
+/// Every scope in the catalog (what apps that describe themselves may ask for).
+pub fn every() -> Vec<String> {
+    CATALOG.iter().map(|(n, _)| (*n).to_owned()).collect()
+}
+
+/// The default scopes of an app that describes itself: the catalog scopes its own `scope`
+/// names (those of resources are asked for per request), else [`DEFAULT`].
+pub fn claimed_defaults(scope: Option<&str>) -> Vec<String> {
+    let asked: Vec<String> = scope
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| CATALOG.iter().any(|(n, _)| n == s))
+        .map(str::to_owned)
+        .collect();
+    if asked.is_empty() {
+        DEFAULT.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        asked
+    }
+}
+
 /// Names from stored strings.
 pub fn set(names: &[String]) -> Scopes {
     names.iter().cloned().collect()
