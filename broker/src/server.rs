@@ -56,13 +56,12 @@ fn open_sled(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
         path: dir.display().to_string(),
         source,
     })?;
-    Ok(Arc::new(SledStore::open(&dir.join("store")).map_err(
-        |e| {
-            StartError::Store(format!(
-                "{e}; is another extauth-broker using the same EXTAUTH_DATA_DIR?"
-            ))
-        },
-    )?))
+    let store = SledStore::open(&dir.join("store")).map_err(|e| {
+        StartError::Store(format!(
+            "{e}; is another extauth-broker using the same EXTAUTH_DATA_DIR?"
+        ))
+    })?;
+    Ok(Arc::new(crate::store::Timed::new(store, "sled")))
 }
 
 /// The key ring: the configured keys, or (embedded store only) the generated key file.
@@ -462,7 +461,7 @@ async fn connect_postgres(
     if let Some(starting) = starting {
         starting.end().await;
     }
-    Ok(Arc::new(store))
+    Ok(Arc::new(crate::store::Timed::new(store, "postgres")))
 }
 
 /// What the listener answers while the broker cannot serve yet: `/healthz` 200, anything else

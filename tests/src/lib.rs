@@ -520,6 +520,12 @@ impl Broker {
         )
     }
 
+    /// Starts a broker with a command of the test's own (e.g. `podman run` of the image) that
+    /// serves on `port` in `--dev` mode; waits until it answers.
+    pub fn start_with(port: u16, name: &str, command: Command) -> Self {
+        Self::ready(port, Process::spawn(name, command))
+    }
+
     /// Spawns without waiting (for tests of start-up failures).
     pub fn spawn(port: u16, data_dir: &Path, env: &[(String, String)]) -> Process {
         Process::spawn("extauth-broker", Self::command(port, data_dir, env))
@@ -570,6 +576,11 @@ impl Broker {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// Waits for it to exit after something else stopped it; its exit status.
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit(timeout)
     }
 
     /// Kills it with SIGKILL, mid-work.

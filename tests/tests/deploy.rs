@@ -270,3 +270,369 @@ async fn alerts_and_dashboard_use_real_series_and_the_readme_documents_them_all(
     }
     assert!(broker.stop());
 }
+
+/// The repository's root.
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A tool from `tests/deploy/requirements.txt` (helm, hadolint, kubernetes-validate), which
+/// `./tests/run` installs into `tests/.venv`.
+fn venv_tool(name: &str) -> std::path::PathBuf {
+    let path = root().join("tests/.venv/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: ./tests/run installs tests/deploy/requirements.txt into tests/.venv",
+        path.display()
+    );
+    path
+}
+
+/// Runs a command; its stdout, or a failure with everything it printed.
+fn run_ok(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_runs_unprivileged() {
+    let dockerfile = root().join("deploy/Dockerfile");
+    run_ok(
+        Command::new(venv_tool("hadolint"))
+            .arg("--failure-threshold")
+            .arg("info")
+            .arg(&dockerfile),
+    );
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    let last_stage = &text[text.rfind("\nFROM ").unwrap()..];
+    for line in [
+        "USER 65532:65532",
+        "STOPSIGNAL SIGTERM",
+        "VOLUME [\"/var/lib/extauth\"]",
+        "CMD [\"/usr/local/bin/extauth-broker\", \"healthcheck\"]",
+        "org.opencontainers.image.source",
+    ] {
+        assert!(last_stage.contains(line), "the runtime stage lacks {line}");
+    }
+    assert!(text.contains("--locked"), "the build uses Cargo.lock");
+    // Only what the build needs goes into the context.
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "*"));
+    assert!(!ignore.contains("!target"));
+}
+
+#[test]
+fn the_alert_rules_pass_promtool() {
+    assert!(
+        std::path::Path::new("/usr/bin/promtool").is_file(),
+        "promtool is missing: apt-get install prometheus (./tests/run installs it as root)"
+    );
+    let out = run_ok(
+        Command::new("/usr/bin/promtool")
+            .arg("check")
+            .arg("rules")
+            .arg(root().join("deploy/monitoring/alerts.yml")),
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    // promtool fails on a broken rule: the check can fail.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(root().join("deploy/monitoring/alerts.yml"))
+            .unwrap()
+            .replacen("== 0", "== == 0", 1),
+    )
+    .unwrap();
+    let status = Command::new("/usr/bin/promtool")
+        .args(["check", "rules"])
+        .arg(&broken)
+        .output()
+        .unwrap()
+        .status;
+    assert!(!status.success());
+}
+
+/// The chart rendered by the real `helm` with `values` (files under the chart's `ci/`) and
+/// `sets`; the output, or helm's error.
+fn helm_template(
+    chart: &std::path::Path,
+    values: &[&str],
+    sets: &[&str],
+) -> Result<String, String> {
+    let mut command = Command::new(venv_tool("helm"));
+    command.args(["template", "t"]).arg(chart);
+    for file in values {
+        command.arg("-f").arg(chart.join("ci").join(file));
+    }
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let output = command.output().unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8(output.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// Every object in `rendered` validated against the Kubernetes API schemas
+/// (`kubernetes-validate --strict`) and, for custom resources, their CRDs' schemas
+/// (kubernetes-models, tests/idp/k8s-crds.mjs); the custom resources' kinds.
+fn validate_objects(rendered: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    let core = run_ok(
+        Command::new(venv_tool("kubernetes-validate"))
+            .args(["--strict", "--no-warn"])
+            .arg(&file),
+    );
+    assert!(!core.contains("ERROR"), "{core}");
+    let custom = run_ok(
+        Command::new("node")
+            .arg(root().join("tests/idp/k8s-crds.mjs"))
+            .arg(&file),
+    );
+    custom
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The documents of a YAML text, parsed (by PyYAML from the tools' environment).
+fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut child = Command::new(venv_tool("python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The rendered objects, parsed.
+fn objects(rendered: &str) -> Vec<serde_json::Value> {
+    yaml_documents(rendered)
+}
+
+#[test]
+fn the_helm_chart_renders_valid_objects_for_one_replica_and_for_two_on_postgres() {
+    let chart = root().join("deploy/helm/extauth");
+    for values in [&[][..], &["replicas-postgres-values.yaml"][..]] {
+        let mut lint = Command::new(venv_tool("helm"));
+        lint.args(["lint", "--strict"]).arg(&chart);
+        for file in values {
+            lint.arg("-f").arg(chart.join("ci").join(file));
+        }
+        run_ok(&mut lint);
+    }
+
+    // Default values: one replica on the embedded store, its volume a claim.
+    let one = helm_template(&chart, &[], &[]).unwrap();
+    assert!(validate_objects(&one).is_empty());
+    let kinds = |objects: &[serde_json::Value]| {
+        objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let parsed = objects(&one);
+    assert_eq!(
+        kinds(&parsed),
+        [
+            "Deployment",
+            "PersistentVolumeClaim",
+            "Service",
+            "ServiceAccount"
+        ]
+        .map(String::from)
+        .into()
+    );
+    let deployment = parsed.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+
+    // Two replicas on PostgreSQL with everything optional turned on.
+    let two = helm_template(&chart, &["replicas-postgres-values.yaml"], &[]).unwrap();
+    let custom = validate_objects(&two);
+    assert_eq!(
+        custom
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["HTTPRoute", "PrometheusRule", "ServiceMonitor"]
+            .map(String::from)
+            .into()
+    );
+    let parsed = objects(&two);
+    for kind in ["PodDisruptionBudget", "Ingress", "ConfigMap"] {
+        assert!(kinds(&parsed).contains(kind), "no {kind}");
+    }
+    assert!(!kinds(&parsed).contains("PersistentVolumeClaim"));
+    let deployment = parsed.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // Secrets only by reference: no secret value is in the rendered objects.
+    for name in [
+        "CODER_PG_CONNECTION_URL",
+        "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS",
+        "CODER_OIDC_CLIENT_SECRET",
+        "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET",
+        "CODER_EXTERNAL_AUTH_1_CLIENT_SECRET",
+    ] {
+        let variable = env
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        assert!(
+            variable["valueFrom"]["secretKeyRef"]["name"].is_string(),
+            "{variable}"
+        );
+        assert!(variable.get("value").is_none());
+    }
+    // The PrometheusRule carries the rules promtool checks.
+    let rule = parsed
+        .iter()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .unwrap();
+    let alerts = yaml_documents(
+        &std::fs::read_to_string(root().join("deploy/monitoring/alerts.yml")).unwrap(),
+    );
+    assert_eq!(rule["spec"], alerts[0]);
+
+    // The broker accepts the environment the chart renders (secrets filled in as the kubelet
+    // would), and the callback URLs NOTES.txt prints are the ones the broker uses.
+    let mut check = Command::new(binary("extauth-broker"));
+    check.args(["config", "check"]).env_clear();
+    for variable in &env {
+        let name = variable["name"].as_str().unwrap();
+        let value = match variable["value"].as_str() {
+            Some(value) => value.to_owned(),
+            None if name == "CODER_EXTERNAL_TOKEN_ENCRYPTION_KEYS" => {
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned()
+            }
+            None if name == "CODER_PG_CONNECTION_URL" => {
+                "postgres://extauth@127.0.0.1:1/extauth".to_owned()
+            }
+            None => "a-secret-from-a-kubernetes-secret".to_owned(),
+        };
+        check.env(name, value);
+    }
+    let report = run_ok(&mut check);
+    let notes = helm_notes(&chart, &["replicas-postgres-values.yaml"]);
+    for provider in ["github", "gitea"] {
+        let url = format!("https://extauth.example.com/external-auth/{provider}/callback");
+        assert!(report.contains(&url), "{report}");
+        assert!(notes.contains(&format!("{provider}: {url}")), "{notes}");
+    }
+    assert!(notes.contains("https://extauth.example.com/api/v2/users/oidc/callback"));
+}
+
+/// NOTES.txt as `helm install` would print it (rendered by helm through a copy of the chart
+/// that includes it in a ConfigMap, since `helm template` leaves NOTES out and
+/// `helm install --dry-run` wants a cluster).
+fn helm_notes(chart: &std::path::Path, values: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("extauth");
+    run_ok(Command::new("cp").arg("-rL").arg(chart).arg(&copy));
+    std::fs::write(
+        copy.join("templates/zz-notes.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include \"extauth/templates/NOTES.txt\" . | quote }}\n",
+    )
+    .unwrap();
+    let rendered = helm_template(&copy, values, &["metrics.prometheusRule.enabled=false"]).unwrap();
+    objects(&rendered)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == "notes")
+        .unwrap()["data"]["notes"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn the_helm_chart_refuses_values_that_would_break_a_deployment() {
+    let chart = root().join("deploy/helm/extauth");
+    // Two replicas on the embedded store would be two stores.
+    let error = helm_template(&chart, &[], &["replicaCount=2"]).unwrap_err();
+    assert!(
+        error.contains("replicaCount: 2 replicas need PostgreSQL"),
+        "{error}"
+    );
+    assert!(error.contains("postgres.existingSecret"), "{error}");
+    // A typo in a value is refused by values.schema.json, naming it.
+    let error = helm_template(&chart, &[], &["replcaCount=2"]).unwrap_err();
+    assert!(error.contains("replcaCount"), "{error}");
+    // A provider without a type.
+    let error = helm_template(&chart, &[], &["externalAuth[0].id=github"]).unwrap_err();
+    assert!(error.contains("type"), "{error}");
+    // Sign-in without the client secret's Secret.
+    let error =
+        helm_template(&chart, &[], &["oidc.issuerURL=https://idp.example.com/"]).unwrap_err();
+    assert!(
+        error.contains("oidc.clientSecret.existingSecret"),
+        "{error}"
+    );
+    // And the validators can fail: a Deployment with a field Kubernetes does not have.
+    let one = helm_template(&chart, &[], &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(
+        &file,
+        one.replace("  replicas: 1\n", "  replicas: 1\n  replica: 1\n"),
+    )
+    .unwrap();
+    let output = Command::new(venv_tool("kubernetes-validate"))
+        .args(["--strict", "--no-warn"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}

@@ -44,6 +44,10 @@ pub(super) async fn target_user(
 
 /// Prometheus metrics.
 pub async fn metrics_get(State(state): State<AppState>) -> Response {
+    // Readiness as a series, checked at each scrape: a replica whose store is gone still
+    // answers here, and the alert "readiness lost" needs to see it.
+    let ready = accounts::store_reachable(&state).await.is_ok();
+    metrics::gauge!("extauth_ready").set(if ready { 1.0 } else { 0.0 });
     let body = state
         .metrics
         .as_ref()

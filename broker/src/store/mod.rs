@@ -9,6 +9,7 @@ mod oauth2;
 mod postgres;
 pub mod postgres_tls;
 mod sled_store;
+mod timed;
 
 use std::collections::BTreeSet;
 
@@ -26,6 +27,7 @@ pub use postgres::{PgStore, lock_key};
 /// commands (`dbcrypt`) take for themselves.
 pub const SERVING_LOCK: &str = "serving";
 pub use sled_store::SledStore;
+pub use timed::Timed;
 
 use crate::crypto::Sealed;
 
