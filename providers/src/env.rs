@@ -205,6 +205,7 @@ where
     V: AsRef<str>,
 {
     let mut found: BTreeMap<Source, BTreeMap<Setting, String>> = BTreeMap::new();
+    let mut from_files = std::collections::BTreeSet::new();
     for (name, value) in vars {
         let name = name.as_ref();
         if name.starts_with(TERRAFORM_TOKEN_PREFIX) {
@@ -241,6 +242,34 @@ where
                 continue;
             }
         };
+        // `<KEY>_FILE`: the client id or secret read from a file (a Docker or Kubernetes secret,
+        // or a file another container wrote), so it need not sit in the environment.
+        if let Some(setting) = key
+            .strip_suffix("_FILE")
+            .and_then(Setting::from_key)
+            .filter(|s| matches!(s, Setting::ClientId | Setting::ClientSecret))
+        {
+            let path = value.as_ref().trim();
+            match std::fs::read_to_string(path) {
+                Ok(content) => {
+                    let content = content.strip_suffix('\n').unwrap_or(&content);
+                    let content = content.strip_suffix('\r').unwrap_or(content);
+                    let values = found.entry(Source { prefix, index }).or_default();
+                    if values.insert(setting, content.to_owned()).is_some() {
+                        errors.push(ConfigError::ValueAndFile {
+                            variable: Source { prefix, index }.variable(setting),
+                        });
+                    }
+                    from_files.insert((Source { prefix, index }, setting));
+                }
+                Err(e) => errors.push(ConfigError::UnreadableFile {
+                    variable: name.to_owned(),
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                }),
+            }
+            continue;
+        }
         let Some(setting) = Setting::from_key(key) else {
             let source = Source { prefix, index };
             errors.push(ConfigError::UnknownSetting {
@@ -256,10 +285,15 @@ where
         } else {
             value.trim().to_owned()
         };
-        found
+        let previous = found
             .entry(Source { prefix, index })
             .or_default()
             .insert(setting, value);
+        if previous.is_some() && from_files.contains(&(Source { prefix, index }, setting)) {
+            errors.push(ConfigError::ValueAndFile {
+                variable: name.to_owned(),
+            });
+        }
     }
 
     for prefix in [PREFIX, LEGACY_PREFIX] {

@@ -49,6 +49,16 @@ pub enum ConfigError {
     #[error("{variable}: {value:?} is not a boolean; use true or false")]
     InvalidBool { variable: String, value: String },
     #[error(
+        "{variable}: cannot read {path}: {reason}; point it at a readable file holding the value"
+    )]
+    UnreadableFile {
+        variable: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{variable}: set either it or {variable}_FILE, not both")]
+    ValueAndFile { variable: String },
+    #[error(
         "{variable}: required; set it to github, gitlab, bitbucket-cloud, bitbucket-server, azure-devops, azure-devops-entra, gitea, jfrog or slack, or to any other name for a generic OAuth2 provider"
     )]
     MissingType { variable: String },
@@ -129,6 +139,8 @@ impl ConfigError {
             | Self::InvalidIndex { variable, .. }
             | Self::UnknownSetting { variable, .. }
             | Self::InvalidBool { variable, .. }
+            | Self::UnreadableFile { variable, .. }
+            | Self::ValueAndFile { variable }
             | Self::MissingType { variable }
             | Self::InvalidId { variable, .. }
             | Self::ReservedId { variable, .. }

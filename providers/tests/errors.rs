@@ -411,3 +411,82 @@ fn secrets_never_appear_in_errors() {
         "{text}"
     );
 }
+
+#[test]
+fn client_id_and_secret_can_come_from_files() {
+    let dir = std::env::temp_dir().join(format!("extauth-provider-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = dir.join("client-id");
+    let secret = dir.join("client-secret");
+    std::fs::write(&id, "from-a-file\n").unwrap();
+    // A secret keeps its inner whitespace; only the file's final line ending goes.
+    std::fs::write(&secret, " s3cret with spaces \r\n").unwrap();
+    let (id_path, secret_path) = (id.to_str().unwrap(), secret.to_str().unwrap());
+    let providers = Providers::from_vars([
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "gitea"),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID_FILE", id_path),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_SECRET_FILE", secret_path),
+        (
+            "CODER_EXTERNAL_AUTH_0_AUTH_URL",
+            "https://gitea.test/login/oauth/authorize",
+        ),
+        (
+            "CODER_EXTERNAL_AUTH_0_TOKEN_URL",
+            "https://gitea.test/login/oauth/access_token",
+        ),
+        (
+            "CODER_EXTERNAL_AUTH_0_VALIDATE_URL",
+            "https://gitea.test/api/v1/user",
+        ),
+        ("CODER_EXTERNAL_AUTH_0_REGEX", "^https://gitea\\.test/.*$"),
+    ])
+    .unwrap();
+    let provider = providers.iter().next().unwrap();
+    assert_eq!(provider.client_id, "from-a-file");
+    assert_eq!(
+        provider.client_secret.as_ref().unwrap().secret(),
+        " s3cret with spaces "
+    );
+
+    // Both the value and the file: which one was meant is unclear.
+    let both = errors(&[
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID_FILE", id_path),
+    ]);
+    assert_eq!(
+        both,
+        [
+            "CODER_EXTERNAL_AUTH_0_CLIENT_ID: set either it or CODER_EXTERNAL_AUTH_0_CLIENT_ID_FILE, not both"
+        ]
+    );
+    // A file that is not there names the variable and the path.
+    let missing = dir.join("nothing-here");
+    let unreadable = errors(&[
+        ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+        ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+        (
+            "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET_FILE",
+            missing.to_str().unwrap(),
+        ),
+    ]);
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert!(
+        unreadable[0].starts_with(&format!(
+            "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET_FILE: cannot read {}: ",
+            missing.display()
+        )),
+        "{unreadable:?}"
+    );
+    // Only the client id and secret have a _FILE form.
+    assert_eq!(
+        errors(&[
+            ("CODER_EXTERNAL_AUTH_0_TYPE", "github"),
+            ("CODER_EXTERNAL_AUTH_0_CLIENT_ID", "c"),
+            ("CODER_EXTERNAL_AUTH_0_SCOPES_FILE", id_path),
+        ])
+        .len(),
+        1
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

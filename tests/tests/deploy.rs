@@ -636,3 +636,167 @@ fn the_helm_chart_refuses_values_that_would_break_a_deployment() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+/// `docker-compose config` of deploy/compose with `env` as its `.env`: the resolved
+/// configuration, or the tool's error.
+fn compose_config(env: &str) -> Result<serde_json::Value, String> {
+    assert!(
+        Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .is_ok(),
+        "docker-compose is missing: apt-get install docker-compose (./tests/run installs it as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    std::fs::write(&env_file, env).unwrap();
+    let mut command = Command::new("docker-compose");
+    command
+        .current_dir(root().join("deploy/compose"))
+        .arg("--env-file")
+        .arg(&env_file);
+    let output = command.arg("config").output().unwrap();
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(yaml_documents(&String::from_utf8(output.stdout).unwrap()).remove(0))
+}
+
+/// The stack's shell scripts pass shellcheck.
+#[test]
+fn the_scripts_pass_shellcheck() {
+    run_ok(
+        Command::new("shellcheck")
+            .arg(root().join("deploy/compose/gitea/setup.sh"))
+            .arg(root().join("deploy/compose/postgres/10-extauth.sh"))
+            .arg(root().join("tests/image/build"))
+            .arg(root().join("tests/run")),
+    );
+}
+
+#[test]
+fn the_compose_stack_is_valid_and_the_broker_accepts_its_settings() {
+    let example = std::fs::read_to_string(root().join("deploy/compose/.env.example")).unwrap();
+    // Unfilled, it refuses to start and names the secret to set.
+    let error = compose_config(&example).unwrap_err();
+    assert!(error.contains("set PG_PASS in .env"), "{error}");
+    // Every secret has a line telling how to make it.
+    let lines: Vec<&str> = example.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.ends_with('=') && !line.starts_with("WORKSPACE_TOKEN") {
+            assert!(
+                lines[i - 1].starts_with('#'),
+                "{line} has no comment saying how to make it"
+            );
+        }
+    }
+    let filled: String = example
+        .lines()
+        .map(|l| {
+            if l == "EXTAUTH_ENCRYPTION_KEY=" {
+                // What `openssl rand -base64 32` prints.
+                format!("{l}MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")
+            } else if l.ends_with('=') && !l.starts_with("WORKSPACE_TOKEN") {
+                format!("{l}value-{}\n", l.len())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let config = compose_config(&filled).unwrap();
+    let services = &config["services"];
+    for name in [
+        "postgresql",
+        "authentik-server",
+        "authentik-worker",
+        "gitea",
+        "gitea-setup",
+        "extauth",
+        "proxy",
+        "workspace",
+    ] {
+        assert!(services.get(name).is_some(), "no service {name}");
+    }
+    // The second replica runs only with --profile replicas, configured like the first.
+    assert_eq!(
+        services["extauth-2"]["profiles"],
+        serde_json::json!(["replicas"])
+    );
+    assert!(services["extauth"].get("profiles").is_none());
+    assert_eq!(
+        services["extauth-2"]["environment"], services["extauth"]["environment"],
+        "both replicas are configured alike"
+    );
+    let proxy = std::fs::read_to_string(root().join("deploy/compose/proxy/extauth.conf")).unwrap();
+    for replica in ["extauth", "extauth-2"] {
+        assert!(
+            proxy.contains(&format!("server {replica}:3000 resolve")),
+            "{proxy}"
+        );
+    }
+
+    // The broker accepts its environment, with the files gitea-setup writes.
+    let extauth = &services["extauth"];
+    assert_eq!(extauth["read_only"], true);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-id"), "0b4e2e8e-gitea-app").unwrap();
+    std::fs::write(dir.path().join("client-secret"), "gto_secret").unwrap();
+    let mut check = Command::new(binary("extauth-broker"));
+    check.args(["config", "check"]).env_clear();
+    let env = extauth["environment"].as_object().unwrap();
+    for (name, value) in env {
+        let value = value
+            .as_str()
+            .unwrap()
+            .replace("/run/forge-app", dir.path().to_str().unwrap())
+            // `config` prints a compose file, where `$$` is how a `$` is written.
+            .replace("$$", "$");
+        check.env(name, value);
+    }
+    let report = run_ok(&mut check);
+    let access_url = env["CODER_ACCESS_URL"].as_str().unwrap();
+    let callback = format!("{access_url}/external-auth/gitea/callback");
+    assert!(
+        report.contains(&format!("callback URL     {callback}")),
+        "{report}"
+    );
+
+    // The pieces agree: Gitea's OAuth2 app is registered with that callback, authentik's
+    // blueprints with the broker's and Gitea's URLs, the issuer is the blueprint's application.
+    let setup = &services["gitea-setup"]["environment"];
+    assert_eq!(setup["EXTAUTH_URL"], access_url);
+    let script = std::fs::read_to_string(root().join("deploy/compose/gitea/setup.sh")).unwrap();
+    assert!(script.contains("$EXTAUTH_URL/external-auth/gitea/callback"));
+    assert!(script.contains("--name authentik"));
+    let authentik = &services["authentik-worker"]["environment"];
+    assert_eq!(authentik["EXTAUTH_URL"], access_url);
+    assert_eq!(
+        authentik["EXTAUTH_CLIENT_SECRET"],
+        env["CODER_OIDC_CLIENT_SECRET"]
+    );
+    let stack =
+        std::fs::read_to_string(root().join("deploy/compose/authentik/stack.yaml")).unwrap();
+    assert!(stack.contains("%s/user/oauth2/authentik/callback"));
+    assert!(stack.contains("client_id: gitea"));
+    assert_eq!(
+        env["CODER_OIDC_ISSUER_URL"],
+        format!(
+            "{}/application/o/extauth/",
+            authentik["GITEA_URL"]
+                .as_str()
+                .unwrap()
+                .replace(":3001", ":9000")
+        )
+    );
+    let volumes = services["authentik-worker"]["volumes"].to_string();
+    assert!(volumes.contains("extauth-blueprint.yaml"), "{volumes}");
+    assert!(volumes.contains("stack.yaml"), "{volumes}");
+    // The workspace reaches the broker through the proxy, and git asks extauth.
+    assert_eq!(
+        services["workspace"]["environment"]["EXTAUTH_URL"],
+        access_url
+    );
+    assert_eq!(services["workspace"]["build"]["target"], "workspace");
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("git config --system credential.helper extauth"));
+}
