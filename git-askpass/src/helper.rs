@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use extauth_providers::wire::ExternalAuthResponse;
 
 use crate::prompt::{self, Asked};
-use crate::protocol::{Answer, Request};
+use crate::protocol::{Answer, Request, Scheme};
 use crate::workspace::{By, Client, Lookup, Settings};
 
 /// Where the helper reads its environment from (the process, or a test's map).
@@ -119,6 +119,9 @@ fn get(env: &dyn Environment, stdin: impl std::io::BufRead, stdout: &mut dyn Wri
         username: reply.username.secret(),
         password: reply.password.secret(),
         expiry_unix: reply.expires_at.map(|t| t.unix_timestamp()),
+        scheme: Scheme::choose(&request, &reply.git_auth),
+        state_provider: Some(reply.provider_id.as_str())
+            .filter(|id| !id.is_empty() && request.can("state")),
     };
     let _ = stdout.write_all(answer.lines().as_bytes());
     ExitCode::SUCCESS
@@ -231,7 +234,13 @@ fn erase(env: &dyn Environment, stdin: impl std::io::BufRead) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = client.rejected(By::Match(&url)) {
+    // git hands back the state[] of our answer: the exact provider whose token was refused,
+    // even when several could match the URL.
+    let by = match request.our_provider() {
+        Some(id) => By::Id(id),
+        None => By::Match(&url),
+    };
+    if let Err(e) = client.rejected(by) {
         eprintln!("git-credential-extauth: {e}");
     }
     ExitCode::SUCCESS

@@ -101,6 +101,28 @@ pub struct ProviderConfig {
     /// `INTERNAL_URL`: the origin the broker's own calls (token, validation, revocation,
     /// device authorization, API) go to instead of the public one, which browsers keep using.
     pub internal_origin: Option<String>,
+    /// How git sends the token over HTTP, when git can be told (git 2.46+'s `authtype`).
+    pub git_auth: GitAuth,
+}
+
+/// The HTTP authentication scheme git uses with a provider's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitAuth {
+    /// `Authorization: Basic` with the git username and the token: every forge takes it.
+    Basic,
+    /// `Authorization: Bearer <token>`: Azure DevOps with Entra ID tokens (which, as Basic,
+    /// need a PAT-shaped username dance), and any forge configured so.
+    Bearer,
+}
+
+impl GitAuth {
+    /// The value in the lookup answer and in `GIT_AUTH`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Basic => "basic",
+            Self::Bearer => "bearer",
+        }
+    }
 }
 
 impl ProviderConfig {
@@ -498,6 +520,23 @@ fn resolve(
         });
     }
 
+    let git_auth = match raw
+        .get(Setting::GitAuth)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None if kind == ProviderType::AzureDevopsEntra => GitAuth::Bearer,
+        None | Some("basic") => GitAuth::Basic,
+        Some("bearer") => GitAuth::Bearer,
+        Some(_) => {
+            errors.push(ConfigError::InvalidGitAuth {
+                variable: var(Setting::GitAuth),
+                value: raw.get(Setting::GitAuth).unwrap_or_default().to_owned(),
+            });
+            GitAuth::Basic
+        }
+    };
+
     let pkce = match raw.get(Setting::PkceMethods) {
         None => defaults.pkce.unwrap_or(PkceMethod::S256),
         Some(value) => parse_pkce(value).unwrap_or_else(|| {
@@ -571,6 +610,7 @@ fn resolve(
         pkce,
         api_base_url,
         internal_origin,
+        git_auth,
     })
 }
 

@@ -40,6 +40,8 @@ pub enum Setting {
     ApiBaseUrl,
     /// extauth's: where the broker itself reaches the provider (split-horizon DNS).
     InternalUrl,
+    /// extauth's: the HTTP scheme git sends the token with (`basic` or `bearer`).
+    GitAuth,
     /// Coder's deprecated AI Bridge settings: accepted so a Coder environment loads, then ignored.
     McpUrl,
     McpToolAllowRegex,
@@ -48,7 +50,7 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting, in the order the README documents them.
-    pub const ALL: [Setting; 24] = [
+    pub const ALL: [Setting; 25] = [
         Self::Id,
         Self::Type,
         Self::ClientId,
@@ -70,6 +72,7 @@ impl Setting {
         Self::PkceMethods,
         Self::ApiBaseUrl,
         Self::InternalUrl,
+        Self::GitAuth,
         Self::McpUrl,
         Self::McpToolAllowRegex,
         Self::McpToolDenyRegex,
@@ -99,6 +102,7 @@ impl Setting {
             Self::PkceMethods => "PKCE_METHODS",
             Self::ApiBaseUrl => "API_BASE_URL",
             Self::InternalUrl => "INTERNAL_URL",
+            Self::GitAuth => "GIT_AUTH",
             Self::McpUrl => "MCP_URL",
             Self::McpToolAllowRegex => "MCP_TOOL_ALLOW_REGEX",
             Self::McpToolDenyRegex => "MCP_TOOL_DENY_REGEX",

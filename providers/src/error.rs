@@ -58,6 +58,8 @@ pub enum ConfigError {
     },
     #[error("{variable}: set either it or {variable}_FILE, not both")]
     ValueAndFile { variable: String },
+    #[error("{variable}: {value:?} is not a git authentication scheme; use basic or bearer")]
+    InvalidGitAuth { variable: String, value: String },
     #[error(
         "{variable}: required; set it to github, gitlab, bitbucket-cloud, bitbucket-server, azure-devops, azure-devops-entra, gitea, jfrog or slack, or to any other name for a generic OAuth2 provider"
     )]
@@ -141,6 +143,7 @@ impl ConfigError {
             | Self::InvalidBool { variable, .. }
             | Self::UnreadableFile { variable, .. }
             | Self::ValueAndFile { variable }
+            | Self::InvalidGitAuth { variable, .. }
             | Self::MissingType { variable }
             | Self::InvalidId { variable, .. }
             | Self::ReservedId { variable, .. }

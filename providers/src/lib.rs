@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use access_url::{AccessUrl, AccessUrlError};
 pub use catalog::{GitUsername, PkceMethod, ProviderType};
-pub use config::{ProviderConfig, ProviderId, Providers};
+pub use config::{GitAuth, ProviderConfig, ProviderId, Providers};
 pub use env::{LEGACY_PREFIX, PREFIX, Setting, Source};
 pub use error::IndexProblem;
 pub use error::{ConfigError, ConfigErrors, ConfigWarning};

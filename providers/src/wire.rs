@@ -35,6 +35,14 @@ pub struct ExternalAuthResponse {
     /// Legacy: what git's askpass answers for "Password" (empty for most types).
     #[serde(default = "empty_token")]
     pub password: AccessToken,
+    /// extauth's: the provider that answered, so git can name it back (`state[]`) when the
+    /// forge refuses the token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider_id: String,
+    /// extauth's: `basic` or `bearer`, how git should send the token over HTTP when it can be
+    /// told (git 2.46+); empty from brokers that predate it, meaning basic.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub git_auth: String,
 }
 
 fn empty_token() -> AccessToken {
@@ -71,6 +79,8 @@ impl ExternalAuthResponse {
             expires_at,
             username,
             password,
+            provider_id: String::new(),
+            git_auth: String::new(),
         }
     }
 
@@ -81,6 +91,13 @@ impl ExternalAuthResponse {
             provider_type: provider_type.as_str().to_owned(),
             ..Self::default()
         }
+    }
+
+    /// The reply naming the provider that gave it and how git sends its token.
+    pub fn for_git(mut self, provider_id: &str, git_auth: crate::GitAuth) -> Self {
+        provider_id.clone_into(&mut self.provider_id);
+        git_auth.as_str().clone_into(&mut self.git_auth);
+        self
     }
 
     /// Whether the reply carries a token (rather than a URL to visit).
@@ -103,6 +120,8 @@ impl std::fmt::Debug for ExternalAuthResponse {
             .field("expires_at", &self.expires_at)
             .field("username", &self.username)
             .field("password", &self.password)
+            .field("provider_id", &self.provider_id)
+            .field("git_auth", &self.git_auth)
             .finish()
     }
 }

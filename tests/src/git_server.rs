@@ -1,8 +1,9 @@
-//! A smart-HTTP git server for the tests: `git http-backend` behind HTTP Basic, accepting only
-//! a token that the test IdP's introspection says is active (like a forge does).
+//! A smart-HTTP git server for the tests: `git http-backend` behind HTTP Basic or Bearer
+//! (Azure DevOps takes both), accepting only a token that the test IdP's introspection says is
+//! active (like a forge does). It records the scheme of every accepted request.
 //!
-//! The token is the password, or the username when the password is empty (GitHub's
-//! token-as-username convention).
+//! With Basic, the token is the password, or the username when the password is empty
+//! (GitHub's token-as-username convention).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,6 +22,8 @@ struct Backend {
     introspection: String,
     /// (client id, secret) pairs; a token is active when the IdP says so to any of them.
     clients: Vec<(String, String)>,
+    /// The scheme (`Basic`, `Bearer`) of each request let in, in order.
+    schemes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A running git server on 127.0.0.1.
@@ -29,6 +32,7 @@ pub struct GitServer {
     pub url: String,
     /// Where the bare repositories are.
     pub root: PathBuf,
+    schemes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,7 +52,9 @@ impl GitServer {
                 .iter()
                 .map(|(i, s)| ((*i).to_owned(), (*s).to_owned()))
                 .collect(),
+            schemes: std::sync::Arc::default(),
         };
+        let schemes = backend.schemes.clone();
         let app = Router::new().fallback(serve).with_state(backend);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -58,8 +64,14 @@ impl GitServer {
         Self {
             url,
             root: root.to_path_buf(),
+            schemes,
             task,
         }
+    }
+
+    /// The authentication scheme of each request let in so far, and forgets them.
+    pub fn take_schemes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.schemes.lock().unwrap())
     }
 
     /// Creates a bare repository at `path` (e.g. `gh/org/repo.git`) with one commit.
@@ -99,16 +111,23 @@ impl GitServer {
 
 fn unauthorized() -> Response {
     let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
-    response.headers_mut().insert(
-        "www-authenticate",
-        HeaderValue::from_static("Basic realm=\"extauth test forge\""),
-    );
+    for challenge in [
+        "Bearer realm=\"extauth test forge\"",
+        "Basic realm=\"extauth test forge\"",
+    ] {
+        response
+            .headers_mut()
+            .append("www-authenticate", HeaderValue::from_static(challenge));
+    }
     response
 }
 
-/// The token in `Authorization: Basic`, by the forge rules above.
-fn token_of(headers: &HeaderMap) -> Option<(String, String)> {
+/// The scheme and the (user, token) in `Authorization`, by the forge rules above.
+fn token_of(headers: &HeaderMap) -> Option<(&'static str, String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(("Bearer", String::new(), token.to_owned()));
+    }
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = String::from_utf8(
         base64::engine::general_purpose::STANDARD
@@ -118,7 +137,7 @@ fn token_of(headers: &HeaderMap) -> Option<(String, String)> {
     .ok()?;
     let (user, password) = decoded.split_once(':')?;
     let token = if password.is_empty() { user } else { password };
-    Some((user.to_owned(), token.to_owned()))
+    Some(("Basic", user.to_owned(), token.to_owned()))
 }
 
 async fn active(backend: &Backend, token: &str) -> bool {
@@ -148,12 +167,13 @@ async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some((user, token)) = token_of(&headers) else {
+    let Some((scheme, user, token)) = token_of(&headers) else {
         return unauthorized();
     };
     if !active(&backend, &token).await {
         return unauthorized();
     }
+    backend.schemes.lock().unwrap().push(scheme.to_owned());
     let header = |name: &str| {
         headers
             .get(name)

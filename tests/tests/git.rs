@@ -27,6 +27,11 @@ enum Mode {
 }
 
 async fn world() -> World {
+    world_with(&[]).await
+}
+
+/// The world with `extra` broker settings.
+async fn world_with(extra: &[(&str, &str)]) -> World {
     let port = free_port();
     let callback = |id: &str| {
         vec![format!(
@@ -73,6 +78,11 @@ async fn world() -> World {
             (key("SCOPES"), "openid".to_owned()),
         ]);
     }
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let data = tempfile::tempdir().unwrap();
     let broker = Broker::start(port, data.path(), &env);
     let (admin, csrf) = broker.admin().await;
@@ -98,7 +108,12 @@ fn helper() -> PathBuf {
 impl World {
     /// A git command in a clean HOME, wired to extauth in `mode`, prompts off.
     fn git(&self, mode: Mode, dir: &Path, args: &[&str]) -> Command {
-        let mut command = Command::new("git");
+        self.git_program("git", mode, dir, args)
+    }
+
+    /// Like [`World::git`], with a given git program.
+    fn git_program(&self, program: &str, mode: Mode, dir: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
         command
             .current_dir(dir)
             .env_clear()
@@ -362,4 +377,169 @@ async fn not_linked_waits_in_a_terminal_until_linked() {
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The newest git's version and an old one's: the machine's /usr/local git (2.46+, which
+/// announces `capability[]=authtype`) and Debian's (before 2.46, which does not).
+fn gits() -> (&'static str, &'static str) {
+    let version = |program: &str| {
+        let out = Command::new(program).arg("--version").output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let numbers: Vec<u32> = text
+            .trim()
+            .trim_start_matches("git version ")
+            .split('.')
+            .take(2)
+            .map(|n| n.parse().unwrap())
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    let (new, old) = ("/usr/local/bin/git", "/usr/bin/git");
+    assert!(version(new) >= (2, 46), "{new} must be git 2.46 or newer");
+    assert!(version(old) < (2, 46), "{old} must be older than git 2.46");
+    (new, old)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_2_46_gets_an_ephemeral_bearer_credential_and_older_gits_the_classic_answer() {
+    let (new_git, old_git) = gits();
+    // gl sends its token as Bearer (as Azure DevOps with Entra does); gh keeps Basic.
+    let w = world_with(&[("CODER_EXTERNAL_AUTH_1_GIT_AUTH", "bearer")]).await;
+    w.broker.link(&w.admin, "gl").await;
+    w.broker.link(&w.admin, "gh").await;
+
+    for (program, id, scheme) in [
+        (new_git, "gl", "Bearer"),
+        (old_git, "gl", "Basic"),
+        (new_git, "gh", "Basic"),
+    ] {
+        w.git.take_schemes();
+        let work = tempfile::tempdir().unwrap();
+        let output = w
+            .git_program(
+                program,
+                Mode::Helper,
+                work.path(),
+                &["clone", "--quiet", &w.repo_url(id), "repo"],
+            )
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{program} clone {id}: {}",
+            stderr(&output)
+        );
+        let seen = w.git.take_schemes();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|s| s == scheme),
+            "{program} {id}: the server saw {seen:?}, not {scheme}"
+        );
+    }
+
+    // What the helper says, through the real `git credential fill` (which passes on the
+    // capabilities its caller announces).
+    let (_, reply) = w.broker.lookup(&w.token, "id=gl").await;
+    let token = reply["access_token"].as_str().unwrap().to_owned();
+    let host = w.git.url.trim_start_matches("http://").to_owned();
+    let fill = |input: String| {
+        use std::io::Write;
+        let mut child = w
+            .git_program(
+                new_git,
+                Mode::Helper,
+                w.home.path(),
+                &["credential", "fill"],
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let newer = fill(format!(
+        "capability[]=authtype\ncapability[]=state\nprotocol=http\nhost={host}\npath=gl/group/project.git\n\n"
+    ));
+    let lines: Vec<&str> = newer.lines().collect();
+    for line in [
+        "authtype=Bearer",
+        &format!("credential={token}"),
+        // git reads our `ephemeral=true` and writes its own boolean back.
+        "ephemeral=1",
+        "state[]=extauth:provider=gl",
+    ] {
+        assert!(
+            lines.contains(&line),
+            "no {:?} in the answer {:?}",
+            line.split('=').next(),
+            lines
+                .iter()
+                .map(
+                    |l| l.split_once('=').map_or(*l, |(k, _)| if k == "credential" {
+                        k
+                    } else {
+                        l
+                    })
+                )
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l.starts_with("password=")),
+        "no password beside the credential"
+    );
+    let older = fill(format!(
+        "protocol=http\nhost={host}\npath=gl/group/project.git\n\n"
+    ));
+    assert!(
+        older.lines().any(|l| l == format!("password={token}")),
+        "the classic answer"
+    );
+    assert!(!older.contains("authtype="));
+}
+
+/// VS Code and JetBrains terminals set `GIT_ASKPASS` to their own program (coder/coder#10450);
+/// with the credential helper configured, git asks extauth first and never reaches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ide_askpass_does_not_stand_in_the_way_of_the_credential_helper() {
+    let w = world().await;
+    w.broker.link(&w.admin, "gh").await;
+    let ide = w.home.path().join("ide-askpass.sh");
+    let asked = w.home.path().join("ide-was-asked");
+    std::fs::write(
+        &ide,
+        format!("#!/bin/sh\ntouch '{}'\necho wrong\n", asked.display()),
+    )
+    .unwrap();
+    run_chmod(&ide);
+    let work = tempfile::tempdir().unwrap();
+    let output = w
+        .git(
+            Mode::Helper,
+            work.path(),
+            &["clone", "--quiet", &w.repo_url("gh"), "repo"],
+        )
+        .env("GIT_ASKPASS", &ide)
+        .env("VSCODE_GIT_ASKPASS_NODE", "/nonexistent/node")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(work.path().join("repo/README").exists());
+    assert!(!asked.exists(), "git asked the IDE's askpass");
+}
+
+fn run_chmod(path: &Path) {
+    let status = Command::new("chmod")
+        .arg("0755")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

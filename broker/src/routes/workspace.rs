@@ -87,18 +87,21 @@ pub async fn external_auth_get(
     }
     let linked =
         links::wait_until_linked(&state, &caller.user.id, provider, query.listen.is_some()).await?;
-    Ok(Json(match linked {
-        Some(fresh) => ExternalAuthResponse::linked(
-            &provider.provider_type,
-            fresh.access_token,
-            fresh.extra,
-            fresh.expires_at,
-        ),
-        None => ExternalAuthResponse::not_linked(
-            &provider.provider_type,
-            provider.link_url(&state.settings.access_url).to_string(),
-        ),
-    }))
+    Ok(Json(
+        match linked {
+            Some(fresh) => ExternalAuthResponse::linked(
+                &provider.provider_type,
+                fresh.access_token,
+                fresh.extra,
+                fresh.expires_at,
+            ),
+            None => ExternalAuthResponse::not_linked(
+                &provider.provider_type,
+                provider.link_url(&state.settings.access_url).to_string(),
+            ),
+        }
+        .for_git(provider.id.as_str(), provider.git_auth),
+    ))
 }
 
 #[derive(Deserialize)]
