@@ -10,6 +10,7 @@
 )]
 
 pub mod credentials;
+mod forge_cli;
 mod gitssh;
 mod loopback_login;
 mod setup_git;
@@ -95,6 +96,29 @@ enum Command {
         /// ssh's arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run a command with fresh provider tokens in the variables forge CLIs read (GH_TOKEN and
+    /// GITHUB_TOKEN, GITLAB_TOKEN, AZURE_DEVOPS_EXT_PAT, GITEA_TOKEN, and EXTAUTH_TOKEN_<ID>
+    /// for every provider). Example: extauth exec --provider github -- gh pr list
+    Exec {
+        /// Only these providers (each must be linked); default: every linked one.
+        #[arg(long = "provider", value_name = "ID")]
+        providers: Vec<String>,
+        /// The command, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Put a wrapper in front of a forge CLI (gh, glab, tea, az) so that it always runs with a
+    /// fresh token: ~/.local/bin/<cli> → extauth exec.
+    SetupCli {
+        /// gh, glab, tea or az.
+        cli: String,
+        /// The provider whose token it gets (default: the broker's first of the CLI's forge).
+        #[arg(long, value_name = "ID")]
+        provider: Option<String>,
+        /// Where to put the wrapper (default ~/.local/bin; it must come first on PATH).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
     },
     /// Print a shell completion script.
     Completions {
@@ -309,6 +333,16 @@ fn run(command: Command, out: &mut dyn Write) -> Outcome {
         Command::Publickey => gitssh::publickey(&workspace_client()?, out),
         Command::WaitForAuth { timeout } => wait_for_auth(&workspace_client()?, timeout, out),
         Command::Gitssh { args } => gitssh::run(&workspace_client()?, &args),
+        Command::Exec { providers, command } => {
+            forge_cli::exec(&workspace_client()?, &providers, &command)
+        }
+        Command::SetupCli { cli, provider, dir } => forge_cli::setup(
+            &workspace_client()?,
+            &cli,
+            provider.as_deref(),
+            dir.as_deref(),
+            out,
+        ),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "extauth", out);
             Ok(())

@@ -21,6 +21,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(&[]).await
+}
+
+/// The world with `extra` broker settings.
+async fn world_with(extra: &[(&str, &str)]) -> World {
     let port = free_port();
     let idp = Idp::start(json!({
         "clients": [
@@ -66,6 +71,11 @@ async fn world() -> World {
             format!("{iss}/device/auth"),
         ),
     ]);
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let data = tempfile::tempdir().unwrap();
     let broker = Broker::start(port, data.path(), &env);
     let (admin, csrf) = broker.admin().await;
@@ -504,5 +514,95 @@ async fn setup_git_says_why_it_did_nothing() {
     assert!(
         config.contains("sshCommand") && !config.contains("credential"),
         "{config}"
+    );
+}
+
+/// coder/coder#11904: a GITHUB_TOKEN put in the environment at start goes stale. Through the
+/// wrapper `setup-cli gh` installs, the real `gh` (Debian's) prints the current token, and after
+/// the token expired and the broker refreshed it, the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn gh_through_setup_cli_always_gets_the_current_token() {
+    assert!(
+        Path::new("/usr/bin/gh").is_file(),
+        "the forge CLI test needs GitHub's gh: apt-get install gh (./tests/run installs it as root)"
+    );
+    let w = world_with(&[("EXTAUTH_REFRESH_MARGIN", "0s")]).await;
+    w.idp.set_access_token_ttl(2).await;
+    w.broker.link(&w.admin, "gh").await;
+    let bin = w.home.path().join("bin");
+    let setup = w.run(true, &["setup-cli", "gh", "--dir", bin.to_str().unwrap()]);
+    assert!(setup.status.success(), "{}", stderr(&setup));
+    let said = String::from_utf8_lossy(&setup.stdout).into_owned();
+    assert!(said.contains("/usr/bin/gh"), "{said}");
+    let gh = || {
+        let output = Command::new("gh")
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), path_with_binaries()),
+            )
+            .env("HOME", w.home.path())
+            .env("EXTAUTH_URL", &w.broker.url)
+            .env("EXTAUTH_TOKEN", &w.token)
+            .args(["auth", "token"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let current = |reply: Value| reply["access_token"].as_str().unwrap().to_owned();
+    let first = gh();
+    assert_eq!(first, current(w.broker.lookup(&w.token, "id=gh").await.1));
+    let refreshes = w.idp.refreshes().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = gh();
+    assert_ne!(second, first, "the expired token was handed out again");
+    assert!(
+        w.idp.refreshes().await > refreshes,
+        "the broker refreshed it"
+    );
+    assert_eq!(second, current(w.broker.lookup(&w.token, "id=gh").await.1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sets_each_linked_providers_variables_and_names_an_unlinked_one() {
+    let w = world().await;
+    w.broker.link(&w.admin, "gh").await;
+    let token = w.broker.lookup(&w.token, "id=gh").await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = w.run(
+        true,
+        &[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "printf '%s %s %s' \"$GH_TOKEN\" \"$GITHUB_TOKEN\" \"$EXTAUTH_TOKEN_GH\"",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{token} {token} {token}")
+    );
+    // The command's exit status is extauth's.
+    let failed = w.run(
+        true,
+        &["exec", "--provider", "gh", "--", "sh", "-c", "exit 7"],
+    );
+    assert_eq!(failed.status.code(), Some(7));
+    // A provider asked for by name but not linked: where to link it, and the command never runs.
+    let unlinked = w.run(
+        true,
+        &["exec", "--provider", "dev", "--", "sh", "-c", "echo ran"],
+    );
+    assert_eq!(unlinked.status.code(), Some(1));
+    assert!(unlinked.stdout.is_empty());
+    assert!(
+        stderr(&unlinked).contains("dev is not linked; connect it at http://127.0.0.1:"),
+        "{}",
+        stderr(&unlinked)
     );
 }

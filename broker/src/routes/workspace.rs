@@ -176,5 +176,16 @@ pub async fn setup_get(
         ));
     };
     let setup = crate::workspace_setup::of_token(&state, &caller.user.id, token.clone()).await?;
-    Ok(Json(super::api::setup_json(&state, &setup)))
+    let mut body = super::api::setup_json(&state, &setup);
+    // What this workspace may ask for (ids and types, never tokens): `extauth exec` and
+    // `setup-cli` pick providers from it.
+    body["providers"] = serde_json::json!(
+        state
+            .providers
+            .iter()
+            .filter(|p| caller.may_use_provider(p.id.as_str()))
+            .map(|p| serde_json::json!({"id": p.id.as_str(), "type": p.provider_type.as_str()}))
+            .collect::<Vec<_>>()
+    );
+    Ok(Json(body))
 }
