@@ -10,6 +10,7 @@
 )]
 
 pub mod accounts;
+pub mod app_installations;
 pub mod auth_failures;
 pub mod cli;
 pub mod client_address;

@@ -45,6 +45,16 @@ pub async fn save_link(
         .map_or_else(now, |l| l.created_at);
     let link = seal(&state.keys, user_id, provider, tokens, None, created_at);
     state.store.put_link(&link).await?;
+    if link.refresh_token.is_none() && link.expires_at.is_some() && !provider.no_refresh {
+        // coder/coder#17754: e.g. Entra without offline_access; the user is logged out of the
+        // provider at expiry, which is better said now than found out then.
+        tracing::warn!(
+            user = user_id,
+            provider = provider.id.as_str(),
+            expires_at = link.expires_at,
+            "the provider issued an expiring token without a refresh token; the user must link again when it expires (missing offline_access scope?)"
+        );
+    }
     tracing::info!(
         user = user_id,
         provider = provider.id.as_str(),
@@ -53,6 +63,39 @@ pub async fn save_link(
         "linked"
     );
     Ok(())
+}
+
+/// What the user should know about their link to `provider`, for its page: a token that will
+/// expire with no way to refresh it, and which owners a GitHub App's installations cover.
+pub struct LinkNotes {
+    /// When the token expires with no refresh token to renew it (unix seconds).
+    pub expires_without_refresh: Option<i64>,
+    /// The owners the app is installed for, when the provider is a GitHub App and says.
+    pub installed_for: Option<Vec<String>>,
+}
+
+/// The notes for `user_id`'s link to `provider` (none when not linked).
+pub async fn notes(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+) -> Result<Option<LinkNotes>, Failure> {
+    let Some(link) = state.store.link(user_id, provider.id.as_str()).await? else {
+        return Ok(None);
+    };
+    let expires_without_refresh = link
+        .expires_at
+        .filter(|_| link.refresh_token.is_none() && !provider.no_refresh);
+    let installed_for = if crate::app_installations::applies(provider) {
+        let token = open_fresh(&state.keys, &link)?.access_token;
+        crate::app_installations::owners(state, user_id, provider, &token).await
+    } else {
+        None
+    };
+    Ok(Some(LinkNotes {
+        expires_without_refresh,
+        installed_for,
+    }))
 }
 
 /// The user's token for `provider`, fresh: refreshed ahead of expiry where possible, validated

@@ -64,6 +64,11 @@ pub struct ProviderPage {
     pub icon: String,
     pub linked: bool,
     pub error: Option<String>,
+    /// When the token expires with no refresh token (formatted).
+    pub expires_without_refresh: Option<String>,
+    /// A GitHub App's installations: the owners, and where to install it.
+    pub installed_for: Option<String>,
+    pub install_url: Option<String>,
 }
 
 #[derive(Template)]

@@ -208,6 +208,7 @@ pub async fn build_state(
         metrics,
         auth_failures: crate::auth_failures::AuthFailures::new(settings_failure_limit),
         warned: Mutex::new(Default::default()),
+        installations: Default::default(),
     }))
 }
 

@@ -46,6 +46,8 @@ pub struct Inner {
     pub oauth2_pace: crate::oauth2::pace::Pace,
     /// Per-provider timestamps for throttled warnings.
     pub warned: Mutex<HashMap<String, std::time::Instant>>,
+    /// GitHub App installations asked lately.
+    pub installations: crate::app_installations::InstallationCache,
 }
 
 impl AppState {

@@ -115,6 +115,10 @@ fn get(env: &dyn Environment, stdin: impl std::io::BufRead, stdout: &mut dyn Wri
         Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
     };
+    if !reply.notice.is_empty() {
+        // Said before git tries, so that a 403 that follows is explained.
+        eprintln!("extauth: {}", reply.notice);
+    }
     let answer = Answer {
         username: reply.username.secret(),
         password: reply.password.secret(),
@@ -276,6 +280,9 @@ fn askpass(prompt_text: &str, env: &dyn Environment, stdout: &mut dyn Write) -> 
             return ExitCode::from(1);
         }
     };
+    if !reply.notice.is_empty() {
+        eprintln!("extauth: {}", reply.notice);
+    }
     let line = prompt::answer(
         parsed.asked,
         reply.username.secret(),

@@ -43,6 +43,10 @@ pub struct ExternalAuthResponse {
     /// told (git 2.46+); empty from brokers that predate it, meaning basic.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub git_auth: String,
+    /// extauth's: something the user should know about this token for this repository, e.g.
+    /// that a GitHub App is not installed for its owner and where to install it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub notice: String,
 }
 
 fn empty_token() -> AccessToken {
@@ -81,6 +85,7 @@ impl ExternalAuthResponse {
             password,
             provider_id: String::new(),
             git_auth: String::new(),
+            notice: String::new(),
         }
     }
 
@@ -97,6 +102,12 @@ impl ExternalAuthResponse {
     pub fn for_git(mut self, provider_id: &str, git_auth: crate::GitAuth) -> Self {
         provider_id.clone_into(&mut self.provider_id);
         git_auth.as_str().clone_into(&mut self.git_auth);
+        self
+    }
+
+    /// The reply with a notice for the user.
+    pub fn with_notice(mut self, notice: Option<String>) -> Self {
+        self.notice = notice.unwrap_or_default();
         self
     }
 
@@ -122,6 +133,7 @@ impl std::fmt::Debug for ExternalAuthResponse {
             .field("password", &self.password)
             .field("provider_id", &self.provider_id)
             .field("git_auth", &self.git_auth)
+            .field("notice", &self.notice)
             .finish()
     }
 }

@@ -38,6 +38,9 @@ function signJwt(payload, hs256Secret) {
 // Claims by account name: `unverified…` accounts have an unverified email, `ops…` accounts are
 // in the ops group. Tests can override claims for every account (/test/config `claims`).
 let claimOverrides = {};
+// GitHub App installations the accounts' tokens reach, by account: { alice: ['acme', 'alice'] }
+// (/test/config `installations`), served like GitHub's GET /user/installations.
+let installations = config.installations || {};
 function claimsOf(id) {
   return {
     sub: id,
@@ -127,6 +130,10 @@ server.listen(0, '127.0.0.1', () => {
       const path = req.url.split('?')[0];
       if (await applyFault(path, req, res)) return;
       counters.requests[path] = (counters.requests[path] || 0) + 1;
+      if (path === '/user/installations') {
+        await userInstallations(provider, req, res);
+        return;
+      }
       const match = req.url.match(/^\/interaction\/([^/?]+)(\/login)?/);
       if (match && req.method === 'POST' && match[2]) {
         const form = new URLSearchParams(await readBody(req));
@@ -148,6 +155,21 @@ server.listen(0, '127.0.0.1', () => {
   });
   process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 });
+
+// GitHub's GET /user/installations for the bearer token's account: 401 without a live token.
+async function userInstallations(provider, req, res) {
+  const header = req.headers.authorization || '';
+  const token = header.startsWith('Bearer ') ? await provider.AccessToken.find(header.slice(7)) : undefined;
+  if (!token || token.isExpired) {
+    json(res, 401, { message: 'Bad credentials' });
+    return;
+  }
+  const owners = installations[token.accountId] || [];
+  json(res, 200, {
+    total_count: owners.length,
+    installations: owners.map((login, i) => ({ id: i + 1, account: { login, type: 'Organization' }, repository_selection: 'all' })),
+  });
+}
 
 async function readBody(req) {
   let body = '';
@@ -178,6 +200,7 @@ async function control(provider, req, res) {
     if (update.accessTokenTtl) accessTokenTtl = update.accessTokenTtl;
     if (update.account) account = update.account;
     if (update.claims) claimOverrides = update.claims;
+    if (update.installations) installations = update.installations;
     json(res, 200, { accessTokenTtl, account });
   } else if (path === '/test/logout-token' && req.method === 'POST') {
     // A back-channel logout token as the IdP would send it (OpenID Back-Channel Logout 1.0 §2.4).

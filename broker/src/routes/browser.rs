@@ -221,6 +221,22 @@ pub async fn provider_get(
     } else {
         links::link_error(&state, &user.user.id, provider).await?
     };
+    let notes = if linked {
+        links::notes(&state, &user.user.id, provider).await?
+    } else {
+        None
+    };
+    let expires_without_refresh = notes
+        .as_ref()
+        .and_then(|n| n.expires_without_refresh)
+        .and_then(super::api::rfc3339);
+    let installed_for = notes
+        .and_then(|n| n.installed_for)
+        .map(|owners| owners.join(", "));
+    let install_url = provider
+        .app_install_url
+        .as_ref()
+        .map(|u| u.as_str().to_owned());
     Ok(pages::render(
         StatusCode::OK,
         &pages::ProviderPage {
@@ -230,6 +246,9 @@ pub async fn provider_get(
             icon,
             linked,
             error,
+            expires_without_refresh,
+            installed_for,
+            install_url,
         },
     ))
 }

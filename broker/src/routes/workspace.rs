@@ -87,6 +87,19 @@ pub async fn external_auth_get(
     }
     let linked =
         links::wait_until_linked(&state, &caller.user.id, provider, query.listen.is_some()).await?;
+    let notice = match (&linked, match_url.as_deref()) {
+        (Some(fresh), Some(url)) => {
+            crate::app_installations::uncovered(
+                &state,
+                &caller.user.id,
+                provider,
+                url,
+                &fresh.access_token,
+            )
+            .await
+        }
+        _ => None,
+    };
     Ok(Json(
         match linked {
             Some(fresh) => ExternalAuthResponse::linked(
@@ -94,7 +107,8 @@ pub async fn external_auth_get(
                 fresh.access_token,
                 fresh.extra,
                 fresh.expires_at,
-            ),
+            )
+            .with_notice(notice),
             None => ExternalAuthResponse::not_linked(
                 &provider.provider_type,
                 provider.link_url(&state.settings.access_url).to_string(),

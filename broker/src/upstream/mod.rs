@@ -46,6 +46,8 @@ pub enum Kind {
     Revoke,
     /// Device authorization or device code exchange.
     Device,
+    /// The GitHub App installations a user's token reaches.
+    Installations,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Validate => "validate",
             Kind::Revoke => "revoke",
             Kind::Device => "device",
+            Kind::Installations => "installations",
         }
     }
 }
@@ -380,6 +383,67 @@ impl Upstream {
             429 => Ok(Validity::RateLimited),
             _ => Err(error_from(status, &headers, &body, None)),
         }
+    }
+
+    /// The accounts (users and organisations) whose GitHub App installation `access_token`
+    /// reaches, from `APP_INSTALLATIONS_URL` (GitHub's `GET /user/installations`, followed over
+    /// up to 10 pages of 100). `None` when the provider will not say for this token (401, 403,
+    /// 404: e.g. an OAuth App's token, which has no installations).
+    pub async fn installations(
+        &self,
+        provider: &ProviderConfig,
+        url: &Url,
+        access_token: &AccessToken,
+    ) -> Result<Option<Vec<String>>, UpstreamError> {
+        let mut owners = Vec::new();
+        for page in 1..=10 {
+            let mut url = provider.internal(url);
+            url.query_pairs_mut()
+                .append_pair("per_page", "100")
+                .append_pair("page", &page.to_string());
+            let started = std::time::Instant::now();
+            let response = self
+                .http
+                .get(url)
+                .bearer_auth(access_token.secret())
+                .header(ACCEPT, "application/vnd.github+json")
+                .send()
+                .await
+                .map_err(|e| {
+                    observe(provider, Kind::Installations, None, started);
+                    network(e)
+                })?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            observe(
+                provider,
+                Kind::Installations,
+                Some((status, &headers)),
+                started,
+            );
+            let body = response.bytes().await.map_err(network)?;
+            match status {
+                200..=299 => {}
+                401 | 404 => return Ok(None),
+                403 if !rate_limit_exhausted(&headers) => return Ok(None),
+                _ => return Err(error_from(status, &headers, &body, None)),
+            }
+            let answer: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| UpstreamError::Malformed(format!("installations: {e}")))?;
+            let listed = answer["installations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            owners.extend(
+                listed
+                    .iter()
+                    .filter_map(|i| i["account"]["login"].as_str().map(str::to_owned)),
+            );
+            if listed.len() < 100 {
+                break;
+            }
+        }
+        Ok(Some(owners))
     }
 
     /// A request to the token endpoint with client authentication (unless `authenticate` is
