@@ -20,6 +20,8 @@ pub struct Fresh {
     pub expires_at: Option<OffsetDateTime>,
     /// `EXTRA_TOKEN_KEYS` fields.
     pub extra: Map<String, Value>,
+    /// When the refresh token runs out and the user must link again (unix seconds), if said.
+    pub relink_by: Option<i64>,
 }
 
 /// The associated data sealing one field of a link: binds ciphertext to its row and field.
@@ -67,6 +69,10 @@ pub fn seal(
         needs_validation: false,
         created_at,
         updated_at: now,
+        refresh_expires_at: tokens
+            .refresh_expires_in
+            .filter(|_| tokens.refresh_token.is_some())
+            .map(|s| now.saturating_add(s)),
     }
 }
 
@@ -90,6 +96,7 @@ pub fn open_fresh(keys: &KeyRing, link: &LinkRecord) -> Result<Fresh, CryptoErro
             .expires_at
             .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
         extra,
+        relink_by: link.refresh_expires_at,
     })
 }
 

@@ -65,11 +65,34 @@ pub async fn save_link(
     Ok(())
 }
 
+/// How far ahead of a refresh token's end the user is told to link again.
+pub const RELINK_WARNING: i64 = 14 * 24 * 3600;
+
+/// "Link again before …" when the refresh token (GitHub's six-month one) runs out within
+/// [`RELINK_WARNING`]: said to workspaces (the lookup's notice) and on the provider's page.
+pub fn relink_notice(
+    provider: &ProviderConfig,
+    relink_by: Option<i64>,
+    now: i64,
+) -> Option<String> {
+    let by = relink_by.filter(|by| by - now < RELINK_WARNING)?;
+    let date = time::OffsetDateTime::from_unix_timestamp(by)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some(format!(
+        "link {} again before {date}: its refresh token runs out then",
+        provider.display_name
+    ))
+}
+
 /// What the user should know about their link to `provider`, for its page: a token that will
 /// expire with no way to refresh it, and which owners a GitHub App's installations cover.
 pub struct LinkNotes {
     /// When the token expires with no refresh token to renew it (unix seconds).
     pub expires_without_refresh: Option<i64>,
+    /// "Link again before …", when that time is near.
+    pub relink: Option<String>,
     /// The owners the app is installed for, when the provider is a GitHub App and says.
     pub installed_for: Option<Vec<String>>,
 }
@@ -94,6 +117,7 @@ pub async fn notes(
     };
     Ok(Some(LinkNotes {
         expires_without_refresh,
+        relink: relink_notice(provider, link.refresh_expires_at, now()),
         installed_for,
     }))
 }

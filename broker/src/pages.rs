@@ -66,6 +66,8 @@ pub struct ProviderPage {
     pub error: Option<String>,
     /// When the token expires with no refresh token (formatted).
     pub expires_without_refresh: Option<String>,
+    /// "Link again before …", when near.
+    pub relink: Option<String>,
     /// A GitHub App's installations: the owners, and where to install it.
     pub installed_for: Option<String>,
     pub install_url: Option<String>,

@@ -223,7 +223,7 @@ async fn refresh_locked(
     };
     match outcome {
         Ok(tokens) => {
-            let new = seal(
+            let mut new = seal(
                 &state.keys,
                 user_id,
                 provider,
@@ -231,6 +231,10 @@ async fn refresh_locked(
                 seen.clone(),
                 current.created_at,
             );
+            if tokens.refresh_token.is_none() {
+                // The refresh token is kept, and with it the time it runs out.
+                new.refresh_expires_at = current.refresh_expires_at;
+            }
             // Persist before anything else can fail: the old refresh token may be spent.
             match state.store.replace_link_if(&new, seen.as_ref()).await {
                 Ok(true) => {}

@@ -68,6 +68,7 @@ pub async fn retry_due(state: &AppState) -> Result<(), Failure> {
             needs_validation: false,
             created_at: pending.created_at,
             updated_at: pending.created_at,
+            refresh_expires_at: None,
         };
         let (access, refresh_token) = open_tokens(&state.keys, &as_link)?;
         match state

@@ -47,7 +47,7 @@ pub struct Inner {
     /// Per-provider timestamps for throttled warnings.
     pub warned: Mutex<HashMap<String, std::time::Instant>>,
     /// GitHub App installations asked lately.
-    pub installations: crate::app_installations::InstallationCache,
+    pub installations: crate::app_installations::cache::InstallationCache,
 }
 
 impl AppState {

@@ -40,6 +40,7 @@ async fn populate(store: &dyn Store, keys: &KeyRing) {
             needs_validation: false,
             created_at: 1,
             updated_at: 1,
+            refresh_expires_at: Some(20),
         })
         .await
         .unwrap();

@@ -157,6 +157,7 @@ async fn waiting_until_linked_answers_when_the_link_arrives() {
                 access_token: AccessToken::new("gho_fresh"),
                 refresh_token: None,
                 expires_in: None,
+                refresh_expires_in: None,
                 fields: Default::default(),
             };
             links::save_link(&app, "u1", &github, &tokens)

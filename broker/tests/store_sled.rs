@@ -58,13 +58,67 @@ async fn records_written_as_json_by_earlier_versions_are_read_and_rewritten_comp
         .get("u1\0github")
         .unwrap()
         .unwrap();
-    assert_eq!(raw[0], 1, "rewritten in the compact encoding");
+    assert_eq!(
+        raw[0], 2,
+        "rewritten in the compact encoding (a link's second shape)"
+    );
     assert!(raw.len() < serde_json::to_vec(&old_json(&old)).unwrap().len() / 2);
 }
 
-/// A link as JSON, the way the first versions stored it.
+/// A link as JSON, the way the first versions stored it (before `refresh_expires_at`).
 fn old_json(link: &extauth_broker::store::LinkRecord) -> serde_json::Value {
-    serde_json::to_value(link).unwrap()
+    let mut value = serde_json::to_value(link).unwrap();
+    value.as_object_mut().unwrap().remove("refresh_expires_at");
+    value
+}
+
+/// A link in the first compact shape (version byte 1, postcard, without `refresh_expires_at`),
+/// as versions before 2026-12 wrote it, is read as it was.
+#[tokio::test]
+async fn links_in_the_first_compact_shape_are_read() {
+    #[derive(serde::Serialize)]
+    struct FirstShape<'a> {
+        user_id: &'a str,
+        provider_id: &'a str,
+        access_token: &'a extauth_broker::crypto::Sealed,
+        refresh_token: Option<&'a extauth_broker::crypto::Sealed>,
+        expires_at: Option<i64>,
+        extra: Option<&'a extauth_broker::crypto::Sealed>,
+        refresh_failure: Option<&'a str>,
+        needs_validation: bool,
+        created_at: i64,
+        updated_at: i64,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let old = conformance::link("u1", "github", Some("r1"));
+    {
+        let db = sled::open(&path).unwrap();
+        let mut bytes = vec![1u8];
+        bytes.extend(
+            postcard::to_allocvec(&FirstShape {
+                user_id: &old.user_id,
+                provider_id: &old.provider_id,
+                access_token: &old.access_token,
+                refresh_token: old.refresh_token.as_ref(),
+                expires_at: old.expires_at,
+                extra: old.extra.as_ref(),
+                refresh_failure: old.refresh_failure.as_deref(),
+                needs_validation: old.needs_validation,
+                created_at: old.created_at,
+                updated_at: old.updated_at,
+            })
+            .unwrap(),
+        );
+        db.open_tree("links")
+            .unwrap()
+            .insert("u1\0github", bytes)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = reopen(&path);
+    assert_eq!(store.link("u1", "github").await.unwrap(), Some(old.clone()));
+    assert_eq!(store.links_of_user("u1").await.unwrap(), vec![old]);
 }
 
 /// sled releases its file lock when its background flusher has stopped, a moment after the

@@ -242,6 +242,11 @@ async function applyFault(path, req, res) {
       // signed again (with the IdP's key, or HS256 with `hs256Secret`).
       rewriteIdToken(res, fault.claims || {}, fault.hs256Secret);
       return false;
+    case 'add_fields':
+      // The token answer is served for real, with `fields` added (e.g. GitHub's
+      // refresh_token_expires_in, which oidc-provider does not send).
+      addFields(res, fault.fields || {});
+      return false;
     case 'oauth':
       json(res, fault.status || 400, { error: fault.error || 'invalid_grant', error_description: 'injected by the test' });
       return true;
@@ -250,6 +255,19 @@ async function applyFault(path, req, res) {
       res.end(fault.body || '{"message":"injected by the test"}');
       return true;
   }
+}
+
+function addFields(res, fields) {
+  const setHeader = res.setHeader.bind(res);
+  res.setHeader = (name, value) => (name.toLowerCase() === 'content-length' ? res : setHeader(name, value));
+  const end = res.end.bind(res);
+  res.end = (body, ...rest) => {
+    try {
+      return end(JSON.stringify({ ...JSON.parse(body.toString()), ...fields }), ...rest);
+    } catch {
+      return end(body, ...rest);
+    }
+  };
 }
 
 function rewriteIdToken(res, overrides, hs256Secret) {

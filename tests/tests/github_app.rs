@@ -147,3 +147,62 @@ async fn an_expiring_token_without_a_refresh_token_is_called_out_when_linked() {
     );
     assert!(broker.stop());
 }
+
+/// GitHub's refresh tokens last six months (`refresh_token_expires_in`): the broker keeps that
+/// time and, within two weeks of it, tells workspaces and the provider's page to link again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_token_near_its_end_asks_the_user_to_link_again() {
+    let port = free_port();
+    let idp = Idp::start(json!({
+        "clients": [client(
+            "app",
+            "app-secret",
+            &[format!("http://127.0.0.1:{port}/external-auth/forge/callback")],
+            false,
+        )],
+    }));
+    let env = provider_env(
+        0,
+        "forge",
+        &idp.issuer,
+        "app",
+        "app-secret",
+        "git.forge.test",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, data.path(), &env);
+    let (admin, csrf) = broker.admin().await;
+    // The code exchange's answer says the refresh token lives 3 more days.
+    idp.fault(json!({
+        "path": "/token", "mode": "add_fields", "count": 1,
+        "fields": { "refresh_token_expires_in": 3 * 24 * 3600 },
+    }))
+    .await;
+    broker.link(&admin, "forge").await;
+    let token = broker
+        .workspace_token(&admin, &csrf, "me", json!({"name": "ws"}))
+        .await;
+    let (status, answer) = broker.lookup(&token, "id=forge").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let notice = answer["notice"].as_str().unwrap_or_default();
+    assert!(notice.contains("again before"), "{answer}");
+    let page = admin
+        .get(format!("{}/external-auth/forge", broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Connect again soon."), "{page}");
+
+    // Linked again with a fresh (long-lived) refresh token: nothing more to say.
+    let relinked = admin
+        .get(format!("{}/external-auth/forge/callback", broker.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(relinked.text().await.unwrap().contains("Connected."));
+    let (_, answer) = broker.lookup(&token, "id=forge").await;
+    assert!(answer.get("notice").is_none(), "{answer}");
+}

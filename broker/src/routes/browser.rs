@@ -230,6 +230,7 @@ pub async fn provider_get(
         .as_ref()
         .and_then(|n| n.expires_without_refresh)
         .and_then(super::api::rfc3339);
+    let relink = notes.as_ref().and_then(|n| n.relink.clone());
     let installed_for = notes
         .and_then(|n| n.installed_for)
         .map(|owners| owners.join(", "));
@@ -247,6 +248,7 @@ pub async fn provider_get(
             linked,
             error,
             expires_without_refresh,
+            relink,
             installed_for,
             install_url,
         },

@@ -99,7 +99,11 @@ pub async fn external_auth_get(
             .await
         }
         _ => None,
-    };
+    }
+    .or_else(|| {
+        let relink_by = linked.as_ref().and_then(|fresh| fresh.relink_by);
+        links::relink_notice(provider, relink_by, crate::clock::now())
+    });
     Ok(Json(
         match linked {
             Some(fresh) => ExternalAuthResponse::linked(

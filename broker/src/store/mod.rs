@@ -143,6 +143,10 @@ pub struct LinkRecord {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// When the refresh token itself expires (unix seconds; GitHub's `refresh_token_expires_in`,
+    /// six months): the user must link again before then. `None` = not said.
+    #[serde(default)]
+    pub refresh_expires_at: Option<i64>,
 }
 
 /// Tokens of an unlinked provider whose revocation failed: retried in the background until the

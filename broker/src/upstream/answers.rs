@@ -16,6 +16,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<RefreshToken>,
     /// Lifetime in seconds; `None` = does not expire.
     pub expires_in: Option<i64>,
+    /// The refresh token's own lifetime in seconds, when said (GitHub's
+    /// `refresh_token_expires_in`, six months; also `refresh_expires_in`, Keycloak's name).
+    pub refresh_expires_in: Option<i64>,
     /// Every other field of the answer (callers keep those named in `EXTRA_TOKEN_KEYS`).
     pub fields: Map<String, Value>,
 }
@@ -192,16 +195,22 @@ pub(super) fn token_response(
         Some(Value::String(t)) if !t.is_empty() => Some(RefreshToken::new(t)),
         _ => None,
     };
-    let expires_in = match fields.remove("expires_in") {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .filter(|n| *n > 0);
+    let seconds = |value: Option<Value>| {
+        match value {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .filter(|n| *n > 0)
+    };
+    let expires_in = seconds(fields.remove("expires_in"));
+    let refresh_expires_in = seconds(fields.get("refresh_token_expires_in").cloned())
+        .or_else(|| seconds(fields.get("refresh_expires_in").cloned()));
     Ok(TokenResponse {
         access_token,
         refresh_token,
         expires_in,
+        refresh_expires_in,
         fields,
     })
 }

@@ -55,6 +55,7 @@ pub fn link(user_id: &str, provider_id: &str, refresh: Option<&str>) -> LinkReco
         needs_validation: false,
         created_at: 10,
         updated_at: 10,
+        refresh_expires_at: None,
     }
 }
 
@@ -244,6 +245,14 @@ pub async fn links(store: &dyn Store) {
         Some(link("u1", "github", Some("r1")))
     );
     assert_eq!(store.link("u2", "github").await.unwrap(), None);
+    // When the refresh token itself runs out is kept.
+    let expiring = LinkRecord {
+        refresh_expires_at: Some(15_552_000),
+        ..link("u1", "gitlab", Some("r2"))
+    };
+    store.put_link(&expiring).await.unwrap();
+    assert_eq!(store.link("u1", "gitlab").await.unwrap(), Some(expiring));
+    store.put_link(&link("u1", "gitlab", None)).await.unwrap();
     let providers = |links: Vec<LinkRecord>| {
         links
             .into_iter()

@@ -143,6 +143,7 @@ async fn main() {
                 needs_validation: false,
                 created_at: 1,
                 updated_at: 1,
+                refresh_expires_at: None,
             });
         }
     }

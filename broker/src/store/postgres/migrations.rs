@@ -186,4 +186,10 @@ CREATE TABLE git_ssh_keys (
 );
 ",
     ),
+    (
+        7,
+        r"
+ALTER TABLE external_auth_links ADD COLUMN refresh_expires_at bigint;
+",
+    ),
 ];

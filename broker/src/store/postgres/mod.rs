@@ -304,6 +304,7 @@ impl PgStore {
                     &link.needs_validation,
                     &link.created_at,
                     &link.updated_at,
+                    &link.refresh_expires_at,
                 ],
             )
             .await

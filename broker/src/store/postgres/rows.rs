@@ -120,6 +120,7 @@ pub(super) fn link_of(row: &Row) -> StoreResult<LinkRecord> {
         needs_validation: row.try_get("needs_validation").map_err(pg)?,
         created_at: row.try_get("created_at").map_err(pg)?,
         updated_at: row.try_get("updated_at").map_err(pg)?,
+        refresh_expires_at: row.try_get("refresh_expires_at").map_err(pg)?,
     })
 }
 
@@ -178,12 +179,12 @@ pub(super) const INSERT_TOKEN: &str = "INSERT INTO api_tokens (id, kind, user_id
 pub(super) const UPSERT_LINK: &str =
     "INSERT INTO external_auth_links (user_id, provider_id, access_token, access_token_key_id,
          refresh_token, refresh_token_key_id, expires_at, extra, extra_key_id, refresh_failure,
-         needs_validation, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         needs_validation, created_at, updated_at, refresh_expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
      ON CONFLICT (user_id, provider_id) DO UPDATE SET access_token = $3, access_token_key_id = $4,
          refresh_token = $5, refresh_token_key_id = $6, expires_at = $7, extra = $8,
          extra_key_id = $9, refresh_failure = $10, needs_validation = $11, created_at = $12,
-         updated_at = $13";
+         updated_at = $13, refresh_expires_at = $14";
 pub(super) const UPSERT_PENDING: &str =
     "INSERT INTO pending_revocations (id, user_id, provider_id, access_token, access_token_key_id,
          refresh_token, refresh_token_key_id, attempts, next_attempt_at, last_error, created_at)

@@ -81,6 +81,62 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     }
 }
 
+/// The first byte of a link in its second compact shape (with `refresh_expires_at`). Links
+/// written before are [`COMPACT_V1`] in [`LinkRecordV1`]'s shape, read as such.
+const LINK_V2: u8 = 2;
+
+/// A link as stored before `refresh_expires_at` (postcard has no field names to default from).
+#[derive(serde::Deserialize)]
+struct LinkRecordV1 {
+    user_id: String,
+    provider_id: String,
+    access_token: Sealed,
+    refresh_token: Option<Sealed>,
+    expires_at: Option<i64>,
+    extra: Option<Sealed>,
+    refresh_failure: Option<String>,
+    needs_validation: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<LinkRecordV1> for LinkRecord {
+    fn from(v1: LinkRecordV1) -> Self {
+        Self {
+            user_id: v1.user_id,
+            provider_id: v1.provider_id,
+            access_token: v1.access_token,
+            refresh_token: v1.refresh_token,
+            expires_at: v1.expires_at,
+            extra: v1.extra,
+            refresh_failure: v1.refresh_failure,
+            needs_validation: v1.needs_validation,
+            created_at: v1.created_at,
+            updated_at: v1.updated_at,
+            refresh_expires_at: None,
+        }
+    }
+}
+
+fn encode_link(link: &LinkRecord) -> StoreResult<Vec<u8>> {
+    let mut bytes = vec![LINK_V2];
+    postcard::to_io(link, &mut bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Reads a link in any shape it was ever stored in.
+fn decode_link(bytes: &[u8]) -> StoreResult<LinkRecord> {
+    match bytes.split_first() {
+        Some((&LINK_V2, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+        Some((&COMPACT_V1, rest)) => postcard::from_bytes::<LinkRecordV1>(rest)
+            .map(LinkRecord::from)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        _ => decode(bytes),
+    }
+}
+
 fn link_key(user_id: &str, provider_id: &str) -> Vec<u8> {
     format!("{user_id}\0{provider_id}").into_bytes()
 }
@@ -350,8 +406,10 @@ impl Store for SledStore {
     }
 
     async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
-        self.links
-            .insert(link_key(&link.user_id, &link.provider_id), encode(link)?)?;
+        self.links.insert(
+            link_key(&link.user_id, &link.provider_id),
+            encode_link(link)?,
+        )?;
         self.flush().await?;
         self.notify(&link.user_id, &link.provider_id);
         Ok(())
@@ -363,12 +421,12 @@ impl Store for SledStore {
         expected_refresh: Option<&Sealed>,
     ) -> StoreResult<bool> {
         let key = link_key(&link.user_id, &link.provider_id);
-        let new = encode(link)?;
+        let new = encode_link(link)?;
         loop {
             let Some(current) = self.links.get(&key)? else {
                 return Ok(false);
             };
-            let stored: LinkRecord = decode(&current)?;
+            let stored = decode_link(&current)?;
             if stored.refresh_token.as_ref() != expected_refresh {
                 return Ok(false);
             }
@@ -387,13 +445,16 @@ impl Store for SledStore {
     }
 
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
-        Self::get(&self.links, link_key(user_id, provider_id))
+        self.links
+            .get(link_key(user_id, provider_id))?
+            .map(|v| decode_link(&v))
+            .transpose()
     }
 
     async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
         self.links
             .scan_prefix(format!("{user_id}\0").as_bytes())
-            .map(|entry| decode(&entry?.1))
+            .map(|entry| decode_link(&entry?.1))
             .collect()
     }
 
@@ -404,7 +465,7 @@ impl Store for SledStore {
     ) -> StoreResult<Option<LinkRecord>> {
         let removed = self.links.remove(link_key(user_id, provider_id))?;
         self.flush().await?;
-        let removed = removed.map(|v| decode(&v)).transpose()?;
+        let removed = removed.map(|v| decode_link(&v)).transpose()?;
         if removed.is_some() {
             self.notify(user_id, provider_id);
         }
@@ -453,7 +514,7 @@ impl Store for SledStore {
     async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>> {
         let mut ids = BTreeSet::new();
         for entry in self.links.iter() {
-            let link: LinkRecord = decode(&entry?.1)?;
+            let link = decode_link(&entry?.1)?;
             ids.insert(link.access_token.key_id);
             ids.extend(link.refresh_token.map(|s| s.key_id));
             ids.extend(link.extra.map(|s| s.key_id));
@@ -493,7 +554,7 @@ impl Store for SledStore {
         };
         let mut plain = 0;
         for entry in self.links.iter() {
-            let l: LinkRecord = decode(&entry?.1)?;
+            let l = decode_link(&entry?.1)?;
             plain += count(&[
                 Some(&l.access_token),
                 l.refresh_token.as_ref(),

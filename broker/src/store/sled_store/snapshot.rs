@@ -12,7 +12,11 @@ impl SledStore {
             users: all(&self.users)?,
             sessions: all(&self.sessions)?,
             tokens: all(&self.tokens)?,
-            links: all(&self.links)?,
+            links: self
+                .links
+                .iter()
+                .map(|entry| decode_link(&entry?.1))
+                .collect::<StoreResult<_>>()?,
             pending_revocations: all(&self.revocations)?,
             revoked_keys: self
                 .revoked_keys
@@ -97,8 +101,10 @@ impl SledStore {
             self.tokens.insert(token.id.as_bytes(), encode(token)?)?;
         }
         for link in &snapshot.links {
-            self.links
-                .insert(link_key(&link.user_id, &link.provider_id), encode(link)?)?;
+            self.links.insert(
+                link_key(&link.user_id, &link.provider_id),
+                encode_link(link)?,
+            )?;
         }
         for pending in &snapshot.pending_revocations {
             self.revocations

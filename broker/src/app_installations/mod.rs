@@ -6,23 +6,11 @@
 //! The list is asked of the provider at most once a minute per user and provider, not on every
 //! lookup; a failure to ask is never an error for the lookup (the token is handed out as ever).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+pub mod cache;
 
 use extauth_providers::{AccessToken, ProviderConfig};
 
 use crate::state::AppState;
-
-/// How long a user's installations are taken as known.
-const FRESH_FOR: Duration = Duration::from_secs(60);
-
-/// What the provider said at a time: the owners, or `None` when it would not say.
-type Asked = (Instant, Option<Vec<String>>);
-
-/// The installations asked lately, per (user id, provider id).
-#[derive(Default)]
-pub struct InstallationCache(Mutex<HashMap<(String, String), Asked>>);
 
 /// Whether `provider` is a GitHub App whose coverage can be told.
 pub fn applies(provider: &ProviderConfig) -> bool {
@@ -37,11 +25,8 @@ pub async fn owners(
     token: &AccessToken,
 ) -> Option<Vec<String>> {
     let url = provider.app_installations_url.as_ref()?;
-    let key = (user_id.to_owned(), provider.id.as_str().to_owned());
-    if let Some((at, owners)) = state.installations.0.lock().ok()?.get(&key) {
-        if at.elapsed() < FRESH_FOR {
-            return owners.clone();
-        }
+    if let Some(known) = state.installations.get(user_id, provider.id.as_str()) {
+        return known;
     }
     let owners = match state.upstream.installations(provider, url, token).await {
         Ok(owners) => owners,
@@ -50,10 +35,9 @@ pub async fn owners(
             return None;
         }
     };
-    if let Ok(mut cache) = state.installations.0.lock() {
-        cache.retain(|_, (at, _)| at.elapsed() < FRESH_FOR);
-        cache.insert(key, (Instant::now(), owners.clone()));
-    }
+    state
+        .installations
+        .put(user_id, provider.id.as_str(), owners.clone());
     owners
 }
 
