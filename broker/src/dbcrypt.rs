@@ -277,7 +277,7 @@ pub async fn delete(
     let snapshot = store.snapshot().await?;
     for link in snapshot.links {
         if store
-            .delete_link(&link.user_id, &link.provider_id)
+            .delete_link(&link.user_id, &link.provider_id, &link.account)
             .await?
             .is_some()
         {

@@ -49,6 +49,10 @@ pub fn seal(
     LinkRecord {
         user_id: user_id.to_owned(),
         provider_id: id.to_owned(),
+        // The caller names the account (links::save_account) or keeps it (refresh).
+        account: String::new(),
+        is_default: true,
+        owners: Vec::new(),
         access_token: keys.seal(
             &purpose(user_id, id, "access"),
             tokens.access_token.secret().as_bytes(),

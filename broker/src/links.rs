@@ -32,18 +32,85 @@ pub enum Lookup {
 
 /// Stores tokens from a completed link (browser or device flow): insert or replace, which
 /// clears any cached refresh failure. Waiters (`listen`) are woken by the store.
+/// How a new link relates to the accounts already linked at its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linking {
+    /// Connect (again): replaces the account of the same login, or the one account there is.
+    Replace,
+    /// "Add another account": kept beside the others unless it is one of them.
+    AddAccount,
+}
+
+/// The account's login in the provider's user document (validation's answer): `login`
+/// (GitHub, Gitea), `username` (GitLab, Bitbucket), `preferred_username` (OIDC), `sub`.
+fn login_of(user: &Value) -> Option<String> {
+    ["login", "username", "preferred_username", "nickname", "sub"]
+        .iter()
+        .find_map(|k| {
+            user[*k]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        })
+}
+
+/// Which account the new tokens are for: the login the provider says (asked once, at link
+/// time), or empty when it cannot be told.
+async fn account_of(state: &AppState, provider: &ProviderConfig, tokens: &TokenResponse) -> String {
+    match state
+        .upstream
+        .validate(provider, &tokens.access_token)
+        .await
+    {
+        Ok(Validity::Valid { user: Some(user) }) => login_of(&user).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 pub async fn save_link(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
     tokens: &TokenResponse,
 ) -> Result<(), Failure> {
-    let created_at = state
+    save_account(state, user_id, provider, tokens, Linking::Replace).await
+}
+
+/// Stores new tokens as an account's link: the login's own account when linked before, else
+/// (Replace) the one account the provider has, else a new account, the default when first.
+pub async fn save_account(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+    tokens: &TokenResponse,
+    linking: Linking,
+) -> Result<(), Failure> {
+    let login = account_of(state, provider, tokens).await;
+    let accounts = state
         .store
-        .link(user_id, provider.id.as_str())
-        .await?
-        .map_or_else(now, |l| l.created_at);
-    let link = seal(&state.keys, user_id, provider, tokens, None, created_at);
+        .links_of_provider(user_id, provider.id.as_str())
+        .await?;
+    let same = accounts
+        .iter()
+        .find(|l| !login.is_empty() && l.account == login);
+    let replaced = same.or_else(|| match (linking, accounts.as_slice()) {
+        (Linking::Replace, [only]) => Some(only),
+        (Linking::Replace, _) => accounts.iter().find(|l| l.is_default),
+        (Linking::AddAccount, _) => None,
+    });
+    let created_at = replaced.map_or_else(now, |l| l.created_at);
+    let mut link = seal(&state.keys, user_id, provider, tokens, None, created_at);
+    link.account = login;
+    link.is_default = replaced.map_or(accounts.is_empty(), |l| l.is_default);
+    link.owners = replaced.map(|l| l.owners.clone()).unwrap_or_default();
+    if let Some(old) = replaced.filter(|old| old.account != link.account) {
+        // The same slot under a new name (a link made before accounts had names, or the
+        // user signed in as someone else): the old record goes.
+        state
+            .store
+            .delete_link(user_id, provider.id.as_str(), &old.account)
+            .await?;
+    }
     state.store.put_link(&link).await?;
     if link.refresh_token.is_none() && link.expires_at.is_some() && !provider.no_refresh {
         // coder/coder#17754: e.g. Entra without offline_access; the user is logged out of the
@@ -58,6 +125,7 @@ pub async fn save_link(
     tracing::info!(
         user = user_id,
         provider = provider.id.as_str(),
+        account = link.account.as_str(),
         has_refresh = link.refresh_token.is_some(),
         expires_at = link.expires_at,
         "linked"
@@ -122,14 +190,82 @@ pub async fn notes(
     }))
 }
 
-/// The user's token for `provider`, fresh: refreshed ahead of expiry where possible, validated
-/// first when a workspace reported it rejected.
+/// Which of a user's accounts at a provider a request means (several accounts per provider:
+/// work and personal GitHub).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Choice<'a> {
+    /// An account named outright (`access-token --account`, `user@` in a remote URL). Only a
+    /// preference: when no such account is linked, the others decide.
+    pub account: Option<&'a str>,
+    /// The repository's URL, whose owner may be routed to an account.
+    pub url: Option<&'a str>,
+}
+
+/// Whether a routing pattern (`acme`, `acme-*`, `*`) takes `owner` (case-insensitive, as
+/// forges compare owner names).
+fn owner_matches(pattern: &str, owner: &str) -> bool {
+    let (pattern, owner) = (pattern.to_ascii_lowercase(), owner.to_ascii_lowercase());
+    match pattern.split_once('*') {
+        None => pattern == owner,
+        Some((prefix, suffix)) => {
+            owner.len() >= prefix.len() + suffix.len()
+                && owner.starts_with(prefix)
+                && owner.ends_with(suffix)
+        }
+    }
+}
+
+/// The account `choice` picks among `accounts`: the one named, else the one whose owners take
+/// the URL's owner, else the default, else the first.
+pub fn pick<'a>(accounts: &'a [LinkRecord], choice: Choice<'_>) -> Option<&'a LinkRecord> {
+    let named = choice
+        .account
+        .filter(|a| !a.is_empty())
+        .and_then(|a| accounts.iter().find(|l| l.account.eq_ignore_ascii_case(a)));
+    let owner = choice.url.and_then(crate::app_installations::owner_of);
+    let routed = owner.and_then(|owner| {
+        accounts
+            .iter()
+            .find(|l| l.owners.iter().any(|p| owner_matches(p, &owner)))
+    });
+    named
+        .or(routed)
+        .or_else(|| accounts.iter().find(|l| l.is_default))
+        .or(accounts.first())
+}
+
+/// The link `choice` picks (one store read when nothing is chosen).
+pub async fn chosen_link(
+    state: &AppState,
+    user_id: &str,
+    provider_id: &str,
+    choice: Choice<'_>,
+) -> Result<Option<LinkRecord>, Failure> {
+    if choice.account.is_none() && choice.url.is_none() {
+        return Ok(state.store.link(user_id, provider_id).await?);
+    }
+    let accounts = state.store.links_of_provider(user_id, provider_id).await?;
+    Ok(pick(&accounts, choice).cloned())
+}
+
+/// The user's token for `provider` (its default account), fresh.
 pub async fn lookup(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
 ) -> Result<Lookup, Failure> {
-    let Some(mut link) = state.store.link(user_id, provider.id.as_str()).await? else {
+    lookup_chosen(state, user_id, provider, Choice::default()).await
+}
+
+/// The user's token for the account of `provider` that `choice` picks, fresh: refreshed ahead
+/// of expiry where possible, validated first when a workspace reported it rejected.
+pub async fn lookup_chosen(
+    state: &AppState,
+    user_id: &str,
+    provider: &ProviderConfig,
+    choice: Choice<'_>,
+) -> Result<Lookup, Failure> {
+    let Some(mut link) = chosen_link(state, user_id, provider.id.as_str(), choice).await? else {
         return Ok(Lookup::NotLinked);
     };
     let can_refresh = |link: &LinkRecord| !provider.no_refresh && link.refresh_token.is_some();
@@ -192,6 +328,85 @@ pub async fn lookup(
     Ok(Lookup::Linked(open_fresh(&state.keys, &link)?))
 }
 
+/// Writes `link` with its default flag set to `value`, unless a refresh replaced it meanwhile
+/// (then again on the new one).
+async fn set_default_flag(state: &AppState, link: &LinkRecord, value: bool) -> Result<(), Failure> {
+    let mut link = link.clone();
+    loop {
+        let flagged = LinkRecord {
+            is_default: value,
+            ..link.clone()
+        };
+        if state
+            .store
+            .replace_link_if(&flagged, link.refresh_token.as_ref())
+            .await?
+        {
+            return Ok(());
+        }
+        match state
+            .store
+            .link_account(&link.user_id, &link.provider_id, &link.account)
+            .await?
+        {
+            Some(current) => link = current,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Makes `account` the user's default account at the provider. Whether it is linked.
+pub async fn set_default_account(
+    state: &AppState,
+    user_id: &str,
+    provider_id: &str,
+    account: &str,
+) -> Result<bool, Failure> {
+    let accounts = state.store.links_of_provider(user_id, provider_id).await?;
+    let Some(chosen) = accounts.iter().find(|l| l.account == account) else {
+        return Ok(false);
+    };
+    set_default_flag(state, chosen, true).await?;
+    for other in accounts
+        .iter()
+        .filter(|l| l.account != account && l.is_default)
+    {
+        set_default_flag(state, other, false).await?;
+    }
+    Ok(true)
+}
+
+/// Routes repositories of `owners` (names or `prefix*` globs) to `account`. Whether it is
+/// linked.
+pub async fn set_account_owners(
+    state: &AppState,
+    user_id: &str,
+    provider_id: &str,
+    account: &str,
+    owners: Vec<String>,
+) -> Result<bool, Failure> {
+    loop {
+        let Some(link) = state
+            .store
+            .link_account(user_id, provider_id, account)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let routed = LinkRecord {
+            owners: owners.clone(),
+            ..link.clone()
+        };
+        if state
+            .store
+            .replace_link_if(&routed, link.refresh_token.as_ref())
+            .await?
+        {
+            return Ok(true);
+        }
+    }
+}
+
 /// How long a listing waits for the refreshes it started.
 const LIST_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -245,9 +460,10 @@ pub async fn mark_rejected(
     state: &AppState,
     user_id: &str,
     provider_id: &str,
+    choice: Choice<'_>,
 ) -> Result<bool, Failure> {
     loop {
-        let Some(link) = state.store.link(user_id, provider_id).await? else {
+        let Some(link) = chosen_link(state, user_id, provider_id, choice).await? else {
             return Ok(false);
         };
         if link.needs_validation {
@@ -288,9 +504,47 @@ pub async fn unlink(
     user_id: &str,
     provider_id: &str,
 ) -> Result<Option<Unlinked>, Failure> {
-    let Some(link) = state.store.delete_link(user_id, provider_id).await? else {
+    let mut outcome = None;
+    for link in state.store.links_of_provider(user_id, provider_id).await? {
+        let unlinked = unlink_account(state, user_id, provider_id, &link.account).await?;
+        // The first trouble is the one reported; every account is unlinked regardless.
+        outcome = match (outcome, unlinked) {
+            (
+                Some(
+                    o @ Unlinked {
+                        token_revoked: false,
+                        ..
+                    },
+                ),
+                _,
+            ) => Some(o),
+            (_, next) => next,
+        };
+    }
+    Ok(outcome)
+}
+
+/// Unlinks one account of a provider (revoking its tokens as [`unlink`] does). When it was
+/// the default, the next account becomes the default.
+pub async fn unlink_account(
+    state: &AppState,
+    user_id: &str,
+    provider_id: &str,
+    account: &str,
+) -> Result<Option<Unlinked>, Failure> {
+    let Some(link) = state
+        .store
+        .delete_link(user_id, provider_id, account)
+        .await?
+    else {
         return Ok(None);
     };
+    if link.is_default {
+        let rest = state.store.links_of_provider(user_id, provider_id).await?;
+        if let Some(next) = rest.first().filter(|_| !rest.iter().any(|l| l.is_default)) {
+            set_default_flag(state, next, true).await?;
+        }
+    }
     let Some(provider) = state.providers.get(provider_id) else {
         return Ok(Some(Unlinked {
             token_revoked: false,
@@ -381,6 +635,7 @@ pub async fn wait_until_linked(
     state: &AppState,
     user_id: &str,
     provider: &ProviderConfig,
+    choice: Choice<'_>,
     listen: bool,
 ) -> Result<Option<Fresh>, Failure> {
     // Subscribe before looking, so a link completed in between is not missed.
@@ -388,7 +643,7 @@ pub async fn wait_until_linked(
     let deadline = tokio::time::Instant::now() + state.settings.listen_timeout;
     let id = provider.id.as_str();
     loop {
-        if let Lookup::Linked(fresh) = lookup(state, user_id, provider).await? {
+        if let Lookup::Linked(fresh) = lookup_chosen(state, user_id, provider, choice).await? {
             return Ok(Some(fresh));
         }
         let Some(events) = events.as_mut() else {

@@ -114,10 +114,17 @@ fn count(provider_id: &str, outcome: &'static str) {
 /// Refreshes `link` once. Callers arriving while a refresh of the same link runs wait for it
 /// and get its result instead of refreshing again.
 pub async fn refresh(state: &AppState, link: &LinkRecord) -> Result<Refreshed, RefreshFailure> {
-    let lock = state.refresh_locks.get(&link.user_id, &link.provider_id);
+    // One flight per account: accounts of one provider refresh independently.
+    let slot = if link.account.is_empty() {
+        link.provider_id.clone()
+    } else {
+        format!("{}/{}", link.provider_id, link.account)
+    };
+    let lock = state.refresh_locks.get(&link.user_id, &slot);
     let task_state = state.clone();
     let seen = link.refresh_token.clone();
     let (user_id, provider_id) = (link.user_id.clone(), link.provider_id.clone());
+    let account = link.account.clone();
     let task = tokio::spawn(async move {
         // Callers queued behind a refresh of the same link (single flight): a refresh storm
         // shows here, not as refreshes at the provider.
@@ -128,10 +135,10 @@ pub async fn refresh(state: &AppState, link: &LinkRecord) -> Result<Refreshed, R
         // waiter per process, the store lock to one refresh across all of them.
         let shared = task_state
             .store
-            .lock(&format!("refresh:{user_id}:{provider_id}"))
+            .lock(&format!("refresh:{user_id}:{slot}"))
             .await
             .map_err(|e| RefreshFailure::Internal(e.into()))?;
-        let result = refresh_locked(&task_state, &user_id, &provider_id, seen).await;
+        let result = refresh_locked(&task_state, &user_id, &provider_id, &account, seen).await;
         shared.release().await;
         result
     });
@@ -149,9 +156,14 @@ async fn changed(
     state: &AppState,
     user_id: &str,
     provider_id: &str,
+    account: &str,
     seen: Option<&crate::crypto::Sealed>,
 ) -> Result<Option<LinkRecord>, RefreshFailure> {
-    match state.store.link(user_id, provider_id).await {
+    match state
+        .store
+        .link_account(user_id, provider_id, account)
+        .await
+    {
         Ok(Some(current)) if current.refresh_token.as_ref() != seen => Ok(Some(current)),
         Ok(Some(_)) => Ok(None),
         Ok(None) => Err(RefreshFailure::Gone),
@@ -176,9 +188,10 @@ async fn refresh_locked(
     state: &AppState,
     user_id: &str,
     provider_id: &str,
+    account: &str,
     seen: Option<crate::crypto::Sealed>,
 ) -> Result<Refreshed, RefreshFailure> {
-    if let Some(current) = changed(state, user_id, provider_id, seen.as_ref()).await? {
+    if let Some(current) = changed(state, user_id, provider_id, account, seen.as_ref()).await? {
         return joined(provider_id, current);
     }
     let Some(provider) = state.providers.get(provider_id) else {
@@ -216,7 +229,11 @@ async fn refresh_locked(
         }
     };
 
-    let current = match state.store.link(user_id, provider_id).await {
+    let current = match state
+        .store
+        .link_account(user_id, provider_id, account)
+        .await
+    {
         Ok(Some(current)) => current,
         Ok(None) => return Err(RefreshFailure::Gone),
         Err(e) => return Err(RefreshFailure::Internal(e.into())),
@@ -235,12 +252,17 @@ async fn refresh_locked(
                 // The refresh token is kept, and with it the time it runs out.
                 new.refresh_expires_at = current.refresh_expires_at;
             }
+            new.account.clone_from(&current.account);
+            new.is_default = current.is_default;
+            new.owners.clone_from(&current.owners);
             // Persist before anything else can fail: the old refresh token may be spent.
             match state.store.replace_link_if(&new, seen.as_ref()).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // Another replica won meanwhile; its pair is the live one.
-                    return match changed(state, user_id, provider_id, seen.as_ref()).await? {
+                    return match changed(state, user_id, provider_id, account, seen.as_ref())
+                        .await?
+                    {
                         Some(winner) => joined(provider_id, winner),
                         None => Err(RefreshFailure::Gone),
                     };
@@ -259,7 +281,9 @@ async fn refresh_locked(
         }
         Err(error) if classify(&error) == Lasting::Permanent => {
             // A loser of a cross-replica race sees the winner's rotation as invalid_grant.
-            if let Some(winner) = changed(state, user_id, provider_id, seen.as_ref()).await? {
+            if let Some(winner) =
+                changed(state, user_id, provider_id, account, seen.as_ref()).await?
+            {
                 return joined(provider_id, winner);
             }
             let reason = error.reason();
@@ -280,10 +304,12 @@ async fn refresh_locked(
                     count(provider_id, "permanent");
                     Err(RefreshFailure::Permanent)
                 }
-                Ok(false) => match changed(state, user_id, provider_id, seen.as_ref()).await? {
-                    Some(winner) => joined(provider_id, winner),
-                    None => Err(RefreshFailure::Gone),
-                },
+                Ok(false) => {
+                    match changed(state, user_id, provider_id, account, seen.as_ref()).await? {
+                        Some(winner) => joined(provider_id, winner),
+                        None => Err(RefreshFailure::Gone),
+                    }
+                }
                 Err(e) => Err(RefreshFailure::Internal(e.into())),
             }
         }

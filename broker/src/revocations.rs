@@ -60,6 +60,9 @@ pub async fn retry_due(state: &AppState) -> Result<(), Failure> {
         let as_link = LinkRecord {
             user_id: pending.user_id.clone(),
             provider_id: pending.provider_id.clone(),
+            account: String::new(),
+            is_default: true,
+            owners: Vec::new(),
             access_token: pending.access_token.clone(),
             refresh_token: pending.refresh_token.clone(),
             expires_at: None,

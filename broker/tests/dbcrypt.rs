@@ -32,6 +32,9 @@ async fn populate(store: &dyn Store, keys: &KeyRing) {
         .put_link(&LinkRecord {
             user_id: "u1".into(),
             provider_id: "github".into(),
+            account: "octocat".into(),
+            is_default: true,
+            owners: vec!["acme".into()],
             access_token: seal(purpose("u1", "github", "access"), "gho_access"),
             refresh_token: Some(seal(purpose("u1", "github", "refresh"), "ghr_refresh")),
             expires_at: Some(10),

@@ -143,7 +143,7 @@ async fn waiting_until_linked_answers_when_the_link_arrives() {
     let app = app(dir.path()).await;
     let github = links::provider(&app, "github").unwrap().clone();
     assert!(
-        links::wait_until_linked(&app, "u1", &github, false)
+        links::wait_until_linked(&app, "u1", &github, links::Choice::default(), false)
             .await
             .unwrap()
             .is_none(),
@@ -165,7 +165,7 @@ async fn waiting_until_linked_answers_when_the_link_arrives() {
                 .unwrap();
         })
     };
-    let fresh = links::wait_until_linked(&app, "u1", &github, true)
+    let fresh = links::wait_until_linked(&app, "u1", &github, links::Choice::default(), true)
         .await
         .unwrap()
         .expect("linked while waiting");

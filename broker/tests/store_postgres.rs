@@ -69,7 +69,7 @@ async fn a_link_written_by_one_replica_wakes_waiters_on_another() {
             ),
         }
     }
-    a.delete_link("u1", "github").await.unwrap();
+    a.delete_link("u1", "github", "").await.unwrap();
     let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
         .await
         .expect("the unlink is announced too")

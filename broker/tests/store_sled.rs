@@ -55,9 +55,9 @@ async fn records_written_as_json_by_earlier_versions_are_read_and_rewritten_comp
     let raw = db
         .open_tree("links")
         .unwrap()
-        .get("u1\0github")
+        .get("u1\0github\0")
         .unwrap()
-        .unwrap();
+        .expect("the key gained its (unnamed) account at open");
     assert_eq!(
         raw[0], 2,
         "rewritten in the compact encoding (a link's second shape)"

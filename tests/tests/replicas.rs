@@ -255,7 +255,8 @@ async fn a_replica_killed_mid_refresh_loses_nothing_and_the_other_serves() {
         .sql("SELECT id FROM users WHERE username = 'admin'")
         .await[0]
         .get(0);
-    let lock = extauth_broker::store::lock_key(&format!("refresh:{admin}:forge"));
+    // The link's account is the IdP login (alice): one refresh lock per account.
+    let lock = extauth_broker::store::lock_key(&format!("refresh:{admin}:forge/alice"));
     let held = format!(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
          AND ((classid::bigint << 32) | objid::bigint) = {lock}"

@@ -21,6 +21,8 @@ pub struct ExternalAuthQuery {
     id: Option<String>,
     /// Present (any value) = wait until linked.
     listen: Option<String>,
+    /// extauth's: the account to use when several are linked (a preference).
+    account: Option<String>,
 }
 
 /// Picks the provider from `id` or `match`, with Coder's errors.
@@ -85,8 +87,19 @@ pub async fn external_auth_get(
             provider.id.as_str()
         )));
     }
-    let linked =
-        links::wait_until_linked(&state, &caller.user.id, provider, query.listen.is_some()).await?;
+    let account = non_empty(query.account);
+    let choice = links::Choice {
+        account: account.as_deref(),
+        url: match_url.as_deref(),
+    };
+    let linked = links::wait_until_linked(
+        &state,
+        &caller.user.id,
+        provider,
+        choice,
+        query.listen.is_some(),
+    )
+    .await?;
     let notice = match (&linked, match_url.as_deref()) {
         (Some(fresh), Some(url)) => {
             crate::app_installations::uncovered(
@@ -127,6 +140,8 @@ pub struct Rejected {
     id: Option<String>,
     #[serde(rename = "match")]
     match_url: Option<String>,
+    /// The account the refused token was for, when several are linked.
+    account: Option<String>,
 }
 
 /// `POST /api/v2/workspaceagents/me/external-auth/rejected`: git was refused with the current
@@ -136,18 +151,20 @@ pub async fn rejected_post(
     caller: WorkspaceCaller,
     Json(body): Json<Rejected>,
 ) -> Result<StatusCode, ApiError> {
-    let provider = choose(
-        &state,
-        non_empty(body.id).as_deref(),
-        non_empty(body.match_url).as_deref(),
-    )?;
+    let match_url = non_empty(body.match_url);
+    let provider = choose(&state, non_empty(body.id).as_deref(), match_url.as_deref())?;
     if !caller.may_use_provider(provider.id.as_str()) {
         return Err(ApiError::forbidden(format!(
             "This workspace token may not use provider {:?}.",
             provider.id.as_str()
         )));
     }
-    links::mark_rejected(&state, &caller.user.id, provider.id.as_str()).await?;
+    let account = non_empty(body.account);
+    let choice = links::Choice {
+        account: account.as_deref(),
+        url: match_url.as_deref(),
+    };
+    links::mark_rejected(&state, &caller.user.id, provider.id.as_str(), choice).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -120,13 +120,24 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
 }
 
-/// A user's link to a provider: the provider's tokens, sealed.
+/// A user's link to an account at a provider: the provider's tokens, sealed. A user may link
+/// several accounts of one provider (work and personal GitHub); one of them is the default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkRecord {
     /// Whose link.
     pub user_id: String,
     /// To which provider.
     pub provider_id: String,
+    /// The account's login at the provider, read at link time; empty for a link made before
+    /// accounts had names, or at a provider that does not say.
+    #[serde(default)]
+    pub account: String,
+    /// The account used when nothing chooses another (one per user and provider).
+    #[serde(default = "yes")]
+    pub is_default: bool,
+    /// Repository owners routed to this account (`acme`, or a glob such as `acme-*`).
+    #[serde(default)]
+    pub owners: Vec<String>,
     /// The access token.
     pub access_token: Sealed,
     /// The refresh token, if the provider gave one (and it has not been given up on).
@@ -147,6 +158,10 @@ pub struct LinkRecord {
     /// six months): the user must link again before then. `None` = not said.
     #[serde(default)]
     pub refresh_expires_at: Option<i64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Tokens of an unlinked provider whose revocation failed: retried in the background until the
@@ -587,15 +602,30 @@ pub trait Store: Send + Sync + 'static {
         link: &LinkRecord,
         expected_refresh: Option<&Sealed>,
     ) -> StoreResult<bool>;
-    /// The link of (user, provider).
+    /// The link of (user, provider) to use when nothing chooses an account: the default
+    /// account's, else the first by account.
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>>;
-    /// All links of a user, by provider id.
+    /// The link of (user, provider, account).
+    async fn link_account(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+        account: &str,
+    ) -> StoreResult<Option<LinkRecord>>;
+    /// Every account a user linked at a provider, by account.
+    async fn links_of_provider(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<Vec<LinkRecord>>;
+    /// All links of a user, by provider id, then account.
     async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>>;
-    /// Deletes a link and returns it.
+    /// Deletes the link of (user, provider, account) and returns it.
     async fn delete_link(
         &self,
         user_id: &str,
         provider_id: &str,
+        account: &str,
     ) -> StoreResult<Option<LinkRecord>>;
 
     /// Creates or replaces a pending revocation.

@@ -88,7 +88,9 @@ timed_store! {
     fn replace_link_if(link: &LinkRecord, expected_refresh: Option<&Sealed>) -> StoreResult<bool>;
     fn link(user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>>;
     fn links_of_user(user_id: &str) -> StoreResult<Vec<LinkRecord>>;
-    fn delete_link(user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>>;
+    fn link_account(user_id: &str, provider_id: &str, account: &str) -> StoreResult<Option<LinkRecord>>;
+    fn links_of_provider(user_id: &str, provider_id: &str) -> StoreResult<Vec<LinkRecord>>;
+    fn delete_link(user_id: &str, provider_id: &str, account: &str) -> StoreResult<Option<LinkRecord>>;
     fn put_pending_revocation(pending: &PendingRevocation) -> StoreResult<()>;
     fn pending_revocations_due(now: i64) -> StoreResult<Vec<PendingRevocation>>;
     fn pending_revocations_of_user(user_id: &str) -> StoreResult<Vec<PendingRevocation>>;

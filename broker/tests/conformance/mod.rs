@@ -47,6 +47,9 @@ pub fn link(user_id: &str, provider_id: &str, refresh: Option<&str>) -> LinkReco
     LinkRecord {
         user_id: user_id.to_owned(),
         provider_id: provider_id.to_owned(),
+        account: String::new(),
+        is_default: true,
+        owners: Vec::new(),
         access_token: sealed("k1", &format!("access-{user_id}-{provider_id}")),
         refresh_token: refresh.map(|r| sealed("k1", r)),
         expires_at: Some(1_000),
@@ -289,14 +292,90 @@ pub async fn links(store: &dyn Store) {
     );
 
     assert_eq!(
-        store.delete_link("u1", "github").await.unwrap(),
+        store.delete_link("u1", "github", "").await.unwrap(),
         Some(relinked)
     );
-    assert_eq!(store.delete_link("u1", "github").await.unwrap(), None);
+    assert_eq!(store.delete_link("u1", "github", "").await.unwrap(), None);
     assert_eq!(store.link("u1", "github").await.unwrap(), None);
 }
 
 /// The optimistic check that keeps two refreshes from both being stored.
+/// Several accounts of one provider: each its own record, the default found by `link`, one
+/// replaced or deleted without touching the others, and routing data kept.
+pub async fn link_accounts(store: &dyn Store) {
+    let account = |name: &str, default: bool, owners: &[&str]| LinkRecord {
+        account: name.to_owned(),
+        is_default: default,
+        owners: owners.iter().map(|o| (*o).to_owned()).collect(),
+        access_token: sealed("k1", &format!("access-{name}")),
+        ..link("u1", "github", Some(&format!("refresh-{name}")))
+    };
+    store
+        .put_link(&account("personal", false, &[]))
+        .await
+        .unwrap();
+    store
+        .put_link(&account("work", true, &["acme", "acme-*"]))
+        .await
+        .unwrap();
+    store.put_link(&link("u1", "gitlab", None)).await.unwrap();
+    // The default, whatever the order.
+    assert_eq!(
+        store.link("u1", "github").await.unwrap(),
+        Some(account("work", true, &["acme", "acme-*"]))
+    );
+    assert_eq!(
+        store
+            .link_account("u1", "github", "personal")
+            .await
+            .unwrap(),
+        Some(account("personal", false, &[]))
+    );
+    assert_eq!(
+        store.link_account("u1", "github", "nobody").await.unwrap(),
+        None
+    );
+    let names = |links: Vec<LinkRecord>| {
+        links
+            .into_iter()
+            .map(|l| format!("{}/{}", l.provider_id, l.account))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.links_of_provider("u1", "github").await.unwrap()),
+        ["github/personal", "github/work"]
+    );
+    assert_eq!(
+        names(store.links_of_user("u1").await.unwrap()),
+        ["github/personal", "github/work", "gitlab/"]
+    );
+    // One account's refresh leaves the other alone.
+    let refreshed = LinkRecord {
+        access_token: sealed("k1", "access-personal-2"),
+        refresh_token: Some(sealed("k1", "refresh-personal-2")),
+        ..account("personal", false, &[])
+    };
+    assert!(
+        store
+            .replace_link_if(&refreshed, Some(&sealed("k1", "refresh-personal")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.link_account("u1", "github", "work").await.unwrap(),
+        Some(account("work", true, &["acme", "acme-*"]))
+    );
+    // Deleting one account keeps the other.
+    assert_eq!(
+        store.delete_link("u1", "github", "work").await.unwrap(),
+        Some(account("work", true, &["acme", "acme-*"]))
+    );
+    assert_eq!(store.link("u1", "github").await.unwrap(), Some(refreshed));
+    store.delete_link("u1", "github", "personal").await.unwrap();
+    store.delete_link("u1", "gitlab", "").await.unwrap();
+    assert_eq!(store.links_of_user("u1").await.unwrap(), []);
+}
+
 pub async fn replace_link_if(store: &dyn Store) {
     store
         .put_link(&link("u1", "github", Some("r1")))
@@ -345,7 +424,7 @@ pub async fn link_notifications(store: &dyn Store) {
             provider_id: "github".to_owned()
         }
     );
-    store.delete_link("u1", "github").await.unwrap();
+    store.delete_link("u1", "github", "").await.unwrap();
     let event = tokio::time::timeout(Duration::from_secs(1), events.recv())
         .await
         .expect("delete_link notifies")
@@ -1379,7 +1458,7 @@ pub async fn login_flows(store: &dyn Store) {
 macro_rules! store_conformance_tests {
     ($factory:expr) => {
         $crate::store_conformance_tests!(@tests $factory;
-            users, unique_users, sessions, tokens, links, replace_link_if, link_notifications, pending_revocations, key_ids,
+            users, unique_users, sessions, tokens, links, link_accounts, replace_link_if, link_notifications, pending_revocations, key_ids,
             snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows,
             oauth2_apps, oauth2_codes, oauth2_codes_are_used_once_under_concurrency, oauth2_families,
             oauth2_grants, signing_keys, device_grants, oauth2_resources, runtime_settings,

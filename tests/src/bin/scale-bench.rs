@@ -135,6 +135,9 @@ async fn main() {
             snapshot.links.push(LinkRecord {
                 user_id: id.clone(),
                 provider_id: provider.to_owned(),
+                account: String::new(),
+                is_default: true,
+                owners: Vec::new(),
                 access_token: seal("access", format!("gho_{n:036}")),
                 refresh_token: Some(seal("refresh", format!("ghr_{n:076}"))),
                 expires_at: None,

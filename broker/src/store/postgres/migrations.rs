@@ -190,6 +190,11 @@ CREATE TABLE git_ssh_keys (
         7,
         r"
 ALTER TABLE external_auth_links ADD COLUMN refresh_expires_at bigint;
+ALTER TABLE external_auth_links ADD COLUMN account text NOT NULL DEFAULT '';
+ALTER TABLE external_auth_links ADD COLUMN is_default boolean NOT NULL DEFAULT true;
+ALTER TABLE external_auth_links ADD COLUMN owners text NOT NULL DEFAULT '[]';
+ALTER TABLE external_auth_links DROP CONSTRAINT external_auth_links_pkey;
+ALTER TABLE external_auth_links ADD PRIMARY KEY (user_id, provider_id, account);
 ",
     ),
 ];

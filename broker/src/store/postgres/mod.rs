@@ -287,6 +287,8 @@ impl PgStore {
         let (access, access_key) = columns(Some(&link.access_token));
         let (refresh, refresh_key) = columns(link.refresh_token.as_ref());
         let (extra, extra_key) = columns(link.extra.as_ref());
+        let owners = serde_json::to_string(&link.owners)
+            .map_err(|e| StoreError::Corrupt(format!("link owners: {e}")))?;
         client
             .execute(
                 UPSERT_LINK,
@@ -305,6 +307,9 @@ impl PgStore {
                     &link.created_at,
                     &link.updated_at,
                     &link.refresh_expires_at,
+                    &link.account,
+                    &link.is_default,
+                    &owners,
                 ],
             )
             .await

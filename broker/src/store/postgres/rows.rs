@@ -111,6 +111,10 @@ pub(super) fn link_of(row: &Row) -> StoreResult<LinkRecord> {
     Ok(LinkRecord {
         user_id: row.try_get("user_id").map_err(pg)?,
         provider_id: row.try_get("provider_id").map_err(pg)?,
+        account: row.try_get("account").map_err(pg)?,
+        is_default: row.try_get("is_default").map_err(pg)?,
+        owners: serde_json::from_str(row.try_get::<_, &str>("owners").map_err(pg)?)
+            .map_err(|e| StoreError::Corrupt(format!("link owners: {e}")))?,
         access_token: sealed_at(row, "access_token", "access_token_key_id")?
             .ok_or_else(|| StoreError::Corrupt("link without access token".into()))?,
         refresh_token: sealed_at(row, "refresh_token", "refresh_token_key_id")?,
@@ -179,12 +183,14 @@ pub(super) const INSERT_TOKEN: &str = "INSERT INTO api_tokens (id, kind, user_id
 pub(super) const UPSERT_LINK: &str =
     "INSERT INTO external_auth_links (user_id, provider_id, access_token, access_token_key_id,
          refresh_token, refresh_token_key_id, expires_at, extra, extra_key_id, refresh_failure,
-         needs_validation, created_at, updated_at, refresh_expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-     ON CONFLICT (user_id, provider_id) DO UPDATE SET access_token = $3, access_token_key_id = $4,
-         refresh_token = $5, refresh_token_key_id = $6, expires_at = $7, extra = $8,
-         extra_key_id = $9, refresh_failure = $10, needs_validation = $11, created_at = $12,
-         updated_at = $13, refresh_expires_at = $14";
+         needs_validation, created_at, updated_at, refresh_expires_at, account, is_default,
+         owners)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+     ON CONFLICT (user_id, provider_id, account) DO UPDATE SET access_token = $3,
+         access_token_key_id = $4, refresh_token = $5, refresh_token_key_id = $6,
+         expires_at = $7, extra = $8, extra_key_id = $9, refresh_failure = $10,
+         needs_validation = $11, created_at = $12, updated_at = $13, refresh_expires_at = $14,
+         is_default = $16, owners = $17";
 pub(super) const UPSERT_PENDING: &str =
     "INSERT INTO pending_revocations (id, user_id, provider_id, access_token, access_token_key_id,
          refresh_token, refresh_token_key_id, attempts, next_attempt_at, last_error, created_at)

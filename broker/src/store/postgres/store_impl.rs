@@ -173,8 +173,8 @@ impl Store for PgStore {
         let row = tx
             .query_opt(
                 "SELECT refresh_token, refresh_token_key_id FROM external_auth_links
-                 WHERE user_id = $1 AND provider_id = $2 FOR UPDATE",
-                &[&link.user_id, &link.provider_id],
+                 WHERE user_id = $1 AND provider_id = $2 AND account = $3 FOR UPDATE",
+                &[&link.user_id, &link.provider_id, &link.account],
             )
             .await
             .map_err(pg)?;
@@ -194,18 +194,51 @@ impl Store for PgStore {
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
         let row = self
             .one(
-                "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2",
+                "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
+                 ORDER BY is_default DESC, account LIMIT 1",
                 &[&user_id, &provider_id],
             )
             .await?;
         row.as_ref().map(link_of).transpose()
     }
 
+    async fn link_account(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+        account: &str,
+    ) -> StoreResult<Option<LinkRecord>> {
+        let row = self
+            .one(
+                "SELECT * FROM external_auth_links
+                 WHERE user_id = $1 AND provider_id = $2 AND account = $3",
+                &[&user_id, &provider_id, &account],
+            )
+            .await?;
+        row.as_ref().map(link_of).transpose()
+    }
+
+    async fn links_of_provider(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<Vec<LinkRecord>> {
+        let client = self.client().await?;
+        rows(
+            &client,
+            "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
+             ORDER BY account",
+            &[&user_id, &provider_id],
+            link_of,
+        )
+        .await
+    }
+
     async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
         let client = self.client().await?;
         rows(
             &client,
-            "SELECT * FROM external_auth_links WHERE user_id = $1 ORDER BY provider_id",
+            "SELECT * FROM external_auth_links WHERE user_id = $1 ORDER BY provider_id, account",
             &[&user_id],
             link_of,
         )
@@ -216,13 +249,15 @@ impl Store for PgStore {
         &self,
         user_id: &str,
         provider_id: &str,
+        account: &str,
     ) -> StoreResult<Option<LinkRecord>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let row = tx
             .query_opt(
-                "DELETE FROM external_auth_links WHERE user_id = $1 AND provider_id = $2 RETURNING *",
-                &[&user_id, &provider_id],
+                "DELETE FROM external_auth_links
+                 WHERE user_id = $1 AND provider_id = $2 AND account = $3 RETURNING *",
+                &[&user_id, &provider_id, &account],
             )
             .await
             .map_err(pg)?;

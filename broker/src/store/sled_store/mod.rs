@@ -81,11 +81,13 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     }
 }
 
-/// The first byte of a link in its second compact shape (with `refresh_expires_at`). Links
-/// written before are [`COMPACT_V1`] in [`LinkRecordV1`]'s shape, read as such.
+/// The first byte of a link in its second compact shape (with accounts and
+/// `refresh_expires_at`). Links written before are [`COMPACT_V1`] in [`LinkRecordV1`]'s shape,
+/// read as such.
 const LINK_V2: u8 = 2;
 
-/// A link as stored before `refresh_expires_at` (postcard has no field names to default from).
+/// A link as stored before accounts and `refresh_expires_at` (postcard has no field names to
+/// default from).
 #[derive(serde::Deserialize)]
 struct LinkRecordV1 {
     user_id: String,
@@ -105,6 +107,9 @@ impl From<LinkRecordV1> for LinkRecord {
         Self {
             user_id: v1.user_id,
             provider_id: v1.provider_id,
+            account: String::new(),
+            is_default: true,
+            owners: Vec::new(),
             access_token: v1.access_token,
             refresh_token: v1.refresh_token,
             expires_at: v1.expires_at,
@@ -137,8 +142,36 @@ fn decode_link(bytes: &[u8]) -> StoreResult<LinkRecord> {
     }
 }
 
-fn link_key(user_id: &str, provider_id: &str) -> Vec<u8> {
-    format!("{user_id}\0{provider_id}").into_bytes()
+/// `a\0b`: an OAuth2 grant's (user, app).
+fn pair_key(a: &str, b: &str) -> Vec<u8> {
+    format!("{a}\0{b}").into_bytes()
+}
+
+/// `user\0provider\0account`. Links stored before accounts had `user\0provider`; the store
+/// rewrites those at open ([`SledStore::open`]).
+fn link_key(user_id: &str, provider_id: &str, account: &str) -> Vec<u8> {
+    format!("{user_id}\0{provider_id}\0{account}").into_bytes()
+}
+
+/// The key prefix of every account of (user, provider).
+fn provider_prefix(user_id: &str, provider_id: &str) -> Vec<u8> {
+    format!("{user_id}\0{provider_id}\0").into_bytes()
+}
+
+/// Rewrites links keyed `user\0provider` (before accounts) to `user\0provider\0`: the same
+/// link, its account unnamed. Runs at every open; finds nothing to do after the first.
+fn migrate_link_keys(links: &sled::Tree) -> StoreResult<()> {
+    for entry in links.iter() {
+        let (key, value) = entry?;
+        if key.iter().filter(|b| **b == 0).count() == 1 {
+            let mut new_key = key.to_vec();
+            new_key.push(0);
+            links.insert(new_key, value)?;
+            links.remove(key)?;
+        }
+    }
+    links.flush()?;
+    Ok(())
 }
 
 fn identity_key(issuer: &str, subject: &str) -> Vec<u8> {
@@ -155,6 +188,7 @@ impl SledStore {
             .open()
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))?;
         let (events, _) = broadcast::channel(1024);
+        migrate_link_keys(&db.open_tree("links")?)?;
         Ok(Self {
             users: db.open_tree("users")?,
             usernames: db.open_tree("usernames")?,
@@ -407,7 +441,7 @@ impl Store for SledStore {
 
     async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
         self.links.insert(
-            link_key(&link.user_id, &link.provider_id),
+            link_key(&link.user_id, &link.provider_id, &link.account),
             encode_link(link)?,
         )?;
         self.flush().await?;
@@ -420,7 +454,7 @@ impl Store for SledStore {
         link: &LinkRecord,
         expected_refresh: Option<&Sealed>,
     ) -> StoreResult<bool> {
-        let key = link_key(&link.user_id, &link.provider_id);
+        let key = link_key(&link.user_id, &link.provider_id, &link.account);
         let new = encode_link(link)?;
         loop {
             let Some(current) = self.links.get(&key)? else {
@@ -445,10 +479,35 @@ impl Store for SledStore {
     }
 
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
+        let accounts = self.links_of_provider(user_id, provider_id).await?;
+        Ok(accounts
+            .iter()
+            .find(|l| l.is_default)
+            .or(accounts.first())
+            .cloned())
+    }
+
+    async fn link_account(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+        account: &str,
+    ) -> StoreResult<Option<LinkRecord>> {
         self.links
-            .get(link_key(user_id, provider_id))?
+            .get(link_key(user_id, provider_id, account))?
             .map(|v| decode_link(&v))
             .transpose()
+    }
+
+    async fn links_of_provider(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<Vec<LinkRecord>> {
+        self.links
+            .scan_prefix(provider_prefix(user_id, provider_id))
+            .map(|entry| decode_link(&entry?.1))
+            .collect()
     }
 
     async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
@@ -462,8 +521,9 @@ impl Store for SledStore {
         &self,
         user_id: &str,
         provider_id: &str,
+        account: &str,
     ) -> StoreResult<Option<LinkRecord>> {
-        let removed = self.links.remove(link_key(user_id, provider_id))?;
+        let removed = self.links.remove(link_key(user_id, provider_id, account))?;
         self.flush().await?;
         let removed = removed.map(|v| decode_link(&v)).transpose()?;
         if removed.is_some() {
@@ -794,12 +854,12 @@ impl Store for SledStore {
 
     async fn put_oauth2_grant(&self, grant: &OAuth2Grant) -> StoreResult<()> {
         self.oauth2_grants
-            .insert(link_key(&grant.user_id, &grant.app_id), encode(grant)?)?;
+            .insert(pair_key(&grant.user_id, &grant.app_id), encode(grant)?)?;
         self.flush().await
     }
 
     async fn oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<Option<OAuth2Grant>> {
-        Self::get(&self.oauth2_grants, link_key(user_id, app_id))
+        Self::get(&self.oauth2_grants, pair_key(user_id, app_id))
     }
 
     async fn oauth2_grants_of_user(&self, user_id: &str) -> StoreResult<Vec<OAuth2Grant>> {
@@ -812,7 +872,7 @@ impl Store for SledStore {
     async fn delete_oauth2_grant(&self, user_id: &str, app_id: &str) -> StoreResult<bool> {
         let existed = self
             .oauth2_grants
-            .remove(link_key(user_id, app_id))?
+            .remove(pair_key(user_id, app_id))?
             .is_some();
         self.flush().await?;
         Ok(existed)

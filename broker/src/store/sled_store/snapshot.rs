@@ -102,7 +102,7 @@ impl SledStore {
         }
         for link in &snapshot.links {
             self.links.insert(
-                link_key(&link.user_id, &link.provider_id),
+                link_key(&link.user_id, &link.provider_id, &link.account),
                 encode_link(link)?,
             )?;
         }
@@ -122,7 +122,7 @@ impl SledStore {
         }
         for grant in &snapshot.oauth2_grants {
             self.oauth2_grants
-                .insert(link_key(&grant.user_id, &grant.app_id), encode(grant)?)?;
+                .insert(pair_key(&grant.user_id, &grant.app_id), encode(grant)?)?;
         }
         for family in &snapshot.oauth2_families {
             self.oauth2_families
