@@ -22,6 +22,8 @@ pub struct Fresh {
     pub extra: Map<String, Value>,
     /// When the refresh token runs out and the user must link again (unix seconds), if said.
     pub relink_by: Option<i64>,
+    /// The account at the provider (empty when unnamed).
+    pub account: String,
 }
 
 /// The associated data sealing one field of a link: binds ciphertext to its row and field.
@@ -101,6 +103,7 @@ pub fn open_fresh(keys: &KeyRing, link: &LinkRecord) -> Result<Fresh, CryptoErro
             .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
         extra,
         relink_by: link.refresh_expires_at,
+        account: link.account.clone(),
     })
 }
 

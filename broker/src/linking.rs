@@ -5,6 +5,7 @@ use extauth_providers::{PkceMethod, ProviderConfig};
 use url::Url;
 
 use crate::failure::Failure;
+pub use crate::links::Linking;
 use crate::login_flow::{self, Purpose};
 use crate::redirects::safe_redirect;
 use crate::state::AppState;
@@ -18,22 +19,37 @@ pub async fn start(
     binding: &str,
     provider: &ProviderConfig,
     redirect: &str,
+    linking: Linking,
 ) -> Result<Url, Failure> {
+    let purpose = match linking {
+        Linking::Replace => Purpose::Link(provider.id.as_str()),
+        Linking::AddAccount => Purpose::AddAccount(provider.id.as_str()),
+    };
     let started = login_flow::start(
         state,
-        Purpose::Link(provider.id.as_str()),
+        purpose,
         binding,
         user_id,
         provider.pkce == PkceMethod::S256,
         redirect,
     )
     .await?;
-    Ok(state.upstream.authorize_url(
+    let mut url = state.upstream.authorize_url(
         provider,
         &provider.callback_url(&state.settings.access_url),
         &started.state,
         started.challenge.as_deref(),
-    ))
+    );
+    if linking == Linking::AddAccount {
+        // The browser is likely signed in to the provider as the account already linked: ask
+        // it to let the user pick (GitHub) or sign in again (OIDC providers).
+        let prompt = match provider.provider_type {
+            extauth_providers::ProviderType::Github => "select_account",
+            _ => "login",
+        };
+        url.query_pairs_mut().append_pair("prompt", prompt);
+    }
+    Ok(url)
 }
 
 /// Finishes linking with the `code` and `state` the provider sent back, if this session started
@@ -63,6 +79,11 @@ pub async fn finish(
             UpstreamError::OAuth { .. } => Failure::CodeRefused(e),
             _ => Failure::CodeExchange(e),
         })?;
-    crate::links::save_link(state, user_id, provider, &tokens).await?;
+    let linking = if finished.adds_account {
+        Linking::AddAccount
+    } else {
+        Linking::Replace
+    };
+    crate::links::save_account(state, user_id, provider, &tokens, linking).await?;
     Ok(safe_redirect(&finished.redirect))
 }

@@ -355,6 +355,21 @@ async fn set_default_flag(state: &AppState, link: &LinkRecord, value: bool) -> R
     }
 }
 
+/// Every account the user linked at the provider, by account.
+pub async fn accounts_of(
+    state: &AppState,
+    user_id: &str,
+    provider_id: &str,
+) -> Result<Vec<LinkRecord>, Failure> {
+    Ok(state.store.links_of_provider(user_id, provider_id).await?)
+}
+
+/// The account named in a URL path: `-` stands for the unnamed account (a link made before
+/// accounts had names, or at a provider that does not say).
+pub fn account_from_path(segment: &str) -> &str {
+    if segment == "-" { "" } else { segment }
+}
+
 /// Makes `account` the user's default account at the provider. Whether it is linked.
 pub async fn set_default_account(
     state: &AppState,

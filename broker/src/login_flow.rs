@@ -27,6 +27,8 @@ pub const LIFETIME_MS: i64 = 600_000;
 pub enum Purpose<'a> {
     /// Linking the provider with this id.
     Link(&'a str),
+    /// Linking another account of the provider with this id, beside those linked.
+    AddAccount(&'a str),
     /// Signing in with OIDC.
     SignIn,
 }
@@ -35,6 +37,7 @@ impl Purpose<'_> {
     fn tag(self) -> String {
         match self {
             Purpose::Link(provider) => format!("link:{provider}"),
+            Purpose::AddAccount(provider) => format!("link+account:{provider}"),
             Purpose::SignIn => "oidc".to_owned(),
         }
     }
@@ -60,6 +63,8 @@ pub struct Finished {
     pub nonce: String,
     /// A path on this site to go to, or empty.
     pub redirect: String,
+    /// It was started to add another account ([`Purpose::AddAccount`]).
+    pub adds_account: bool,
 }
 
 fn verifier_purpose(state_hash: &str) -> String {
@@ -79,7 +84,7 @@ pub async fn start(
     let state_hash = hash(&state);
     let nonce = match purpose {
         Purpose::SignIn => random::hex_token::<16>(),
-        Purpose::Link(_) => String::new(),
+        Purpose::Link(_) | Purpose::AddAccount(_) => String::new(),
     };
     let verifier = pkce.then(|| URL_SAFE_NO_PAD.encode(random::bytes::<32>()));
     let challenge = verifier
@@ -115,7 +120,7 @@ pub async fn finish(
     state: &str,
 ) -> Result<Finished, Failure> {
     let kind = match purpose {
-        Purpose::Link(_) => LoginKind::Link,
+        Purpose::Link(_) | Purpose::AddAccount(_) => LoginKind::Link,
         Purpose::SignIn => LoginKind::SignIn,
     };
     if state.is_empty() {
@@ -130,7 +135,13 @@ pub async fn finish(
         return Err(Failure::LoginUnknown(kind));
     };
     let same_browser = constant_time_eq(flow.binding_hash.as_bytes(), binding_hash.as_bytes());
-    if !same_browser || flow.purpose != purpose.tag() || flow.user_id != user_id {
+    // A link's callback finishes either kind of link flow; which one it was is said back.
+    let adds_account = match purpose {
+        Purpose::Link(provider) => flow.purpose == Purpose::AddAccount(provider).tag(),
+        _ => false,
+    };
+    let same_purpose = flow.purpose == purpose.tag() || adds_account;
+    if !same_browser || !same_purpose || flow.user_id != user_id {
         tracing::warn!(
             purpose = purpose.tag(),
             same_browser,
@@ -152,6 +163,7 @@ pub async fn finish(
         verifier,
         nonce: flow.nonce,
         redirect: flow.redirect,
+        adds_account,
     })
 }
 

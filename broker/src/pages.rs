@@ -63,6 +63,8 @@ pub struct ProviderPage {
     pub name: String,
     pub icon: String,
     pub linked: bool,
+    /// The accounts linked (shown when there is more than one, or one with a name).
+    pub accounts: Vec<AccountRow>,
     pub error: Option<String>,
     /// When the token expires with no refresh token (formatted).
     pub expires_without_refresh: Option<String>,
@@ -71,6 +73,17 @@ pub struct ProviderPage {
     /// A GitHub App's installations: the owners, and where to install it.
     pub installed_for: Option<String>,
     pub install_url: Option<String>,
+}
+
+/// One linked account of a provider, on its page.
+pub struct AccountRow {
+    /// The login, or "(unnamed)".
+    pub label: String,
+    /// The account as a form value (empty for the unnamed one).
+    pub account: String,
+    pub is_default: bool,
+    /// Owners routed to it, comma-separated.
+    pub owners: String,
 }
 
 #[derive(Template)]

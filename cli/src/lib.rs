@@ -131,6 +131,9 @@ enum Command {
 struct AccessTokenArgs {
     /// Provider ID (as configured on the broker).
     id: String,
+    /// The account, when you linked several of the provider (default: your default account).
+    #[arg(long, value_name = "LOGIN")]
+    account: Option<String>,
     /// Print a field of the token's extra data instead, e.g. `authed_user.id`.
     #[arg(long, value_name = "PATH")]
     extra: Option<String>,
@@ -394,7 +397,7 @@ fn print_json(out: &mut dyn Write, value: &Value) {
 /// Coder's contract: the token without a newline, exit 0; not linked: the URL, exit 1.
 fn access_token(args: AccessTokenArgs, out: &mut dyn Write) -> Outcome {
     let client = workspace_client()?;
-    match client.external_auth(By::Id(&args.id), None)? {
+    match client.external_auth_as(By::Id(&args.id), args.account.as_deref(), None)? {
         Lookup::NoMatch { message, detail } => Err(Failure(
             if detail.is_empty() {
                 message
@@ -412,6 +415,18 @@ fn access_token(args: AccessTokenArgs, out: &mut dyn Write) -> Outcome {
             Err(Failure(String::new(), 1))
         }
         Lookup::Token(reply) => {
+            if let Some(wanted) = args.account.as_deref() {
+                // The broker falls back to the default account; asked by name, that is wrong.
+                if !reply.account.eq_ignore_ascii_case(wanted) {
+                    return Err(Failure(
+                        format!(
+                            "you have no {} account {wanted:?} linked (the default is {:?}); link it with \"Add another account\" on the provider's page",
+                            args.id, reply.account
+                        ),
+                        1,
+                    ));
+                }
+            }
             if let Some(path) = &args.extra {
                 let mut value = Value::Object(reply.token_extra.clone());
                 for part in path.split('.') {
@@ -480,23 +495,49 @@ fn list(output: Output, out: &mut dyn Write) -> Outcome {
     let _ = writeln!(out, "{:<20} {:<18} STATUS", "ID", "TYPE");
     for p in providers {
         let id = p["id"].as_str().unwrap_or_default();
-        let link = links.iter().find(|l| l["provider_id"] == id);
-        let status = match link {
-            None => "not linked".to_owned(),
-            Some(l) if l["authenticated"] == true => match l["expires"].as_str() {
-                Some(at) => format!("linked (token until {at})"),
-                None => "linked".to_owned(),
-            },
-            Some(l) => format!(
-                "link again: {}",
-                l["validate_error"].as_str().unwrap_or_default()
-            ),
+        let kind = p["type"].as_str().unwrap_or_default();
+        let accounts: Vec<&Value> = links.iter().filter(|l| l["provider_id"] == id).collect();
+        let status = |l: &Value| {
+            if l["authenticated"] == true {
+                match l["expires"].as_str() {
+                    Some(at) => format!("linked (token until {at})"),
+                    None => "linked".to_owned(),
+                }
+            } else {
+                format!(
+                    "link again: {}",
+                    l["validate_error"].as_str().unwrap_or_default()
+                )
+            }
         };
-        let _ = writeln!(
-            out,
-            "{id:<20} {:<18} {status}",
-            p["type"].as_str().unwrap_or_default()
-        );
+        match accounts.as_slice() {
+            [] => {
+                let _ = writeln!(out, "{id:<20} {kind:<18} not linked");
+            }
+            // One account without a name: the one line of before.
+            [only] if only["account"].as_str().unwrap_or_default().is_empty() => {
+                let _ = writeln!(out, "{id:<20} {kind:<18} {}", status(only));
+            }
+            several => {
+                for l in several {
+                    let account = l["account"].as_str().filter(|a| !a.is_empty());
+                    let mut name = account.unwrap_or("(unnamed)").to_owned();
+                    if l["default"] == true {
+                        name.push_str(" (default)");
+                    }
+                    let owners = l["owners"]
+                        .as_array()
+                        .map(|o| o.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    let routed = if owners.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; for {}", owners.join(", "))
+                    };
+                    let _ = writeln!(out, "{id:<20} {kind:<18} {} — {name}{routed}", status(l));
+                }
+            }
+        }
     }
     Ok(())
 }

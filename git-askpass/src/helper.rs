@@ -110,7 +110,9 @@ fn get(env: &dyn Environment, stdin: impl std::io::BufRead, stdout: &mut dyn Wri
         Ok(c) => c,
         Err(code) => return code,
     };
-    let reply = match token_for(&client, env, &url) {
+    // `https://work@github.com/…`: git passes the URL's user; it names the account to use
+    // when several are linked (as Git Credential Manager reads it).
+    let reply = match token_for(&client, env, &url, request.username.as_deref()) {
         Ok(Some(reply)) => reply,
         Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
@@ -119,12 +121,18 @@ fn get(env: &dyn Environment, stdin: impl std::io::BufRead, stdout: &mut dyn Wri
         // Said before git tries, so that a 403 that follows is explained.
         eprintln!("extauth: {}", reply.notice);
     }
+    // The provider, and the account when named: what `erase` reports refused.
+    let state_value = if reply.account.is_empty() {
+        reply.provider_id.clone()
+    } else {
+        format!("{}/{}", reply.provider_id, reply.account)
+    };
     let answer = Answer {
         username: reply.username.secret(),
         password: reply.password.secret(),
         expiry_unix: reply.expires_at.map(|t| t.unix_timestamp()),
         scheme: Scheme::choose(&request, &reply.git_auth),
-        state_provider: Some(reply.provider_id.as_str())
+        state_provider: Some(state_value.as_str())
             .filter(|id| !id.is_empty() && request.can("state")),
     };
     let _ = stdout.write_all(answer.lines().as_bytes());
@@ -137,9 +145,10 @@ fn token_for(
     client: &Client,
     env: &dyn Environment,
     url: &str,
+    account: Option<&str>,
 ) -> Result<Option<ExternalAuthResponse>, ExitCode> {
-    match client.external_auth(By::Match(url), None) {
-        Ok(Lookup::Token(reply)) => Ok(Some(reply)),
+    match client.external_auth_as(By::Match(url), account, None) {
+        Ok(Lookup::Token(reply)) => Ok(Some(*reply)),
         // No provider for this host: print nothing, so git goes on to its next helper or prompt.
         Ok(Lookup::NoMatch { .. }) => Ok(None),
         Ok(Lookup::NotLinked(link)) => Ok(wait_for_link(client, env, url, &link)),
@@ -187,7 +196,7 @@ fn wait_for_link(
         match client.external_auth(By::Match(url), Some(left)) {
             Ok(Lookup::Token(reply)) => {
                 eprintln!("extauth: connected.");
-                return Some(reply);
+                return Some(*reply);
             }
             Ok(Lookup::NotLinked(_)) => {}
             Ok(Lookup::NoMatch { .. }) => return None,
@@ -240,11 +249,15 @@ fn erase(env: &dyn Environment, stdin: impl std::io::BufRead) -> ExitCode {
     };
     // git hands back the state[] of our answer: the exact provider whose token was refused,
     // even when several could match the URL.
-    let by = match request.our_provider() {
-        Some(id) => By::Id(id),
-        None => By::Match(&url),
+    let ours = request
+        .our_provider()
+        .map(|s| s.split_once('/').unwrap_or((s, "")));
+    let (by, account) = match ours {
+        Some((id, account)) => (By::Id(id), Some(account)),
+        // Not the request's username: after our classic answer that is the token itself.
+        None => (By::Match(&url), None),
     };
-    if let Err(e) = client.rejected(by) {
+    if let Err(e) = client.rejected_as(by, account) {
         eprintln!("git-credential-extauth: {e}");
     }
     ExitCode::SUCCESS
@@ -264,7 +277,7 @@ fn askpass(prompt_text: &str, env: &dyn Environment, stdout: &mut dyn Write) -> 
         Err(code) => return code,
     };
     let reply = match client.external_auth(By::Match(&parsed.url), None) {
-        Ok(Lookup::Token(reply)) => reply,
+        Ok(Lookup::Token(reply)) => *reply,
         Ok(Lookup::NoMatch { message, detail }) => {
             eprintln!(
                 "extauth was unable to handle this git request; git's default behaviour is used instead.\n{message}\n{detail}"

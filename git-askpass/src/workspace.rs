@@ -224,8 +224,8 @@ pub enum By<'a> {
 /// What the broker answered.
 #[derive(Debug)]
 pub enum Lookup {
-    /// The token.
-    Token(ExternalAuthResponse),
+    /// The token (boxed: the answer is large beside the other cases).
+    Token(Box<ExternalAuthResponse>),
     /// Not linked: the page to open.
     NotLinked(String),
     /// No provider serves this URL (or no such ID).
@@ -410,10 +410,24 @@ impl Client {
         by: By<'_>,
         listen: Option<Duration>,
     ) -> Result<Lookup, ClientError> {
+        self.external_auth_as(by, None, listen)
+    }
+
+    /// [`Client::external_auth`] preferring `account` when several accounts of the provider
+    /// are linked (`access-token --account`, `user@` in the remote URL).
+    pub fn external_auth_as(
+        &self,
+        by: By<'_>,
+        account: Option<&str>,
+        listen: Option<Duration>,
+    ) -> Result<Lookup, ClientError> {
         let mut query = match by {
             By::Match(url) => vec![("match", url)],
             By::Id(id) => vec![("id", id)],
         };
+        if let Some(account) = account.filter(|a| !a.is_empty()) {
+            query.push(("account", account));
+        }
         if listen.is_some() {
             query.push(("listen", "true"));
         }
@@ -434,7 +448,7 @@ impl Client {
                         detail: String::new(),
                     })?;
                 Ok(if reply.is_linked() {
-                    Lookup::Token(reply)
+                    Lookup::Token(Box::new(reply))
                 } else {
                     Lookup::NotLinked(reply.url)
                 })
@@ -452,10 +466,20 @@ impl Client {
 
     /// Reports that git was refused with the current token.
     pub fn rejected(&self, by: By<'_>) -> Result<(), ClientError> {
-        let body = match by {
+        self.rejected_as(by, None)
+    }
+
+    /// [`Client::rejected`] for one account of the provider.
+    pub fn rejected_as(&self, by: By<'_>, account: Option<&str>) -> Result<(), ClientError> {
+        let mut body = match by {
             By::Match(url) => serde_json::json!({ "match": url }),
             By::Id(id) => serde_json::json!({ "id": id }),
         };
+        if let (Some(account), Some(fields)) =
+            (account.filter(|a| !a.is_empty()), body.as_object_mut())
+        {
+            fields.insert("account".to_owned(), serde_json::json!(account));
+        }
         let (status, text) = self.send(
             "POST",
             "/api/v2/workspaceagents/me/external-auth/rejected",

@@ -39,6 +39,10 @@ pub struct ExternalAuthResponse {
     /// forge refuses the token.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub provider_id: String,
+    /// extauth's: the account at the provider the token is for, when it has a name (a user may
+    /// link several).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub account: String,
     /// extauth's: `basic` or `bearer`, how git should send the token over HTTP when it can be
     /// told (git 2.46+); empty from brokers that predate it, meaning basic.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -84,6 +88,7 @@ impl ExternalAuthResponse {
             username,
             password,
             provider_id: String::new(),
+            account: String::new(),
             git_auth: String::new(),
             notice: String::new(),
         }
@@ -102,6 +107,12 @@ impl ExternalAuthResponse {
     pub fn for_git(mut self, provider_id: &str, git_auth: crate::GitAuth) -> Self {
         provider_id.clone_into(&mut self.provider_id);
         git_auth.as_str().clone_into(&mut self.git_auth);
+        self
+    }
+
+    /// The reply naming the account the token is for.
+    pub fn for_account(mut self, account: &str) -> Self {
+        account.clone_into(&mut self.account);
         self
     }
 
@@ -132,6 +143,7 @@ impl std::fmt::Debug for ExternalAuthResponse {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("provider_id", &self.provider_id)
+            .field("account", &self.account)
             .field("git_auth", &self.git_auth)
             .field("notice", &self.notice)
             .finish()

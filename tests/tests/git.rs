@@ -473,7 +473,8 @@ async fn git_2_46_gets_an_ephemeral_bearer_credential_and_older_gits_the_classic
         &format!("credential={token}"),
         // git reads our `ephemeral=true` and writes its own boolean back.
         "ephemeral=1",
-        "state[]=extauth:provider=gl",
+        // The provider and the account (the IdP login).
+        "state[]=extauth:provider=gl/alice",
     ] {
         assert!(
             lines.contains(&line),

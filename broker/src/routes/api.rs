@@ -371,6 +371,9 @@ pub async fn external_auth_list_get(
             let judged = links::link_state(state.providers.get(&link.provider_id), link);
             json!({
                 "provider_id": link.provider_id,
+                "account": link.account,
+                "default": link.is_default,
+                "owners": link.owners,
                 "created_at": rfc3339(link.created_at),
                 "updated_at": rfc3339(link.updated_at),
                 "has_refresh_token": link.refresh_token.is_some(),
@@ -412,6 +415,24 @@ pub async fn external_auth_get(
         links::Check::NotWorking => (false, Value::Null),
         links::Check::Works(user) => (true, github_user(provider, user)),
     };
+    let accounts: Vec<Value> = links::accounts_of(&state, &caller.user.id, &id)
+        .await?
+        .iter()
+        .map(|link| {
+            json!({
+                "account": link.account,
+                "default": link.is_default,
+                "owners": link.owners,
+                "expires": link.expires_at.and_then(rfc3339),
+                "has_refresh_token": link.refresh_token.is_some(),
+                "refresh_token_expires": link.refresh_expires_at.and_then(rfc3339),
+            })
+        })
+        .collect();
+    let installed_for = match links::notes(&state, &caller.user.id, provider).await? {
+        Some(notes) => notes.installed_for.unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(Json(json!({
         "authenticated": authenticated,
         "device": provider.device_flow,
@@ -419,10 +440,74 @@ pub async fn external_auth_get(
         "display_icon": provider.display_icon,
         "supports_revocation": provider.revoke_url.is_some(),
         "user": user,
-        "app_installable": false,
-        "installations": [],
+        "app_installable": crate::app_installations::applies(provider),
+        "installations": installed_for
+            .iter()
+            .map(|login| json!({"account": {"login": login}}))
+            .collect::<Vec<_>>(),
         "app_install_url": provider.app_install_url.as_ref().map(url::Url::as_str).unwrap_or_default(),
+        "accounts": accounts,
     })))
+}
+
+/// What may change about one linked account.
+#[derive(Deserialize)]
+pub struct AccountChange {
+    /// `true`: make it the default account.
+    default: Option<bool>,
+    /// Repository owners routed to it (names or `prefix*` globs); replaces the list.
+    owners: Option<Vec<String>>,
+}
+
+/// `PUT /api/v2/external-auth/<id>/accounts/<account>` (`-` for the unnamed account): make it
+/// the default, or route repository owners to it.
+pub async fn external_auth_account_put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, account)): Path<(String, String)>,
+    Json(change): Json<AccountChange>,
+) -> Result<StatusCode, ApiError> {
+    links::provider(&state, &id)?;
+    let account = links::account_from_path(&account);
+    let not_linked = || ApiError::not_found(format!("You have no {id:?} account {account:?}."), "");
+    if let Some(owners) = change.owners {
+        if let Some(bad) = owners
+            .iter()
+            .find(|o| o.is_empty() || o.contains(['/', ' ']) || o.matches('*').count() > 1)
+        {
+            return Err(ApiError::bad_request(
+                format!("{bad:?} is not a repository owner."),
+                "give owner names such as acme, or one glob such as acme-*",
+            ));
+        }
+        if !links::set_account_owners(&state, &caller.user.id, &id, account, owners).await? {
+            return Err(not_linked());
+        }
+    }
+    if change.default == Some(true)
+        && !links::set_default_account(&state, &caller.user.id, &id, account).await?
+    {
+        return Err(not_linked());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v2/external-auth/<id>/accounts/<account>`: unlink one account and revoke its
+/// tokens.
+pub async fn external_auth_account_delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, account)): Path<(String, String)>,
+) -> Result<Json<links::Unlinked>, ApiError> {
+    links::provider(&state, &id)?;
+    let account = links::account_from_path(&account);
+    match links::unlink_account(&state, &caller.user.id, &id, account).await? {
+        Some(outcome) => Ok(Json(outcome)),
+        None => Err(ApiError::not_found(
+            format!("You have no {id:?} account {account:?}."),
+            "",
+        )),
+    }
 }
 
 /// The user document of a GitHub validation answer, in Coder's shape.

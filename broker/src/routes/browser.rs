@@ -238,6 +238,29 @@ pub async fn provider_get(
         .app_install_url
         .as_ref()
         .map(|u| u.as_str().to_owned());
+    let accounts = if linked {
+        links::accounts_of(&state, &user.user.id, &id).await?
+    } else {
+        Vec::new()
+    };
+    // A single unnamed account is the plain "Connected" of before: no table for it.
+    let accounts = if accounts.len() == 1 && accounts[0].account.is_empty() {
+        Vec::new()
+    } else {
+        accounts
+            .into_iter()
+            .map(|l| pages::AccountRow {
+                label: if l.account.is_empty() {
+                    "(unnamed)".to_owned()
+                } else {
+                    l.account.clone()
+                },
+                account: l.account,
+                is_default: l.is_default,
+                owners: l.owners.join(", "),
+            })
+            .collect()
+    };
     Ok(pages::render(
         StatusCode::OK,
         &pages::ProviderPage {
@@ -246,6 +269,7 @@ pub async fn provider_get(
             name: provider.display_name.clone(),
             icon,
             linked,
+            accounts,
             error,
             expires_without_refresh,
             relink,
@@ -263,6 +287,8 @@ pub struct CallbackQuery {
     error_description: Option<String>,
     error_uri: Option<String>,
     redirect: Option<String>,
+    /// Present: link another account beside those linked.
+    add_account: Option<String>,
 }
 
 /// `GET /external-auth/<id>/callback`: without `code`, starts the provider login (its state kept
@@ -311,7 +337,13 @@ pub async fn callback_get(
             .as_deref()
             .and_then(safe_redirect)
             .unwrap_or_default();
-        let authorize = linking::start(&state, &user.user.id, binding, provider, &redirect).await?;
+        let linking = if q.add_account.is_some() {
+            linking::Linking::AddAccount
+        } else {
+            linking::Linking::Replace
+        };
+        let authorize =
+            linking::start(&state, &user.user.id, binding, provider, &redirect, linking).await?;
         let mut response = Redirect::to(authorize.as_str()).into_response();
         *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
         return Ok(response);
@@ -326,6 +358,73 @@ pub async fn callback_get(
             )
         });
     Ok(see_other(&redirect, vec![]))
+}
+
+#[derive(Deserialize)]
+pub struct AccountForm {
+    csrf: String,
+    account: String,
+    /// `default`, `owners` or `unlink`.
+    action: String,
+    #[serde(default)]
+    owners: String,
+}
+
+/// `POST /external-auth/<id>/accounts`: the provider page's account forms.
+pub async fn account_post(
+    State(state): State<AppState>,
+    user: BrowserUser,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<AccountForm>,
+) -> Result<Response, PageError> {
+    user.check_csrf(&form.csrf)?;
+    links::provider(&state, &id)?;
+    let (user_id, account) = (&user.user.id, form.account.as_str());
+    let done = match form.action.as_str() {
+        "default" => links::set_default_account(&state, user_id, &id, account).await?,
+        "owners" => {
+            let owners: Vec<String> = form
+                .owners
+                .split([',', ' '])
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Some(bad) = owners
+                .iter()
+                .find(|o| o.contains('/') || o.matches('*').count() > 1)
+            {
+                return Err(ApiError::bad_request(
+                    format!("{bad:?} is not a repository owner."),
+                    "give owner names such as acme, or one glob such as acme-*",
+                )
+                .into());
+            }
+            links::set_account_owners(&state, user_id, &id, account, owners).await?
+        }
+        "unlink" => links::unlink_account(&state, user_id, &id, account)
+            .await?
+            .is_some(),
+        other => {
+            return Err(ApiError::bad_request(
+                format!("Unknown action {other:?}."),
+                "use default, owners or unlink",
+            )
+            .into());
+        }
+    };
+    if !done {
+        return Err(
+            ApiError::not_found(format!("You have no {id:?} account {account:?}."), "").into(),
+        );
+    }
+    Ok(see_other(
+        &format!(
+            "{}external-auth/{id}?redirected=true",
+            state.settings.base_path()
+        ),
+        vec![],
+    ))
 }
 
 pub async fn unlink_post(

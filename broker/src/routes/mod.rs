@@ -16,7 +16,7 @@ use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 
 use crate::error::{ApiError, PageError, PageErrorMark};
 use crate::identity::session_of;
@@ -41,6 +41,7 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/external-auth/{id}/callback", get(browser::callback_get)),
         ("/gitauth/{id}/callback", get(browser::callback_get)),
         ("/external-auth/{id}/unlink", post(browser::unlink_post)),
+        ("/external-auth/{id}/accounts", post(browser::account_post)),
         (
             "/workspace-tokens",
             get(browser::tokens_get).post(browser::tokens_post),
@@ -99,6 +100,10 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         (
             "/api/v2/external-auth/{id}",
             get(api::external_auth_get).delete(api::external_auth_delete),
+        ),
+        (
+            "/api/v2/external-auth/{id}/accounts/{account}",
+            put(api::external_auth_account_put).delete(api::external_auth_account_delete),
         ),
         (
             "/api/v2/external-auth/{id}/device",

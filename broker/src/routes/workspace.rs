@@ -100,6 +100,10 @@ pub async fn external_auth_get(
         query.listen.is_some(),
     )
     .await?;
+    let linked_account = linked
+        .as_ref()
+        .map(|fresh| fresh.account.clone())
+        .unwrap_or_default();
     let notice = match (&linked, match_url.as_deref()) {
         (Some(fresh), Some(url)) => {
             crate::app_installations::uncovered(
@@ -131,7 +135,8 @@ pub async fn external_auth_get(
                 provider.link_url(&state.settings.access_url).to_string(),
             ),
         }
-        .for_git(provider.id.as_str(), provider.git_auth),
+        .for_git(provider.id.as_str(), provider.git_auth)
+        .for_account(&linked_account),
     ))
 }
 
