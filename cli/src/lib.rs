@@ -397,7 +397,11 @@ fn print_json(out: &mut dyn Write, value: &Value) {
 /// Coder's contract: the token without a newline, exit 0; not linked: the URL, exit 1.
 fn access_token(args: AccessTokenArgs, out: &mut dyn Write) -> Outcome {
     let client = workspace_client()?;
-    match client.external_auth_as(By::Id(&args.id), args.account.as_deref(), None)? {
+    let prefer = extauth_git_askpass::workspace::Prefer {
+        account: args.account.as_deref(),
+        schemes: None,
+    };
+    match client.external_auth_as(By::Id(&args.id), prefer, None)? {
         Lookup::NoMatch { message, detail } => Err(Failure(
             if detail.is_empty() {
                 message

@@ -9,7 +9,7 @@ use extauth_providers::wire::ExternalAuthResponse;
 
 use crate::prompt::{self, Asked};
 use crate::protocol::{Answer, Request, Scheme};
-use crate::workspace::{By, Client, Lookup, Settings};
+use crate::workspace::{By, Client, Lookup, Prefer, Settings};
 
 /// Where the helper reads its environment from (the process, or a test's map).
 pub trait Environment {
@@ -112,7 +112,12 @@ fn get(env: &dyn Environment, stdin: impl std::io::BufRead, stdout: &mut dyn Wri
     };
     // `https://work@github.com/…`: git passes the URL's user; it names the account to use
     // when several are linked (as Git Credential Manager reads it).
-    let reply = match token_for(&client, env, &url, request.username.as_deref()) {
+    let schemes = request.offered_schemes();
+    let prefer = Prefer {
+        account: request.username.as_deref(),
+        schemes: schemes.as_deref(),
+    };
+    let reply = match token_for(&client, env, &url, prefer) {
         Ok(Some(reply)) => reply,
         Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
@@ -145,9 +150,9 @@ fn token_for(
     client: &Client,
     env: &dyn Environment,
     url: &str,
-    account: Option<&str>,
+    prefer: Prefer<'_>,
 ) -> Result<Option<ExternalAuthResponse>, ExitCode> {
-    match client.external_auth_as(By::Match(url), account, None) {
+    match client.external_auth_as(By::Match(url), prefer, None) {
         Ok(Lookup::Token(reply)) => Ok(Some(*reply)),
         // No provider for this host: print nothing, so git goes on to its next helper or prompt.
         Ok(Lookup::NoMatch { .. }) => Ok(None),

@@ -101,6 +101,19 @@ impl Request {
             })
     }
 
+    /// The schemes of the server's challenges, lowercase and comma-separated (`bearer,basic`),
+    /// or `None` when it sent none.
+    pub fn offered_schemes(&self) -> Option<String> {
+        let schemes: Vec<String> = self
+            .wwwauth
+            .iter()
+            .filter_map(|c| c.split([' ', ',']).next())
+            .filter(|s| !s.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        (!schemes.is_empty()).then(|| schemes.join(","))
+    }
+
     /// The URL to match against providers: `protocol://host[/path]`, or the `url` attribute.
     /// `None` for protocols that carry no tokens (git asks helpers about those too).
     pub fn match_url(&self) -> Option<String> {
@@ -354,6 +367,15 @@ mod tests {
             "capability[]=authtype\nprotocol=https\nhost=x\nwwwauth[]=Basic realm=\"x\"\nwwwauth[]=bearer realm=\"x\"\n",
         );
         assert_eq!(Scheme::choose(&both, "bearer"), Scheme::Bearer);
+    }
+
+    #[test]
+    fn the_servers_schemes_are_read_from_its_challenges() {
+        let both = read(
+            "wwwauth[]=Bearer realm=\"x\"\nwwwauth[]=Basic realm=\"x\"\nprotocol=https\nhost=x\n",
+        );
+        assert_eq!(both.offered_schemes().as_deref(), Some("bearer,basic"));
+        assert_eq!(read("protocol=https\nhost=x\n").offered_schemes(), None);
     }
 
     #[test]

@@ -221,6 +221,16 @@ pub enum By<'a> {
     Id(&'a str),
 }
 
+/// What a lookup would rather have, when there is a choice.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Prefer<'a> {
+    /// The account, when several of the provider are linked.
+    pub account: Option<&'a str>,
+    /// The HTTP schemes the git server offered (`basic,bearer`), to choose among providers of
+    /// one URL.
+    pub schemes: Option<&'a str>,
+}
+
 /// What the broker answered.
 #[derive(Debug)]
 pub enum Lookup {
@@ -410,7 +420,7 @@ impl Client {
         by: By<'_>,
         listen: Option<Duration>,
     ) -> Result<Lookup, ClientError> {
-        self.external_auth_as(by, None, listen)
+        self.external_auth_as(by, Prefer::default(), listen)
     }
 
     /// [`Client::external_auth`] preferring `account` when several accounts of the provider
@@ -418,15 +428,18 @@ impl Client {
     pub fn external_auth_as(
         &self,
         by: By<'_>,
-        account: Option<&str>,
+        prefer: Prefer<'_>,
         listen: Option<Duration>,
     ) -> Result<Lookup, ClientError> {
         let mut query = match by {
             By::Match(url) => vec![("match", url)],
             By::Id(id) => vec![("id", id)],
         };
-        if let Some(account) = account.filter(|a| !a.is_empty()) {
+        if let Some(account) = prefer.account.filter(|a| !a.is_empty()) {
             query.push(("account", account));
+        }
+        if let Some(schemes) = prefer.schemes.filter(|s| !s.is_empty()) {
+            query.push(("schemes", schemes));
         }
         if listen.is_some() {
             query.push(("listen", "true"));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `git credential fill` latency: extauth (broker on loopback) vs git credential-store vs
 # git-credential-oauth (cache warm) vs gh, in one hyperfine run. Usage: [runs] (default 300).
+# EXTAUTH_BENCH_BASELINE_HELPER=/path/to/an/older/git-credential-extauth adds that build to the run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 missing=()

@@ -544,3 +544,35 @@ fn run_chmod(path: &Path) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Two providers for one URL (a PAT-style and an Entra-style Azure DevOps, say): the server's
+/// challenges (`wwwauth[]`, passed on as `schemes=`) choose the one whose scheme it offers.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_servers_challenges_choose_between_providers_of_one_url() {
+    let every = r"^https?://127\.0\.0\.1:[0-9]+/.*$";
+    let w = world_with(&[
+        ("CODER_EXTERNAL_AUTH_0_REGEX", every),
+        ("CODER_EXTERNAL_AUTH_1_REGEX", every),
+        ("CODER_EXTERNAL_AUTH_1_GIT_AUTH", "bearer"),
+    ])
+    .await;
+    let url = w.repo_url("gh");
+    let provider_for = |schemes: &str| {
+        let query = format!("match={url}{schemes}");
+        let broker = &w.broker;
+        let token = w.token.clone();
+        async move {
+            let (_, answer) = broker.lookup(&token, &query).await;
+            answer["provider_id"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(
+        provider_for("").await,
+        "gh",
+        "the first in configuration order"
+    );
+    assert_eq!(provider_for("&schemes=basic").await, "gh");
+    assert_eq!(provider_for("&schemes=bearer").await, "gl");
+    assert_eq!(provider_for("&schemes=bearer,basic").await, "gh");
+    assert_eq!(provider_for("&schemes=negotiate").await, "gh");
+}

@@ -23,6 +23,9 @@ pub struct ExternalAuthQuery {
     listen: Option<String>,
     /// extauth's: the account to use when several are linked (a preference).
     account: Option<String>,
+    /// extauth's: the HTTP schemes the git server offered (`basic,bearer`, from git's
+    /// `wwwauth[]`): among several providers for one URL, one whose `GIT_AUTH` is offered.
+    schemes: Option<String>,
 }
 
 /// Picks the provider from `id` or `match`, with Coder's errors.
@@ -30,6 +33,17 @@ fn choose<'a>(
     state: &'a AppState,
     id: Option<&str>,
     match_url: Option<&str>,
+) -> Result<&'a ProviderConfig, ApiError> {
+    choose_offered(state, id, match_url, None)
+}
+
+/// [`choose`], preferring among several providers for one URL the first whose git
+/// authentication scheme the server `offered` (comma-separated, any case).
+fn choose_offered<'a>(
+    state: &'a AppState,
+    id: Option<&str>,
+    match_url: Option<&str>,
+    offered: Option<&str>,
 ) -> Result<&'a ProviderConfig, ApiError> {
     match (id, match_url) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
@@ -45,6 +59,15 @@ fn choose<'a>(
             if matched.candidates.len() > 1 {
                 let ids: Vec<&str> = matched.candidates.iter().map(|p| p.id.as_str()).collect();
                 tracing::debug!(url = matched.normalized, candidates = ?ids, "several providers match; the first wins");
+                let offers = |p: &&&ProviderConfig| {
+                    offered.is_some_and(|o| {
+                        o.split(',')
+                            .any(|s| s.trim().eq_ignore_ascii_case(p.git_auth.as_str()))
+                    })
+                };
+                if let Some(preferred) = matched.candidates.iter().find(offers) {
+                    return Ok(*preferred);
+                }
             }
             matched.chosen.ok_or_else(|| {
                 let regexes: Vec<String> = state
@@ -80,7 +103,12 @@ pub async fn external_auth_get(
 ) -> Result<Json<ExternalAuthResponse>, ApiError> {
     let id = non_empty(query.id);
     let match_url = non_empty(query.match_url).or(non_empty(query.url));
-    let provider = choose(&state, id.as_deref(), match_url.as_deref())?;
+    let provider = choose_offered(
+        &state,
+        id.as_deref(),
+        match_url.as_deref(),
+        query.schemes.as_deref(),
+    )?;
     if !caller.may_use_provider(provider.id.as_str()) {
         return Err(ApiError::forbidden(format!(
             "This workspace token may not use provider {:?}.",

@@ -130,7 +130,7 @@ async fn main() {
 
     let helper = binary("git-credential-extauth");
     let home = |name: &str| sh_quote(&d.join(name).display().to_string());
-    let commands = [
+    let mut commands = vec![
         (
             "extauth",
             format!(
@@ -180,6 +180,21 @@ async fn main() {
             ),
         ),
     ];
+    // EXTAUTH_BENCH_BASELINE_HELPER: an earlier build of the helper, timed in the same run
+    // against the same broker, so a change to the helper shows as a ratio, not across runs.
+    if let Ok(baseline) = std::env::var("EXTAUTH_BENCH_BASELINE_HELPER") {
+        commands.push((
+            "extauth (baseline helper)",
+            format!(
+                "HOME={} GIT_CONFIG_NOSYSTEM=1 EXTAUTH_URL={} EXTAUTH_TOKEN={} git -c credential.helper= -c credential.helper={} credential fill < {}",
+                home("extauth"),
+                broker.url,
+                token,
+                sh_quote(&baseline),
+                sh_quote(&input.display().to_string())
+            ),
+        ));
+    }
     // Each command must really answer before it is timed.
     for (name, command) in &commands {
         let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
