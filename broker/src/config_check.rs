@@ -80,6 +80,8 @@ struct ProviderReport<'a> {
     api_base_url: Option<&'a str>,
     callback_url: Option<String>,
     askpass_username: &'static str,
+    /// `basic` or `bearer` (git 2.46+).
+    git_auth: &'static str,
     source: String,
 }
 
@@ -247,6 +249,7 @@ fn provider_report<'a>(p: &'a ProviderConfig, access: Option<&AccessUrl>) -> Pro
         api_base_url: p.api_base_url.as_ref().map(url::Url::as_str),
         callback_url: access.map(|a| p.callback_url(a).to_string()),
         askpass_username: p.git_username().as_str(),
+        git_auth: p.git_auth.as_str(),
         source: p.source.to_string(),
     }
 }
@@ -317,6 +320,7 @@ fn text(report: &Report<'_>, providers: &Providers, status: u8) -> Outcome {
                 field("API base URL", api);
             }
             field("git username", p.askpass_username);
+            field("git auth", p.git_auth);
             if let Some(callback) = &p.callback_url {
                 field("callback URL", callback);
             }
