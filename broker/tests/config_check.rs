@@ -78,6 +78,7 @@ fn json_lists_resolved_providers() {
             "api_base_url": "https://api.github.com/",
             "callback_url": "https://dev.example.com/extauth/external-auth/primary-github/callback",
             "askpass_username": "token",
+            "git_auth": "basic",
             "source": "CODER_EXTERNAL_AUTH_0_*",
         })
     );
