@@ -139,6 +139,10 @@ impl Caller {
                 providers: Some(allowed),
                 ..
             }) => allowed.iter().any(|p| p == provider_id),
+            Credential::OAuth2(crate::oauth2::tokens::AccessToken {
+                providers: Some(allowed),
+                ..
+            }) => allowed.iter().any(|p| p == provider_id),
             _ => true,
         }
     }

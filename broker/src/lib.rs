@@ -46,4 +46,5 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod workload;
 pub mod workspace_setup;

@@ -36,6 +36,9 @@ pub enum StartError {
     /// Keys are malformed, or data was sealed with keys not in the ring.
     #[error("{0}")]
     Keys(String),
+    /// The workload trust policies are wrong.
+    #[error("{0}")]
+    Workload(String),
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(String),
@@ -193,7 +196,18 @@ pub async fn build_state(
         .load(&*store, &keys, settings.oauth2.key_overlap())
         .await
         .map_err(|e| StartError::Store(format!("token-signing key: {e}")))?;
+    let workload = match &settings.workload_policies {
+        None => crate::workload::Policies::none(),
+        Some(path) => crate::workload::Policies::load(
+            path.clone(),
+            crate::workload::known(&providers),
+            settings.upstream_roots.clone(),
+            settings.upstream_timeout,
+        )
+        .map_err(StartError::Workload)?,
+    };
     Ok(AppState::new(Inner {
+        workload,
         oauth2_keys,
         oauth2_pace: Default::default(),
         settings,
@@ -323,6 +337,7 @@ pub async fn serve(
     }
     crate::revocations::spawn_worker(state.clone());
     spawn_oauth2_upkeep(state.clone());
+    crate::workload::watch(state.clone());
     if let Some((_, certificate)) = &state.settings.tls {
         certificate.watch();
     }

@@ -307,6 +307,11 @@ pub struct ServeArgs {
     /// IdP, client metadata documents (a private CA inside a company).
     #[arg(long, env = "EXTAUTH_UPSTREAM_CA_FILE", value_name = "FILE")]
     pub upstream_ca_file: Option<PathBuf>,
+
+    /// Trust policies for workload identity (YAML): which signed workload tokens (Kubernetes,
+    /// GitHub Actions, GitLab CI, SPIFFE) may be exchanged for what. Reloaded on change.
+    #[arg(long, env = "EXTAUTH_WORKLOAD_POLICIES", value_name = "FILE")]
+    pub workload_policies: Option<PathBuf>,
 }
 
 /// A setting that may hold a secret (keys, a database password): never shown by `Debug`.
@@ -367,6 +372,8 @@ pub struct Settings {
     pub oauth2: crate::oauth2::Oauth2Settings,
     /// More roots for the broker's own HTTPS calls (`EXTAUTH_UPSTREAM_CA_FILE`).
     pub upstream_roots: Vec<reqwest::Certificate>,
+    /// The workload trust policy file (`EXTAUTH_WORKLOAD_POLICIES`), read at start.
+    pub workload_policies: Option<PathBuf>,
     /// The kind of users' git SSH keys (`CODER_SSH_KEYGEN_ALGORITHM`).
     pub git_ssh_algorithm: crate::git_ssh::openssh::KeyAlgorithm,
     /// Serve HTTPS with this configuration and certificate (`CODER_TLS_CERT_FILE`,
@@ -643,6 +650,7 @@ impl Settings {
                 client_address,
                 oauth2,
                 upstream_roots,
+                workload_policies: args.workload_policies.clone(),
                 git_ssh_algorithm,
             }),
             _ => Err(errors),

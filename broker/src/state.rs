@@ -48,6 +48,8 @@ pub struct Inner {
     pub warned: Mutex<HashMap<String, std::time::Instant>>,
     /// GitHub App installations asked lately.
     pub installations: crate::app_installations::cache::InstallationCache,
+    /// Workload identity's trust policies (`EXTAUTH_WORKLOAD_POLICIES`).
+    pub workload: crate::workload::Policies,
 }
 
 impl AppState {

@@ -90,6 +90,9 @@ pub struct ProviderConfig {
     pub app_install_url: Option<Url>,
     /// API listing the user's app installations.
     pub app_installations_url: Option<Url>,
+    /// A GitHub App's id and its private key file: installation tokens for workloads
+    /// (`EXTAUTH_WORKLOAD_POLICIES`' `github_app`). The broker reads the file.
+    pub app_key: Option<(String, std::path::PathBuf)>,
     /// Name shown to users.
     pub display_name: String,
     /// Icon URL or path shown to users.
@@ -537,6 +540,27 @@ fn resolve(
         }
     };
 
+    let app_key = match (raw.get(Setting::AppId), raw.get(Setting::AppPrivateKeyFile)) {
+        (Some(id), Some(path)) => {
+            Some((id.trim().to_owned(), std::path::PathBuf::from(path.trim())))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push(ConfigError::AppKeyPair {
+                variable: var(Setting::AppId),
+                other: var(Setting::AppPrivateKeyFile),
+            });
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(ConfigError::AppKeyPair {
+                variable: var(Setting::AppPrivateKeyFile),
+                other: var(Setting::AppId),
+            });
+            None
+        }
+    };
+
     let pkce = match raw.get(Setting::PkceMethods) {
         None => defaults.pkce.unwrap_or(PkceMethod::S256),
         Some(value) => parse_pkce(value).unwrap_or_else(|| {
@@ -605,6 +629,7 @@ fn resolve(
         no_refresh,
         app_install_url,
         app_installations_url,
+        app_key,
         display_name,
         display_icon,
         pkce,

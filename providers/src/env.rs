@@ -42,6 +42,10 @@ pub enum Setting {
     InternalUrl,
     /// extauth's: the HTTP scheme git sends the token with (`basic` or `bearer`).
     GitAuth,
+    /// extauth's: a GitHub App's id (or client ID), to mint installation tokens for workloads.
+    AppId,
+    /// extauth's: the file holding that app's private key (PEM).
+    AppPrivateKeyFile,
     /// Coder's deprecated AI Bridge settings: accepted so a Coder environment loads, then ignored.
     McpUrl,
     McpToolAllowRegex,
@@ -50,7 +54,7 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting, in the order the README documents them.
-    pub const ALL: [Setting; 25] = [
+    pub const ALL: [Setting; 27] = [
         Self::Id,
         Self::Type,
         Self::ClientId,
@@ -73,6 +77,8 @@ impl Setting {
         Self::ApiBaseUrl,
         Self::InternalUrl,
         Self::GitAuth,
+        Self::AppId,
+        Self::AppPrivateKeyFile,
         Self::McpUrl,
         Self::McpToolAllowRegex,
         Self::McpToolDenyRegex,
@@ -103,6 +109,8 @@ impl Setting {
             Self::ApiBaseUrl => "API_BASE_URL",
             Self::InternalUrl => "INTERNAL_URL",
             Self::GitAuth => "GIT_AUTH",
+            Self::AppId => "APP_ID",
+            Self::AppPrivateKeyFile => "APP_PRIVATE_KEY_FILE",
             Self::McpUrl => "MCP_URL",
             Self::McpToolAllowRegex => "MCP_TOOL_ALLOW_REGEX",
             Self::McpToolDenyRegex => "MCP_TOOL_DENY_REGEX",

@@ -61,6 +61,10 @@ pub enum ConfigError {
     #[error("{variable}: {value:?} is not a git authentication scheme; use basic or bearer")]
     InvalidGitAuth { variable: String, value: String },
     #[error(
+        "{variable}: set together with {other} (a GitHub App's id and the file of its private key), or neither"
+    )]
+    AppKeyPair { variable: String, other: String },
+    #[error(
         "{variable}: required; set it to github, gitlab, bitbucket-cloud, bitbucket-server, azure-devops, azure-devops-entra, gitea, jfrog or slack, or to any other name for a generic OAuth2 provider"
     )]
     MissingType { variable: String },
@@ -144,6 +148,7 @@ impl ConfigError {
             | Self::UnreadableFile { variable, .. }
             | Self::ValueAndFile { variable }
             | Self::InvalidGitAuth { variable, .. }
+            | Self::AppKeyPair { variable, .. }
             | Self::MissingType { variable }
             | Self::InvalidId { variable, .. }
             | Self::ReservedId { variable, .. }

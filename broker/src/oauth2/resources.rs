@@ -76,6 +76,15 @@ pub async fn target(
     app: &OAuth2App,
     resource: Option<&str>,
 ) -> Result<Audience, OAuthError> {
+    target_for(state, Some(app), resource).await
+}
+
+/// The same for a caller that is no app (a workload's exchange): any registered resource.
+pub async fn target_for(
+    state: &AppState,
+    app: Option<&OAuth2App>,
+    resource: Option<&str>,
+) -> Result<Audience, OAuthError> {
     let Some(resource) = resource.filter(|r| !r.is_empty()) else {
         return Ok(Audience::default());
     };
@@ -97,7 +106,9 @@ pub async fn target(
             "no protected resource is registered at {resource}; an admin registers it first"
         )));
     };
-    if !app.resources.is_empty() && !app.resources.contains(&registered.id) {
+    if let Some(app) =
+        app.filter(|a| !a.resources.is_empty() && !a.resources.contains(&registered.id))
+    {
         return Err(OAuthError::InvalidTarget(format!(
             "{} may not ask for tokens for {}",
             app.name, registered.name

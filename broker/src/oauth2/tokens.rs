@@ -172,6 +172,10 @@ pub struct AccessToken {
     pub family_id: Option<String>,
     /// Its audiences.
     pub audience: Vec<String>,
+    /// The workload trust policy it was issued under (a workload exchange).
+    pub policy: Option<String>,
+    /// The providers whose tokens it may fetch; `None`: all the user's.
+    pub providers: Option<Vec<String>>,
 }
 
 /// The user an access token acts for, if it acts for one who still exists.
@@ -219,6 +223,9 @@ pub async fn check(state: &AppState, token: &str) -> Result<Option<AccessToken>,
     let Some(client_id) = text("client_id") else {
         return Ok(None);
     };
+    if let Some(policy) = text("extauth_policy") {
+        return Ok(check_workload(state, &claims, client_id, &policy));
+    }
     let Some(app) = state.store.oauth2_app(&client_id).await? else {
         return Ok(None);
     };
@@ -241,14 +248,6 @@ pub async fn check(state: &AppState, token: &str) -> Result<Option<AccessToken>,
         }
         (None, None) => return Ok(None),
     };
-    let audience = match &claims["aud"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Array(list) => list
-            .iter()
-            .filter_map(|a| a.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
     // A token for a registered resource carries that resource's scopes too: kept as they are.
     let granted: scopes::Scopes = claims["scope"]
         .as_str()
@@ -262,7 +261,63 @@ pub async fn check(state: &AppState, token: &str) -> Result<Option<AccessToken>,
         client_id,
         user_id,
         family_id,
-        audience,
+        audience: audiences(&claims),
         claims,
+        policy: None,
+        providers: None,
     }))
+}
+
+fn audiences(claims: &Value) -> Vec<String> {
+    match &claims["aud"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(list) => list
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A token from a workload exchange: its policy must still be in force (taking a policy out
+/// of the file ends its tokens), and it reaches the providers both the token and the policy
+/// as it is now name.
+fn check_workload(
+    state: &AppState,
+    claims: &Value,
+    client_id: String,
+    policy: &str,
+) -> Option<AccessToken> {
+    let current = state.workload.get(policy)?;
+    if client_id != crate::workload::client_id(policy) {
+        return None;
+    }
+    let user_id = claims["sub"].as_str()?.to_owned();
+    let providers = claims["extauth_providers"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .filter(|p| current.providers.iter().any(|c| c == p))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let granted: Scopes = claims["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty() && current.scopes.iter().any(|c| c == s))
+        .map(str::to_owned)
+        .collect();
+    Some(AccessToken {
+        scopes: granted,
+        client_id,
+        user_id: Some(user_id),
+        family_id: None,
+        audience: audiences(claims),
+        claims: claims.clone(),
+        policy: Some(policy.to_owned()),
+        providers: Some(providers),
+    })
 }

@@ -23,6 +23,7 @@ use crate::oauth2::registration::{self, ClientMetadata, Registered, Registration
 use crate::oauth2::{OAuthError, resources, scopes, tokens};
 use crate::pages::{self, ConnectedAppsPage, ConnectedRow, ConsentPage, DeviceGrantPage};
 use crate::state::AppState;
+use crate::workload;
 
 use super::browser::chrome;
 use super::security_headers::ImageOrigins;
@@ -196,6 +197,9 @@ pub async fn tokens_post(
     headers: HeaderMap,
     RawForm(body): RawForm,
 ) -> Result<Response, OAuthError> {
+    if let Some(answer) = workload_exchange(&state, &uri, &body).await? {
+        return Ok(answer);
+    }
     let (client, _) = client_form(&state, &uri, &headers, &body).await?;
     let request: TokenRequest = typed(&body);
     let answer = match (
@@ -214,6 +218,23 @@ pub async fn tokens_post(
         tracing::info!(target: "extauth::audit", event = "oauth2.token", app = %client.app.id, grant = request.grant_type.as_deref().unwrap_or(""), outcome = e.code(), reason = %e, "refused a token request");
     }
     Ok(no_store(Json(answer?).into_response()))
+}
+
+/// The workload grants (RFC 8693, RFC 7523): the workload's signed token is the proof, no
+/// client authenticates. `None` for any other grant.
+async fn workload_exchange(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    body: &[u8],
+) -> Result<Option<Response>, OAuthError> {
+    let fields = fields(body)?;
+    let grant = fields.get("grant_type").map(String::as_str);
+    if grant != Some(workload::TOKEN_EXCHANGE) && grant != Some(workload::JWT_BEARER) {
+        return Ok(None);
+    }
+    no_secret_in_query(uri)?;
+    let answer = workload::exchange(state, &fields).await?;
+    Ok(Some(no_store(Json(answer).into_response())))
 }
 
 #[derive(Deserialize)]
@@ -457,7 +478,7 @@ fn metadata(state: &AppState, registration_open: bool) -> Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
-            grants::DEVICE_GRANT],
+            grants::DEVICE_GRANT, workload::TOKEN_EXCHANGE, workload::JWT_BEARER],
         "device_authorization_endpoint": format!("{issuer}/oauth2/device/authorize"),
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,

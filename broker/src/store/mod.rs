@@ -787,4 +787,10 @@ pub trait Store: Send + Sync + 'static {
     async fn git_ssh_key(&self, user_id: &str) -> StoreResult<Option<GitSshKey>>;
     /// Deletes a user's git SSH key (`dbcrypt delete`); whether there was one.
     async fn delete_git_ssh_key(&self, user_id: &str) -> StoreResult<bool>;
+
+    /// Marks `key` used until `expires_at` (unix seconds): `true` the first time, `false` while
+    /// an earlier mark lives — of two replicas marking at once, one wins. A workload token's
+    /// `jti` is spent this way; marks past their time are pruned as others are written.
+    /// `key` is text without NUL (callers hash what they were given).
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool>;
 }

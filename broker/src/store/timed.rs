@@ -146,4 +146,5 @@ timed_store! {
     fn put_git_ssh_key(key: &GitSshKey) -> StoreResult<()>;
     fn git_ssh_key(user_id: &str) -> StoreResult<Option<GitSshKey>>;
     fn delete_git_ssh_key(user_id: &str) -> StoreResult<bool>;
+    fn use_once(key: &str, expires_at: i64, now: i64) -> StoreResult<bool>;
 }

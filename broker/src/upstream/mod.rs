@@ -48,6 +48,8 @@ pub enum Kind {
     Device,
     /// The GitHub App installations a user's token reaches.
     Installations,
+    /// A GitHub App's own calls: its installations, an installation token.
+    App,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Revoke => "revoke",
             Kind::Device => "device",
             Kind::Installations => "installations",
+            Kind::App => "app",
         }
     }
 }
@@ -446,6 +449,98 @@ impl Upstream {
         Ok(Some(owners))
     }
 
+    /// A GitHub App's request with its JWT (`app_jwt`): the answer's JSON, or the provider's
+    /// error.
+    async fn app_request(
+        &self,
+        provider: &ProviderConfig,
+        request: reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        let started = std::time::Instant::now();
+        let response = request
+            .header(ACCEPT, "application/vnd.github+json")
+            .send()
+            .await
+            .map_err(|e| {
+                observe(provider, Kind::App, None, started);
+                network(e)
+            })?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        observe(provider, Kind::App, Some((status, &headers)), started);
+        let body = response.bytes().await.map_err(network)?;
+        if !(200..=299).contains(&status) {
+            return Err(error_from(status, &headers, &body, None));
+        }
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Malformed(format!("app: {e}")))
+    }
+
+    /// The installation of a GitHub App on account `owner` (`GET /app/installations`, up to
+    /// 10 pages of 100), by the app's JWT.
+    pub async fn app_installation(
+        &self,
+        provider: &ProviderConfig,
+        api: &Url,
+        app_jwt: &str,
+        owner: &str,
+    ) -> Result<Option<u64>, UpstreamError> {
+        for page in 1..=10 {
+            let mut url = provider.internal(&join_api(api, "app/installations"));
+            url.query_pairs_mut()
+                .append_pair("per_page", "100")
+                .append_pair("page", &page.to_string());
+            let answer = self
+                .app_request(provider, self.http.get(url).bearer_auth(app_jwt))
+                .await?;
+            let listed = answer.as_array().cloned().unwrap_or_default();
+            if let Some(found) = listed.iter().find(|i| {
+                i["account"]["login"]
+                    .as_str()
+                    .is_some_and(|l| l.eq_ignore_ascii_case(owner))
+            }) {
+                return Ok(found["id"].as_u64());
+            }
+            if listed.len() < 100 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// An installation token (`POST /app/installations/<id>/access_tokens`), narrowed to
+    /// `repositories` and `permissions` when they are given; with when it expires (unix).
+    pub async fn app_installation_token(
+        &self,
+        provider: &ProviderConfig,
+        api: &Url,
+        app_jwt: &str,
+        installation_id: u64,
+        narrowed: &serde_json::Value,
+    ) -> Result<(AccessToken, i64), UpstreamError> {
+        let url = provider.internal(&join_api(
+            api,
+            &format!("app/installations/{installation_id}/access_tokens"),
+        ));
+        let answer = self
+            .app_request(
+                provider,
+                self.http.post(url).bearer_auth(app_jwt).json(narrowed),
+            )
+            .await?;
+        let Some(token) = answer["token"].as_str().filter(|t| !t.is_empty()) else {
+            return Err(UpstreamError::Malformed(
+                "the installation token answer has no token".to_owned(),
+            ));
+        };
+        let expires_at = answer["expires_at"]
+            .as_str()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map_or_else(|| crate::clock::now() + 3600, |t| t.unix_timestamp());
+        Ok((AccessToken::new(token.to_owned()), expires_at))
+    }
+
     /// A request to the token endpoint with client authentication (unless `authenticate` is
     /// false, for assertion grants), parsed into tokens or an error.
     async fn token_request(
@@ -539,6 +634,15 @@ fn client_secret(provider: &ProviderConfig) -> String {
         .as_ref()
         .map(|s| s.secret().to_owned())
         .unwrap_or_default()
+}
+
+/// `path` under a REST API base (which may or may not end in a slash).
+pub fn join_api(api: &Url, path: &str) -> Url {
+    let mut base = api.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    base.join(path).unwrap_or(base)
 }
 
 #[cfg(test)]

@@ -675,6 +675,35 @@ pub async fn git_ssh_keys(store: &dyn Store) {
     assert_eq!(store.git_ssh_key("u1").await.unwrap(), None);
 }
 
+pub async fn used_once(store: &dyn Store) {
+    assert!(store.use_once("iss:jti-1", 200, 100).await.unwrap());
+    assert!(
+        !store.use_once("iss:jti-1", 300, 150).await.unwrap(),
+        "a live mark refuses a second use"
+    );
+    assert!(
+        store.use_once("iss:jti-2", 200, 150).await.unwrap(),
+        "another key is its own"
+    );
+    assert!(
+        store.use_once("iss:jti-1", 400, 200).await.unwrap(),
+        "a mark past its time may be taken again"
+    );
+    assert!(!store.use_once("iss:jti-1", 500, 300).await.unwrap());
+    // Four writers at once: exactly one wins.
+    let (a, b, c, d) = tokio::join!(
+        store.use_once("iss:jti-race", 900, 300),
+        store.use_once("iss:jti-race", 900, 300),
+        store.use_once("iss:jti-race", 900, 300),
+        store.use_once("iss:jti-race", 900, 300),
+    );
+    let won = [a, b, c, d]
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1, "exactly one of four concurrent uses wins");
+}
+
 pub async fn runtime_settings(store: &dyn Store) {
     assert_eq!(store.runtime_setting("oauth2.dcr").await.unwrap(), None);
     store
@@ -1462,7 +1491,7 @@ macro_rules! store_conformance_tests {
             snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows,
             oauth2_apps, oauth2_codes, oauth2_codes_are_used_once_under_concurrency, oauth2_families,
             oauth2_grants, signing_keys, device_grants, oauth2_resources, runtime_settings,
-            self_registered_apps, git_ssh_keys);
+            self_registered_apps, git_ssh_keys, used_once);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

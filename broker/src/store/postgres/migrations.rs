@@ -197,4 +197,14 @@ ALTER TABLE external_auth_links DROP CONSTRAINT external_auth_links_pkey;
 ALTER TABLE external_auth_links ADD PRIMARY KEY (user_id, provider_id, account);
 ",
     ),
+    (
+        8,
+        r"
+CREATE TABLE used_once (
+    key text PRIMARY KEY,
+    expires_at bigint NOT NULL
+);
+CREATE INDEX used_once_expiry ON used_once (expires_at);
+",
+    ),
 ];

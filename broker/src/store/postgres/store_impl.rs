@@ -1042,4 +1042,26 @@ impl Store for PgStore {
             .await?
             > 0)
     }
+
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+        // One statement: a new mark, or one past its time taken over; the row comes back only
+        // to the one writer that won.
+        let won = self
+            .execute(
+                "INSERT INTO used_once (key, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                 WHERE used_once.expires_at <= $3",
+                &[&key, &expires_at, &now],
+            )
+            .await?
+            > 0;
+        if won {
+            self.execute(
+                "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE expires_at <= $1 LIMIT 64)",
+                &[&now],
+            )
+            .await?;
+        }
+        Ok(won)
+    }
 }

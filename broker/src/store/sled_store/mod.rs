@@ -48,6 +48,7 @@ pub struct SledStore {
     oauth2_resources: sled::Tree,
     runtime_settings: sled::Tree,
     git_ssh_keys: sled::Tree,
+    used_once: sled::Tree,
     device_grants: sled::Tree,
     device_user_codes: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
@@ -209,6 +210,7 @@ impl SledStore {
             oauth2_resources: db.open_tree("oauth2_resources")?,
             runtime_settings: db.open_tree("runtime_settings")?,
             git_ssh_keys: db.open_tree("git_ssh_keys")?,
+            used_once: db.open_tree("used_once")?,
             device_grants: db.open_tree("oauth2_device_grants")?,
             device_user_codes: db.open_tree("oauth2_device_user_codes")?,
             db,
@@ -1085,5 +1087,43 @@ impl Store for SledStore {
         let existed = self.git_ssh_keys.remove(user_id.as_bytes())?.is_some();
         self.flush().await?;
         Ok(existed)
+    }
+
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+        let value = expires_at.to_be_bytes();
+        let won = loop {
+            let current = self.used_once.get(key.as_bytes())?;
+            let live = current
+                .as_deref()
+                .is_some_and(|v| <[u8; 8]>::try_from(v).is_ok_and(|b| i64::from_be_bytes(b) > now));
+            if live {
+                break false;
+            }
+            if self
+                .used_once
+                .compare_and_swap(key.as_bytes(), current, Some(&value[..]))?
+                .is_ok()
+            {
+                break true;
+            }
+        };
+        if won {
+            // Prune a few spent marks on each write, so the tree stays as large as what lives.
+            let spent: Vec<sled::IVec> = self
+                .used_once
+                .iter()
+                .take(64)
+                .filter_map(Result::ok)
+                .filter(|(_, v)| {
+                    <[u8; 8]>::try_from(v.as_ref()).is_ok_and(|b| i64::from_be_bytes(b) <= now)
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in spent {
+                self.used_once.remove(k)?;
+            }
+            self.flush().await?;
+        }
+        Ok(won)
     }
 }
