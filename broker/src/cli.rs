@@ -165,7 +165,10 @@ pub fn main() -> ExitCode {
     let access_url = cli.access_url();
     match cli.command {
         Some(Command::Config(ConfigCommand::Check(args))) => {
-            let mut other = config_check::OtherSettings::default();
+            let mut other = config_check::OtherSettings {
+                workload_policies: cli.serve.workload_policies.clone(),
+                ..Default::default()
+            };
             match Settings::from_args(&access_url, &cli.serve) {
                 Ok(settings) => other.oauth2_provider = Some(settings.oauth2.enabled),
                 Err(errors) => other.errors.extend(errors),

@@ -54,6 +54,8 @@ struct Report<'a> {
     providers: Vec<ProviderReport<'a>>,
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     matched: Option<MatchReport<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workload_policies: Option<Vec<crate::workload::PolicySummary>>,
     warnings: Vec<Finding>,
     errors: Vec<Finding>,
 }
@@ -141,6 +143,8 @@ pub struct OtherSettings {
     pub warnings: Vec<String>,
     /// Whether the OAuth2 authorization server would be served (`None`: the setting is bad).
     pub oauth2_provider: Option<bool>,
+    /// `EXTAUTH_WORKLOAD_POLICIES`, checked against the providers as at start.
+    pub workload_policies: Option<std::path::PathBuf>,
 }
 
 /// Runs `config check` over `vars` (normally the process environment).
@@ -202,6 +206,23 @@ pub fn run(
     );
     let mut warning_findings: Vec<Finding> = warnings.iter().map(Finding::from).collect();
     warning_findings.extend(other.warnings.iter().map(|m| Finding::from_message(m)));
+    let workload_policies = match &other.workload_policies {
+        None => None,
+        Some(path) => {
+            match crate::workload::policy::load(path, &crate::workload::known(&providers)) {
+                Ok(policies) => Some(
+                    policies
+                        .iter()
+                        .map(crate::workload::summarize)
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => {
+                    error_findings.push(Finding::from_message(&e));
+                    None
+                }
+            }
+        }
+    };
     let status = u8::from(!error_findings.is_empty());
     let report = Report {
         oauth2_provider: other.oauth2_provider,
@@ -211,6 +232,7 @@ pub fn run(
             .map(|p| provider_report(p, access.as_ref()))
             .collect(),
         matched,
+        workload_policies,
         warnings: warning_findings,
         errors: error_findings,
     };
@@ -323,6 +345,35 @@ fn text(report: &Report<'_>, providers: &Providers, status: u8) -> Outcome {
             field("git auth", p.git_auth);
             if let Some(callback) = &p.callback_url {
                 field("callback URL", callback);
+            }
+        }
+    }
+    if status == 0 {
+        for p in report.workload_policies.iter().flatten() {
+            let _ = writeln!(out, "\nworkload policy {}", p.name);
+            let mut field = |name: &str, value: &str| {
+                let _ = writeln!(out, "  {name:<16} {value}");
+            };
+            field("issuer", &p.issuer);
+            field("keys", &p.keys);
+            field("audience", &p.audiences.join(", "));
+            field("max age", &format!("{} s", p.max_age_seconds));
+            for (claim, rule) in &p.claims {
+                field(&format!("claim {claim}"), rule);
+            }
+            field("acts as", &p.act_as);
+            field(
+                "providers",
+                &if p.providers.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    p.providers.join(", ")
+                },
+            );
+            field("scopes", &p.scopes.join(" "));
+            field("lifetime", &format!("{} s", p.lifetime_seconds));
+            if let Some(app) = &p.github_app {
+                field("GitHub App", &app.to_string());
             }
         }
     }

@@ -107,17 +107,79 @@ fn token_variables(client: &Client, wanted: &[String]) -> Result<Vec<(String, St
     Ok(variables)
 }
 
-/// `extauth exec [--provider ID…] -- CMD…`: CMD in this process's place, with fresh tokens.
-pub fn exec(client: &Client, wanted: &[String], command: &[String]) -> Outcome {
+/// `extauth exec [--provider ID…] [--app ID…] -- CMD…`: CMD in this process's place, with
+/// fresh tokens; with `--app`, CMD as a child, and its GitHub App tokens revoked when it ends.
+pub fn exec(client: &Client, wanted: &[String], apps: &[String], command: &[String]) -> Outcome {
     let Some((program, args)) = command.split_first() else {
         return Err(Failure("give the command to run after --".to_owned(), 2));
     };
+    if !apps.is_empty() {
+        return exec_with_apps(client, wanted, apps, program, args);
+    }
     let variables = token_variables(client, wanted)?;
     let mut child = std::process::Command::new(program);
     child.args(args).envs(variables);
     // The command takes this process's place: signals and the exit status are its own.
     let error = std::os::unix::process::CommandExt::exec(&mut child);
     Err(Failure(format!("cannot run {program}: {error}"), 127))
+}
+
+/// `exec` with GitHub App installation tokens: each in its provider type's variables (and
+/// `EXTAUTH_TOKEN_<ID>`), the command run as a child, the tokens revoked at its end whatever
+/// its status (a token left behind lives its hour at GitHub).
+fn exec_with_apps(
+    client: &Client,
+    wanted: &[String],
+    apps: &[String],
+    program: &str,
+    args: &[String],
+) -> Outcome {
+    let mut variables = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        token_variables(client, wanted)?
+    };
+    let types = providers(client).unwrap_or_default();
+    let mut tokens = Vec::new();
+    for id in apps {
+        let app = match client.app_token(id) {
+            Ok(app) => app,
+            Err(e) => {
+                revoke_all(client, &tokens);
+                return Err(e.into());
+            }
+        };
+        let provider_type = types
+            .iter()
+            .find(|(p, _)| p == id)
+            .map_or("github", |(_, t)| t.as_str());
+        for name in variables_for(provider_type) {
+            variables.push(((*name).to_owned(), app.token.clone()));
+        }
+        variables.push((generic_variable(id), app.token.clone()));
+        tokens.push(app);
+    }
+    let status = std::process::Command::new(program)
+        .args(args)
+        .envs(variables)
+        .status();
+    revoke_all(client, &tokens);
+    match status {
+        Ok(status) => match status.code() {
+            Some(0) => Ok(()),
+            Some(code) => Err(Failure(String::new(), u8::try_from(code).unwrap_or(1))),
+            None => Err(Failure(format!("{program} was stopped by a signal"), 1)),
+        },
+        Err(e) => Err(Failure(format!("cannot run {program}: {e}"), 127)),
+    }
+}
+
+fn revoke_all(client: &Client, tokens: &[extauth_git_askpass::workspace::AppToken]) {
+    for app in tokens {
+        if let Err(e) = client.revoke_app_token(app) {
+            eprintln!("extauth: {e}; the token expires within the hour");
+        }
+    }
 }
 
 /// `extauth setup-cli gh|glab|tea|az [--provider ID] [--dir DIR]`: a wrapper named like the CLI

@@ -104,6 +104,10 @@ enum Command {
         /// Only these providers (each must be linked); default: every linked one.
         #[arg(long = "provider", value_name = "ID")]
         providers: Vec<String>,
+        /// A GitHub App installation token for this provider, as the workload's trust policy
+        /// grants it (EXTAUTH_IDENTITY_TOKEN_FILE); revoked when the command ends.
+        #[arg(long = "app", value_name = "ID")]
+        apps: Vec<String>,
         /// The command, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
@@ -336,9 +340,11 @@ fn run(command: Command, out: &mut dyn Write) -> Outcome {
         Command::Publickey => gitssh::publickey(&workspace_client()?, out),
         Command::WaitForAuth { timeout } => wait_for_auth(&workspace_client()?, timeout, out),
         Command::Gitssh { args } => gitssh::run(&workspace_client()?, &args),
-        Command::Exec { providers, command } => {
-            forge_cli::exec(&workspace_client()?, &providers, &command)
-        }
+        Command::Exec {
+            providers,
+            apps,
+            command,
+        } => forge_cli::exec(&workspace_client()?, &providers, &apps, &command),
         Command::SetupCli { cli, provider, dir } => forge_cli::setup(
             &workspace_client()?,
             &cli,

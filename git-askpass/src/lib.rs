@@ -18,6 +18,7 @@
 )]
 
 pub mod helper;
+pub mod identity;
 pub mod prompt;
 pub mod protocol;
 pub mod workspace;

@@ -1,6 +1,7 @@
 //! The workspace's view of the broker: where it is, the token to present, and a small blocking
 //! client of its workspace API (also used by the `extauth` CLI).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use extauth_providers::wire::{ErrorBody, ExternalAuthResponse};
@@ -10,8 +11,11 @@ use extauth_providers::wire::{ErrorBody, ExternalAuthResponse};
 pub struct Settings {
     /// Broker base URL, without trailing slash.
     pub url: String,
-    /// Workspace (or API) token.
+    /// Workspace (or API) token; empty with a workload identity.
     token: String,
+    /// The workload identity token file (`EXTAUTH_IDENTITY_TOKEN_FILE`), exchanged for the
+    /// token to present.
+    identity: Option<Arc<crate::identity::IdentityToken>>,
     /// Which variable the URL came from, for messages.
     pub url_variable: &'static str,
     /// How long to wait for the user to link a provider.
@@ -50,7 +54,7 @@ pub enum ConfigError {
     },
     /// No token.
     #[error(
-        "{variable} is not set: set it to a workspace token (create one at {url}/workspace-tokens)"
+        "{variable} is not set: set it to a workspace token (create one at {url}/workspace-tokens), or set EXTAUTH_IDENTITY_TOKEN_FILE to a workload identity token a trust policy of the broker accepts"
     )]
     MissingToken {
         /// The variable.
@@ -151,6 +155,7 @@ impl Settings {
             });
         }
         let url = value.trim_end_matches('/').to_owned();
+        let mut identity = None;
         let token = match (get(token_variable), get(file_variable)) {
             (Some(token), _) => token,
             (None, Some(path)) => std::fs::read_to_string(&path)
@@ -160,6 +165,15 @@ impl Settings {
                     path,
                     error: e.to_string(),
                 })?,
+            (None, None) if get("EXTAUTH_IDENTITY_TOKEN_FILE").is_some() => {
+                let path = get("EXTAUTH_IDENTITY_TOKEN_FILE").unwrap_or_default();
+                identity = Some(Arc::new(crate::identity::IdentityToken::new(
+                    path.into(),
+                    &url,
+                    crate::identity::cache_dir(get),
+                )));
+                String::new()
+            }
             (None, None) => {
                 return Err(ConfigError::MissingToken {
                     variable: token_variable,
@@ -175,6 +189,7 @@ impl Settings {
         Ok(Self {
             url,
             token,
+            identity,
             url_variable,
             login_timeout,
             roots,
@@ -189,6 +204,7 @@ impl Settings {
         Ok(Self {
             url,
             token: token.to_owned(),
+            identity: None,
             url_variable: "EXTAUTH_URL",
             login_timeout: Duration::from_secs(300),
             roots,
@@ -266,6 +282,9 @@ pub enum ClientError {
         /// The broker's message.
         message: String,
     },
+    /// The workload identity token could not be read or exchanged.
+    #[error("workload identity: {0}")]
+    Identity(String),
     /// Any other error answer.
     #[error("the broker answered {status}: {message}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
     Api {
@@ -356,7 +375,138 @@ impl Client {
         Ok((status, text))
     }
 
-    /// Sends a request and returns the status and body.
+    /// The token to present: the workspace token, or the workload's exchanged one (`refused`:
+    /// the broker refused this one just now).
+    pub fn bearer(&self, refused: Option<&str>) -> Result<String, ClientError> {
+        let Some(identity) = &self.settings.identity else {
+            return Ok(self.settings.token.clone());
+        };
+        identity
+            .bearer(refused, |workload| {
+                self.exchange_identity(workload, &identity.path)
+            })
+            .map_err(|e: IdentityFailure| e.0)
+    }
+
+    /// RFC 8693 at the broker's token endpoint: the workload's token for an extauth token.
+    fn exchange_identity(
+        &self,
+        workload: &str,
+        path: &std::path::Path,
+    ) -> Result<crate::identity::Exchanged, IdentityFailure> {
+        let (status, text) = self.post_form(
+            "/oauth2/tokens",
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", workload),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ],
+        )?;
+        #[derive(serde::Deserialize, Default)]
+        struct Answer {
+            access_token: Option<String>,
+            expires_in: Option<i64>,
+            error: Option<String>,
+            error_description: Option<String>,
+        }
+        let answer: Answer = serde_json::from_str(&text).unwrap_or_default();
+        match (status, answer.access_token) {
+            (200, Some(token)) => Ok(crate::identity::Exchanged {
+                access_token: token,
+                expires_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .saturating_add(answer.expires_in.unwrap_or(300)),
+            }),
+            _ => Err(IdentityFailure(ClientError::Identity(format!(
+                "the broker refused the token in {} ({}: {}); an admin sees why in the broker's log",
+                path.display(),
+                terminal_safe(answer.error.as_deref().unwrap_or("error")),
+                terminal_safe(
+                    &answer
+                        .error_description
+                        .unwrap_or_else(|| text.chars().take(200).collect())
+                )
+            )))),
+        }
+    }
+
+    /// A GitHub App installation token for `provider`, as the workload's trust policy grants
+    /// it: the extauth token this client presents, exchanged again (RFC 8693, audience the
+    /// provider).
+    pub fn app_token(&self, provider: &str) -> Result<AppToken, ClientError> {
+        let bearer = self.bearer(None)?;
+        let (status, text) = self.post_form(
+            "/oauth2/tokens",
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", &bearer),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+                ("audience", provider),
+            ],
+        )?;
+        #[derive(serde::Deserialize, Default)]
+        struct Answer {
+            access_token: Option<String>,
+            extauth_revoke_url: Option<String>,
+            error: Option<String>,
+            error_description: Option<String>,
+        }
+        let answer: Answer = serde_json::from_str(&text).unwrap_or_default();
+        match (status, answer.access_token) {
+            (200, Some(token)) => Ok(AppToken {
+                provider: provider.to_owned(),
+                token,
+                revoke_url: answer.extauth_revoke_url,
+            }),
+            _ => Err(ClientError::Api {
+                status,
+                message: format!(
+                    "no GitHub App token for {provider}: {}",
+                    terminal_safe(answer.error.as_deref().unwrap_or("error"))
+                ),
+                detail: terminal_safe(&answer.error_description.unwrap_or_default()),
+            }),
+        }
+    }
+
+    /// Revokes an installation token at its forge (`DELETE /installation/token`, the token
+    /// as its own credential).
+    pub fn revoke_app_token(&self, app: &AppToken) -> Result<(), ClientError> {
+        let Some(url) = &app.revoke_url else {
+            return Ok(());
+        };
+        let response = self
+            .agent
+            .delete(url)
+            .header("Authorization", &format!("Bearer {}", app.token))
+            .header("Accept", "application/vnd.github+json")
+            .call()
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                error: e.to_string(),
+            })?;
+        match response.status().as_u16() {
+            200..=299 | 401 => Ok(()),
+            status => Err(ClientError::Api {
+                status,
+                message: format!("revoking the {} installation token failed", app.provider),
+                detail: String::new(),
+            }),
+        }
+    }
+
+    /// Sends a request and returns the status and body. A workload's exchanged token that is
+    /// refused is exchanged again once (its policy may have changed).
     pub fn send(
         &self,
         method: &str,
@@ -365,8 +515,27 @@ impl Client {
         body: Option<&serde_json::Value>,
         timeout: Option<Duration>,
     ) -> Result<(u16, String), ClientError> {
+        let bearer = self.bearer(None)?;
+        match self.send_with(&bearer, method, path, query, body, timeout) {
+            Err(ClientError::Unauthorized { .. }) if self.settings.identity.is_some() => {
+                let again = self.bearer(Some(&bearer))?;
+                self.send_with(&again, method, path, query, body, timeout)
+            }
+            other => other,
+        }
+    }
+
+    fn send_with(
+        &self,
+        bearer: &str,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<(u16, String), ClientError> {
         let url = self.url(path, query);
-        let auth = format!("Bearer {}", self.settings.token);
+        let auth = format!("Bearer {bearer}");
         let unreachable = |e: ureq::Error| {
             let mut error = e.to_string();
             if error.contains("certificate") {
@@ -504,6 +673,40 @@ impl Client {
             200..=299 | 404 => Ok(()),
             _ => Err(api_error(status, &text)),
         }
+    }
+}
+
+/// A GitHub App installation token from a workload exchange.
+pub struct AppToken {
+    /// The provider.
+    pub provider: String,
+    /// The token.
+    pub token: String,
+    /// Where to revoke it when done.
+    pub revoke_url: Option<String>,
+}
+
+impl std::fmt::Debug for AppToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppToken")
+            .field("provider", &self.provider)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A failure of the identity exchange, as the cache's error type.
+struct IdentityFailure(ClientError);
+
+impl From<String> for IdentityFailure {
+    fn from(message: String) -> Self {
+        Self(ClientError::Identity(message))
+    }
+}
+
+impl From<ClientError> for IdentityFailure {
+    fn from(e: ClientError) -> Self {
+        Self(e)
     }
 }
 

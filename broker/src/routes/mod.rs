@@ -9,6 +9,7 @@ mod oidc;
 mod request_id;
 mod request_metrics;
 pub(crate) mod security_headers;
+mod workload;
 mod workspace;
 
 use axum::Router;
@@ -218,6 +219,15 @@ fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         (
             "/api/v2/oauth2-provider/resources/{id}",
             delete(oauth2_apps::resource_delete),
+        ),
+        ("/api/v2/workload-policies", get(workload::policies_get)),
+        (
+            "/api/v2/workload-policies/reload",
+            axum::routing::post(workload::reload_post),
+        ),
+        (
+            "/api/v2/workload-policies/test",
+            axum::routing::post(workload::test_post),
         ),
         (
             "/api/v2/users/{user}/oauth2-apps",

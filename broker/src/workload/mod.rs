@@ -452,7 +452,8 @@ fn check_claims(policy: &Policy, claims: &Map<String, Value>, now: i64) -> Resul
     }
 }
 
-fn summarize(p: &Policy) -> PolicySummary {
+/// What the admin API and `config check` show of a policy.
+pub fn summarize(p: &Policy) -> PolicySummary {
     PolicySummary {
         name: p.name.clone(),
         issuer: p.issuer.clone(),
