@@ -1,8 +1,8 @@
 //! An issuer's public keys and the signature check of a workload token. Keys come from the
 //! issuer's discovery document, a JWKS URL, or a file (a JWKS document — e.g. `kubectl get
 //! --raw /openid/v1/jwks` — or PEM public keys). They are cached; a token naming a key not in
-//! the cache fetches them again (the issuer rotated), at most every ten seconds per issuer, so
-//! tokens with made-up key ids cannot make the broker hammer the issuer.
+//! the cache fetches them again (the issuer rotated) at once, but at most five times a minute per
+//! issuer, so tokens with made-up key ids cannot make the broker hammer the issuer.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 
 use super::policy::KeySource;
 
-/// How often the keys may be fetched again for an unknown key id.
-const REFETCH_EVERY: Duration = Duration::from_secs(10);
+/// How many times a minute the keys may be fetched again for an unknown key id.
+const REFETCHES_A_MINUTE: usize = 5;
 /// How long fetched keys are kept without a miss.
 const KEEP_FOR: Duration = Duration::from_secs(3600);
 
@@ -101,7 +101,8 @@ pub struct IssuerKeys {
     source: KeySource,
     http: reqwest::Client,
     cached: tokio::sync::RwLock<Option<(JwkSet, Instant)>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the keys were fetched for unknown key ids in the last minute.
+    refetches: Mutex<Vec<Instant>>,
 }
 
 impl IssuerKeys {
@@ -112,7 +113,7 @@ impl IssuerKeys {
             source,
             http,
             cached: tokio::sync::RwLock::new(None),
-            last_fetch: Mutex::new(None),
+            refetches: Mutex::new(Vec::new()),
         }
     }
 
@@ -162,9 +163,10 @@ impl IssuerKeys {
                 return Ok(set.clone());
             }
         }
-        {
-            let mut last = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
-            if missing && last.is_some_and(|t| t.elapsed() < REFETCH_EVERY) {
+        if missing {
+            let mut recent = self.refetches.lock().unwrap_or_else(|e| e.into_inner());
+            recent.retain(|t| t.elapsed() < Duration::from_secs(60));
+            if recent.len() >= REFETCHES_A_MINUTE {
                 if let Some((set, _)) = self
                     .cached
                     .try_read()
@@ -175,7 +177,7 @@ impl IssuerKeys {
                     return Ok(set.clone());
                 }
             }
-            *last = Some(Instant::now());
+            recent.push(Instant::now());
         }
         let set = self.fetch().await?;
         *self.cached.write().await = Some((set.clone(), Instant::now()));
