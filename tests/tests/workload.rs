@@ -208,6 +208,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with("", Vec::new()).await
+}
+
+/// The world with more policies (YAML list items) and broker settings.
+async fn world_with(more_policies: &str, more_env: Vec<(String, String)>) -> World {
     let port = free_port();
     let callback = |id: &str| {
         vec![format!(
@@ -233,7 +238,11 @@ async fn world() -> World {
     git.create_repo("gl/group/project.git");
     let issuer = Issuer::start().await;
     let policy_file = dir.path().join("policies.yaml");
-    std::fs::write(&policy_file, policies(&issuer.url)).unwrap();
+    std::fs::write(
+        &policy_file,
+        format!("{}{more_policies}", policies(&issuer.url)),
+    )
+    .unwrap();
     let git_host = regex::escape(git.url.trim_start_matches("http://"));
     let iss = idp.issuer.clone();
     let mut env: Vec<(String, String)> = vec![
@@ -266,6 +275,7 @@ async fn world() -> World {
             (key("SCOPES"), "openid".to_owned()),
         ]);
     }
+    env.extend(more_env);
     let log = dir.path().join("broker.log");
     let broker = Broker::start_logging_to(port, &dir.path().join("store"), &env, &log);
     let (admin, csrf) = broker.admin().await;
@@ -801,4 +811,290 @@ fn config_check_names_a_wrong_policy_and_shows_a_right_one() {
     ] {
         assert!(err.contains(expected), "{expected:?} in {err}");
     }
+}
+
+/// A test server shaped like GitHub's App API: installations, installation tokens (narrowed as
+/// asked), their revocation; every app JWT checked against the app's public key.
+#[derive(Clone)]
+struct FakeGitHub {
+    public_key: Arc<Vec<u8>>,
+    calls: Arc<Mutex<Vec<Value>>>,
+    revoked: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeGitHub {
+    fn app_jwt_ok(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(jwt) = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let parts: Vec<&str> = jwt.split('.').collect();
+        if parts.len() != 3 {
+            return false;
+        }
+        let input = format!("{}.{}", parts[0], parts[1]);
+        let Ok(signature) = B64.decode(parts[2]) else {
+            return false;
+        };
+        let key = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            self.public_key.as_slice(),
+        );
+        if key.verify(input.as_bytes(), &signature).is_err() {
+            return false;
+        }
+        let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+        let (iat, exp) = (
+            claims["iat"].as_i64().unwrap(),
+            claims["exp"].as_i64().unwrap(),
+        );
+        claims["iss"] == "1234" && exp > now() && exp - iat <= 600 && iat <= now()
+    }
+
+    async fn start(public_key: Vec<u8>) -> (Self, String, tokio::task::JoinHandle<()>) {
+        let fake = Self {
+            public_key: Arc::new(public_key),
+            calls: Arc::default(),
+            revoked: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route(
+                "/app/installations",
+                axum::routing::get(|State(f): State<FakeGitHub>, headers: axum::http::HeaderMap| async move {
+                    if !f.app_jwt_ok(&headers) {
+                        return (StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"})));
+                    }
+                    f.calls.lock().unwrap().push(json!({"list": true}));
+                    (StatusCode::OK, Json(json!([
+                        {"id": 7, "account": {"login": "someone-else"}},
+                        {"id": 42, "account": {"login": "Acme"}},
+                    ])))
+                }),
+            )
+            .route(
+                "/app/installations/{id}/access_tokens",
+                axum::routing::post(
+                    |State(f): State<FakeGitHub>,
+                     axum::extract::Path(id): axum::extract::Path<u64>,
+                     headers: axum::http::HeaderMap,
+                     Json(body): Json<Value>| async move {
+                        if !f.app_jwt_ok(&headers) {
+                            return (StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"})));
+                        }
+                        if id != 42 {
+                            return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
+                        }
+                        f.calls.lock().unwrap().push(json!({"installation": id, "body": body}));
+                        let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+                        (StatusCode::CREATED, Json(json!({
+                            "token": format!("ghs_{}", unique().replace(['-', '_'], "x")),
+                            "expires_at": expires.format(&time::format_description::well_known::Rfc3339).unwrap(),
+                            "permissions": body["permissions"],
+                        })))
+                    },
+                ),
+            )
+            .route(
+                "/installation/token",
+                axum::routing::delete(|State(f): State<FakeGitHub>, headers: axum::http::HeaderMap| async move {
+                    let token = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default()
+                        .to_owned();
+                    f.revoked.lock().unwrap().push(token);
+                    StatusCode::NO_CONTENT
+                }),
+            )
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (fake, url, server)
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let status = Command::new("openssl").args(args).status().unwrap();
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_grants_a_narrowed_github_app_token_and_exec_revokes_it_at_exit() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("app.pem");
+    let public = keys.path().join("app.der");
+    // GitHub hands out PKCS#1 PEM keys.
+    openssl(&[
+        "genrsa",
+        "-traditional",
+        "-out",
+        key.to_str().unwrap(),
+        "2048",
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let (github, github_url, server) = FakeGitHub::start(std::fs::read(&public).unwrap()).await;
+    let bot = |k: &str| format!("CODER_EXTERNAL_AUTH_2_{k}");
+    let env = vec![
+        (bot("ID"), "bot".to_owned()),
+        (bot("TYPE"), "github".to_owned()),
+        (bot("CLIENT_ID"), "Iv1.bot".to_owned()),
+        (bot("CLIENT_SECRET"), "bot-secret".to_owned()),
+        (bot("REGEX"), r"^https?://github\.example/.*$".to_owned()),
+        (bot("API_BASE_URL"), format!("{github_url}/")),
+        (bot("APP_ID"), "1234".to_owned()),
+        (bot("APP_PRIVATE_KEY_FILE"), key.display().to_string()),
+    ];
+    let deploy = r#"  - name: deploy-bot
+    issuer: ISSUER
+    audience: extauth
+    claims: { repository: acme/deployer, ref: refs/heads/main }
+    act_as: admin
+    github_app:
+      provider: bot
+      owner: acme
+      repositories: [app]
+      permissions: { contents: write, pull_requests: read }
+"#;
+    // The issuer's URL is known once it runs: the world writes the file, then it is rewritten.
+    let w = world_with("", env).await;
+    std::fs::write(
+        &w.policy_file,
+        format!(
+            "{}{}",
+            policies(&w.issuer.url),
+            deploy.replace("ISSUER", &w.issuer.url)
+        ),
+    )
+    .unwrap();
+    let reloaded = w
+        .admin
+        .post(format!("{}/api/v2/workload-policies/reload", w.broker.url))
+        .header("X-CSRF-Token", &w.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reloaded.status(),
+        reqwest::StatusCode::OK,
+        "{}",
+        reloaded.text().await.unwrap()
+    );
+
+    // The exchange with audience=bot: an installation token, narrowed as the policy says.
+    let job = w.issuer.signing.sign(
+        &w.issuer
+            .actions("acme/deployer", "refs/heads/main", "admin"),
+    );
+    let (status, answer) = w
+        .exchange(&[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", &job),
+            ("subject_token_type", JWT_TYPE),
+            ("audience", "bot"),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let installation_token = answer["access_token"].as_str().unwrap();
+    assert!(installation_token.starts_with("ghs_"), "{answer}");
+    assert_eq!(answer["extauth_provider"], "bot");
+    assert_eq!(
+        answer["extauth_revoke_url"],
+        format!("{github_url}/installation/token")
+    );
+    assert!(answer["expires_in"].as_u64().unwrap() > 3000);
+    let calls = github.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls[0],
+        json!({"list": true}),
+        "the owner's installation is looked up"
+    );
+    assert_eq!(
+        calls[1],
+        json!({"installation": 42, "body": {
+            "repositories": ["app"],
+            "permissions": {"contents": "write", "pull_requests": "read"},
+        }})
+    );
+    assert!(!w.log().contains(installation_token), "never logged");
+
+    // A policy without a GitHub App grant cannot ask for one.
+    let (status, answer) = w
+        .exchange(&[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", &w.issuer.sign_k8s("dev", "sa")),
+            ("subject_token_type", JWT_TYPE),
+            ("audience", "bot"),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"], "invalid_target", "{answer}");
+
+    // extauth exec --app: the token in GH_TOKEN for the command, revoked when it ends.
+    let job_dir = tempfile::tempdir().unwrap();
+    let token_file = job_dir.path().join("id-token");
+    std::fs::write(
+        &token_file,
+        w.issuer.signing.sign(
+            &w.issuer
+                .actions("acme/deployer", "refs/heads/main", "admin"),
+        ),
+    )
+    .unwrap();
+    let exec = |script: &str| {
+        Command::new(binary("extauth"))
+            .args(["exec", "--app", "bot", "--", "sh", "-c", script])
+            .current_dir(job_dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", job_dir.path())
+            .env("XDG_RUNTIME_DIR", job_dir.path())
+            .env("EXTAUTH_URL", &w.broker.url)
+            .env("EXTAUTH_IDENTITY_TOKEN_FILE", &token_file)
+            .output()
+            .unwrap()
+    };
+    let output = exec(r#"printf %s "$GH_TOKEN" > gh; printf %s "$EXTAUTH_TOKEN_BOT" > generic"#);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let used = std::fs::read_to_string(job_dir.path().join("gh")).unwrap();
+    assert!(used.starts_with("ghs_"), "{used}");
+    assert_eq!(
+        std::fs::read_to_string(job_dir.path().join("generic")).unwrap(),
+        used
+    );
+    assert!(
+        github.revoked.lock().unwrap().contains(&used),
+        "revoked when the command ended"
+    );
+    // The command's status is passed on, and the token is revoked all the same.
+    let output = exec(r#"printf %s "$GH_TOKEN" > gh; exit 3"#);
+    assert_eq!(output.status.code(), Some(3));
+    let used = std::fs::read_to_string(job_dir.path().join("gh")).unwrap();
+    assert!(github.revoked.lock().unwrap().contains(&used));
+    let metrics = w.broker.metrics().await;
+    assert_eq!(
+        exchanges(&metrics, "deploy-bot", "app_token"),
+        3,
+        "{metrics}"
+    );
+    server.abort();
 }
