@@ -59,3 +59,23 @@ fn wildcards_match_any_text() {
     assert!(matches("exact", "exact"));
     assert!(!matches("exact", "exactly"));
 }
+
+/// The README's trust policy example is a policy file the broker takes.
+#[test]
+fn the_readme_s_workload_policy_example_is_a_valid_policy_file() {
+    let readme = extauth_tests::readme::text();
+    let (_, lines) = blocks(&readme)
+        .into_iter()
+        .find(|(info, lines)| info == "yaml" && lines.first().is_some_and(|l| l == "policies:"))
+        .expect("a policies: example");
+    let known = extauth_broker::workload::Known {
+        providers: vec!["github".to_owned()],
+        apps: vec!["github".to_owned()],
+        scopes: vec!["external-auth:read".to_owned()],
+    };
+    let policies = extauth_broker::workload::policy::parse(&lines.join("\n"), &known)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["dev-pods", "ci-deploy"]);
+    assert!(policies[1].github_app.is_some());
+}
