@@ -1098,3 +1098,81 @@ async fn a_policy_grants_a_narrowed_github_app_token_and_exec_revokes_it_at_exit
     );
     server.abort();
 }
+
+/// Kills a child process when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_behind_a_private_ca_is_trusted_through_the_policy_s_ca_file() {
+    let certs = tempfile::tempdir().unwrap();
+    extauth_tests::private_ca(certs.path());
+    // A cluster's JWKS served over HTTPS by a real TLS server (openssl's), under a private CA.
+    let key = Key::new("cluster-1");
+    std::fs::write(
+        certs.path().join("jwks.json"),
+        json!({"keys": [key.jwk()]}).to_string(),
+    )
+    .unwrap();
+    let port = free_port();
+    let _server = Child(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", "server.pem", "-key", "server.key"])
+            .current_dir(certs.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let issuer = "https://cluster.example.internal";
+    let policy = |name: &str, ca: Option<&Path>| {
+        format!(
+            "  - name: {name}\n    issuer: {issuer}\n    jwks_url: https://127.0.0.1:{port}/jwks.json\n{}    audience: extauth\n    claims: {{ sub: \"system:serviceaccount:dev:*\" }}\n    act_as: admin\n    providers: [gh]\n",
+            ca.map(|c| format!("    ca_file: {}\n", c.display()))
+                .unwrap_or_default()
+        )
+    };
+    let w = world_with(
+        &format!(
+            "{}{}",
+            policy("without-ca", None),
+            policy("with-ca", Some(&certs.path().join("ca.pem")))
+        ),
+        Vec::new(),
+    )
+    .await;
+    let mut claims = w.issuer.kubernetes("dev", "sa", "extauth");
+    claims["iss"] = json!(issuer);
+    let token = key.sign(&claims);
+    let dry: Value = w
+        .admin
+        .post(format!("{}/api/v2/workload-policies/test", w.broker.url))
+        .header("X-CSRF-Token", &w.csrf)
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dry["accepted"], "with-ca", "{dry}");
+    assert_eq!(dry["refusals"][0]["policy"], "without-ca", "{dry}");
+    assert_eq!(dry["refusals"][0]["label"], "issuer_unavailable", "{dry}");
+    let (status, answer) = w.exchange_jwt(&token).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(exchanges(&w.broker.metrics().await, "with-ca", "issued"), 1);
+}

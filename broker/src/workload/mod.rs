@@ -672,6 +672,9 @@ pub async fn exchange(
         record(None, Some(&evaluation), token, evaluation.label(), &why);
         return Err(refused());
     };
+    for (name, reason) in &evaluation.refusals {
+        tracing::debug!(policy = %name, accepted = %policy.name, reason = %reason, "an earlier trust policy did not accept the token");
+    }
     let fail = |outcome: &'static str, why: String, error: OAuthError| {
         record(Some(&policy.name), Some(&evaluation), token, outcome, &why);
         error
