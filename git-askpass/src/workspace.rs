@@ -394,25 +394,8 @@ impl Client {
         workload: &str,
         path: &std::path::Path,
     ) -> Result<crate::identity::Exchanged, IdentityFailure> {
-        let (status, text) = self.post_form(
-            "/oauth2/tokens",
-            &[
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ),
-                ("subject_token", workload),
-                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ],
-        )?;
-        #[derive(serde::Deserialize, Default)]
-        struct Answer {
-            access_token: Option<String>,
-            expires_in: Option<i64>,
-            error: Option<String>,
-            error_description: Option<String>,
-        }
-        let answer: Answer = serde_json::from_str(&text).unwrap_or_default();
+        let (status, text, answer) =
+            self.token_exchange(workload, "urn:ietf:params:oauth:token-type:jwt", None)?;
         match (status, answer.access_token) {
             (200, Some(token)) => Ok(crate::identity::Exchanged {
                 access_token: token,
@@ -434,34 +417,40 @@ impl Client {
         }
     }
 
+    /// RFC 8693 token exchange at the broker's token endpoint (no client authentication: the
+    /// subject token is the proof): the status, the body and its fields.
+    fn token_exchange(
+        &self,
+        subject: &str,
+        subject_type: &str,
+        audience: Option<&str>,
+    ) -> Result<(u16, String, ExchangeAnswer), ClientError> {
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject),
+            ("subject_token_type", subject_type),
+        ];
+        if let Some(audience) = audience {
+            form.push(("audience", audience));
+        }
+        let (status, text) = self.post_form("/oauth2/tokens", &form)?;
+        let answer = serde_json::from_str(&text).unwrap_or_default();
+        Ok((status, text, answer))
+    }
+
     /// A GitHub App installation token for `provider`, as the workload's trust policy grants
     /// it: the extauth token this client presents, exchanged again (RFC 8693, audience the
     /// provider).
     pub fn app_token(&self, provider: &str) -> Result<AppToken, ClientError> {
         let bearer = self.bearer(None)?;
-        let (status, text) = self.post_form(
-            "/oauth2/tokens",
-            &[
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ),
-                ("subject_token", &bearer),
-                (
-                    "subject_token_type",
-                    "urn:ietf:params:oauth:token-type:access_token",
-                ),
-                ("audience", provider),
-            ],
+        let (status, _, answer) = self.token_exchange(
+            &bearer,
+            "urn:ietf:params:oauth:token-type:access_token",
+            Some(provider),
         )?;
-        #[derive(serde::Deserialize, Default)]
-        struct Answer {
-            access_token: Option<String>,
-            extauth_revoke_url: Option<String>,
-            error: Option<String>,
-            error_description: Option<String>,
-        }
-        let answer: Answer = serde_json::from_str(&text).unwrap_or_default();
         match (status, answer.access_token) {
             (200, Some(token)) => Ok(AppToken {
                 provider: provider.to_owned(),
@@ -674,6 +663,16 @@ impl Client {
             _ => Err(api_error(status, &text)),
         }
     }
+}
+
+/// The fields of a token exchange's answer (RFC 8693 §2.2) this client reads.
+#[derive(serde::Deserialize, Default)]
+struct ExchangeAnswer {
+    access_token: Option<String>,
+    expires_in: Option<i64>,
+    extauth_revoke_url: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
 }
 
 /// A GitHub App installation token from a workload exchange.

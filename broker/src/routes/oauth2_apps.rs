@@ -28,7 +28,7 @@ fn rfc3339(unix: i64) -> String {
     super::api::rfc3339(unix).unwrap_or_default()
 }
 
-fn admin(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.user.is_admin {
         Ok(())
     } else {

@@ -7,17 +7,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::failure::Failure;
 use crate::identity::Caller;
 use crate::state::AppState;
 
-fn admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.user.is_admin {
-        Ok(())
-    } else {
-        Err(Failure::AdminOnly.into())
-    }
-}
+use super::oauth2_apps::admin;
 
 /// `GET /api/v2/workload-policies`.
 pub async fn policies_get(
