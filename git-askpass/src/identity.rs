@@ -293,7 +293,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(got, "x2");
-        let got = first
+        let got = second
             .bearer::<String>(None, |_| {
                 Ok(Exchanged {
                     access_token: "x3".into(),
