@@ -835,8 +835,27 @@ mod tests {
             settings(&[("EXTAUTH_URL", "http://b")])
                 .unwrap_err()
                 .to_string(),
-            "EXTAUTH_TOKEN is not set: set it to a workspace token (create one at http://b/workspace-tokens)"
+            "EXTAUTH_TOKEN is not set: set it to a workspace token (create one at http://b/workspace-tokens), or set EXTAUTH_IDENTITY_TOKEN_FILE to a workload identity token a trust policy of the broker accepts"
         );
+        // A workload identity instead of a token: kept to be exchanged, nothing read yet.
+        let s = settings(&[
+            ("EXTAUTH_URL", "http://b"),
+            ("EXTAUTH_IDENTITY_TOKEN_FILE", "/var/run/secrets/extauth/token"),
+        ])
+        .unwrap();
+        assert!(s.token.is_empty());
+        assert_eq!(
+            s.identity.as_ref().map(|i| i.path.clone()),
+            Some("/var/run/secrets/extauth/token".into())
+        );
+        // A token, when both are set, is what is presented.
+        let s = settings(&[
+            ("EXTAUTH_URL", "http://b"),
+            ("EXTAUTH_TOKEN", "t"),
+            ("EXTAUTH_IDENTITY_TOKEN_FILE", "/x"),
+        ])
+        .unwrap();
+        assert!(s.identity.is_none());
         assert_eq!(
             settings(&[
                 ("EXTAUTH_URL", "http://b"),
