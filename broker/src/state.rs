@@ -49,7 +49,7 @@ pub struct Inner {
     /// GitHub App installations asked lately.
     pub installations: crate::app_installations::cache::InstallationCache,
     /// Workload identity's trust policies (`EXTAUTH_WORKLOAD_POLICIES`).
-    pub workload: crate::workload::Policies,
+    pub workload: crate::workload::trust::Policies,
 }
 
 impl AppState {

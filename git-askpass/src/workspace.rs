@@ -840,7 +840,10 @@ mod tests {
         // A workload identity instead of a token: kept to be exchanged, nothing read yet.
         let s = settings(&[
             ("EXTAUTH_URL", "http://b"),
-            ("EXTAUTH_IDENTITY_TOKEN_FILE", "/var/run/secrets/extauth/token"),
+            (
+                "EXTAUTH_IDENTITY_TOKEN_FILE",
+                "/var/run/secrets/extauth/token",
+            ),
         ])
         .unwrap();
         assert!(s.token.is_empty());

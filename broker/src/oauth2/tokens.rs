@@ -289,7 +289,7 @@ fn check_workload(
     policy: &str,
 ) -> Option<AccessToken> {
     let current = state.workload.get(policy)?;
-    if client_id != crate::workload::client_id(policy) {
+    if client_id != crate::workload::trust::client_id(policy) {
         return None;
     }
     let user_id = claims["sub"].as_str()?.to_owned();
