@@ -56,7 +56,8 @@ pub struct IdentityToken {
     memory: Mutex<Option<Exchanged>>,
 }
 
-fn now() -> i64 {
+/// Unix seconds now.
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -377,14 +377,16 @@ impl Client {
 
     /// The token to present: the workspace token, or the workload's exchanged one (`refused`:
     /// the broker refused this one just now).
-    pub fn bearer(&self, refused: Option<&str>) -> Result<String, ClientError> {
+    pub fn bearer(&self, refused: Option<&str>) -> Result<std::borrow::Cow<'_, str>, ClientError> {
         let Some(identity) = &self.settings.identity else {
-            return Ok(self.settings.token.clone());
+            // The common case, on every request: no copy.
+            return Ok(std::borrow::Cow::Borrowed(&self.settings.token));
         };
         identity
             .bearer(refused, |workload| {
                 self.exchange_identity(workload, &identity.path)
             })
+            .map(std::borrow::Cow::Owned)
             .map_err(|e: IdentityFailure| e.0)
     }
 
@@ -399,10 +401,7 @@ impl Client {
         match (status, answer.access_token) {
             (200, Some(token)) => Ok(crate::identity::Exchanged {
                 access_token: token,
-                expires_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                    .saturating_add(answer.expires_in.unwrap_or(300)),
+                expires_at: crate::identity::now().saturating_add(answer.expires_in.unwrap_or(300)),
             }),
             _ => Err(IdentityFailure(ClientError::Identity(format!(
                 "the broker refused the token in {} ({}: {}); an admin sees why in the broker's log",

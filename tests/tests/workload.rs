@@ -315,6 +315,20 @@ impl World {
         .await
     }
 
+    /// The admin's dry run of `token` against the policies.
+    async fn dry_run(&self, token: &str) -> Value {
+        self.admin
+            .post(format!("{}/api/v2/workload-policies/test", self.broker.url))
+            .header("X-CSRF-Token", &self.csrf)
+            .json(&json!({ "token": token }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }
@@ -556,17 +570,7 @@ async fn a_ci_job_exchanges_its_id_token_by_jwt_bearer_and_policies_reload() {
         w.issuer
             .signing
             .sign(&w.issuer.actions("acme/app", "refs/heads/feature", "admin"));
-    let dry: Value = w
-        .admin
-        .post(format!("{}/api/v2/workload-policies/test", w.broker.url))
-        .header("X-CSRF-Token", &w.csrf)
-        .json(&json!({"token": feature}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dry = w.dry_run(&feature).await;
     assert_eq!(dry["accepted"], Value::Null, "{dry}");
     let reasons = dry["refusals"].to_string();
     assert!(
@@ -1158,17 +1162,7 @@ async fn an_issuer_behind_a_private_ca_is_trusted_through_the_policy_s_ca_file()
     let mut claims = w.issuer.kubernetes("dev", "sa", "extauth");
     claims["iss"] = json!(issuer);
     let token = key.sign(&claims);
-    let dry: Value = w
-        .admin
-        .post(format!("{}/api/v2/workload-policies/test", w.broker.url))
-        .header("X-CSRF-Token", &w.csrf)
-        .json(&json!({"token": token}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dry = w.dry_run(&token).await;
     assert_eq!(dry["accepted"], "with-ca", "{dry}");
     assert_eq!(dry["refusals"][0]["policy"], "without-ca", "{dry}");
     assert_eq!(dry["refusals"][0]["label"], "issuer_unavailable", "{dry}");

@@ -249,13 +249,7 @@ pub async fn check(state: &AppState, token: &str) -> Result<Option<AccessToken>,
         (None, None) => return Ok(None),
     };
     // A token for a registered resource carries that resource's scopes too: kept as they are.
-    let granted: scopes::Scopes = claims["scope"]
-        .as_str()
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let granted = scopes_of(&claims, |_| true);
     Ok(Some(AccessToken {
         scopes: granted,
         client_id,
@@ -266,6 +260,17 @@ pub async fn check(state: &AppState, token: &str) -> Result<Option<AccessToken>,
         policy: None,
         providers: None,
     }))
+}
+
+/// The token's `scope` claim, those `keep` takes.
+fn scopes_of(claims: &Value, keep: impl Fn(&str) -> bool) -> Scopes {
+    claims["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty() && keep(s))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn audiences(claims: &Value) -> Vec<String> {
@@ -303,13 +308,7 @@ fn check_workload(
                 .collect()
         })
         .unwrap_or_default();
-    let granted: Scopes = claims["scope"]
-        .as_str()
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|s| !s.is_empty() && current.scopes.iter().any(|c| c == s))
-        .map(str::to_owned)
-        .collect();
+    let granted = scopes_of(claims, |s| current.scopes.iter().any(|c| c == s));
     Some(AccessToken {
         scopes: granted,
         client_id,

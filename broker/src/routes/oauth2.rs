@@ -197,10 +197,17 @@ pub async fn tokens_post(
     headers: HeaderMap,
     RawForm(body): RawForm,
 ) -> Result<Response, OAuthError> {
-    if let Some(answer) = workload_exchange(&state, &uri, &body).await? {
-        return Ok(answer);
+    no_secret_in_query(&uri)?;
+    let fields = fields(&body)?;
+    // The workload grants (RFC 8693, RFC 7523): the workload's signed token is the proof, no
+    // client authenticates.
+    let grant = fields.get("grant_type").map(String::as_str);
+    if grant == Some(workload::TOKEN_EXCHANGE) || grant == Some(workload::JWT_BEARER) {
+        let answer = workload::exchange(&state, &fields).await?;
+        return Ok(no_store(Json(answer).into_response()));
     }
-    let (client, _) = client_form(&state, &uri, &headers, &body).await?;
+    let credentials = credentials(&state, &headers, &fields)?;
+    let client = grants::authenticate(&state, &credentials).await?;
     let request: TokenRequest = typed(&body);
     let answer = match (
         request.grant_type.as_deref(),
@@ -218,23 +225,6 @@ pub async fn tokens_post(
         tracing::info!(target: "extauth::audit", event = "oauth2.token", app = %client.app.id, grant = request.grant_type.as_deref().unwrap_or(""), outcome = e.code(), reason = %e, "refused a token request");
     }
     Ok(no_store(Json(answer?).into_response()))
-}
-
-/// The workload grants (RFC 8693, RFC 7523): the workload's signed token is the proof, no
-/// client authenticates. `None` for any other grant.
-async fn workload_exchange(
-    state: &AppState,
-    uri: &axum::http::Uri,
-    body: &[u8],
-) -> Result<Option<Response>, OAuthError> {
-    let fields = fields(body)?;
-    let grant = fields.get("grant_type").map(String::as_str);
-    if grant != Some(workload::TOKEN_EXCHANGE) && grant != Some(workload::JWT_BEARER) {
-        return Ok(None);
-    }
-    no_secret_in_query(uri)?;
-    let answer = workload::exchange(state, &fields).await?;
-    Ok(Some(no_store(Json(answer).into_response())))
 }
 
 #[derive(Deserialize)]

@@ -120,15 +120,24 @@ impl IssuerKeys {
     async fn fetch(&self) -> Result<JwkSet, KeyRefusal> {
         let unavailable = |e: String| KeyRefusal::Unavailable(e);
         let get = |url: String| async move {
+            // Logged on failure: without any credentials the URL may carry.
+            let shown = url::Url::parse(&url).map_or_else(
+                |_| "(not a URL)".to_owned(),
+                |mut u| {
+                    let _ = u.set_password(None);
+                    let _ = u.set_username("");
+                    u.to_string()
+                },
+            );
             self.http
                 .get(&url)
                 .send()
                 .await
                 .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| unavailable(format!("{url}: {}", e.without_url())))?
+                .map_err(|e| unavailable(format!("{shown}: {}", e.without_url())))?
                 .json::<Value>()
                 .await
-                .map_err(|e| unavailable(format!("{url}: {e}")))
+                .map_err(|e| unavailable(format!("{shown}: {}", e.without_url())))
         };
         let document = match &self.source {
             KeySource::File(path) => return read_keys_file(path).map_err(unavailable),
@@ -268,21 +277,9 @@ pub fn read_keys_file(path: &Path) -> Result<JwkSet, String> {
             .map_err(|e| format!("keys_file {} is not a JWKS document ({e})", path.display()));
     }
     let mut keys = Vec::new();
-    let mut rest = text.as_str();
-    while let Some(start) = rest.find("-----BEGIN PUBLIC KEY-----") {
-        let body = &rest[start + "-----BEGIN PUBLIC KEY-----".len()..];
-        let Some(end) = body.find("-----END PUBLIC KEY-----") else {
-            return Err(format!(
-                "keys_file {}: a PEM block is not closed",
-                path.display()
-            ));
-        };
-        let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| format!("keys_file {}: a PEM block is not base64", path.display()))?;
-        keys.push(spki_to_jwk(&der).map_err(|e| format!("keys_file {}: {e}", path.display()))?);
-        rest = &body[end..];
+    let blocks = pem_blocks(&text).map_err(|e| format!("keys_file {}: {e}", path.display()))?;
+    for (_, der) in blocks.iter().filter(|(label, _)| label == "PUBLIC KEY") {
+        keys.push(spki_to_jwk(der).map_err(|e| format!("keys_file {}: {e}", path.display()))?);
     }
     if keys.is_empty() {
         return Err(format!(
@@ -291,6 +288,31 @@ pub fn read_keys_file(path: &Path) -> Result<JwkSet, String> {
         ));
     }
     serde_json::from_value(json!({ "keys": keys })).map_err(|e| e.to_string())
+}
+
+/// The PEM blocks of `text`: each one's label (`PUBLIC KEY`, `RSA PRIVATE KEY`, …) and bytes.
+pub fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + "-----BEGIN ".len()..];
+        let label_end = after
+            .find("-----")
+            .ok_or_else(|| "a PEM header is not closed".to_owned())?;
+        let label = &after[..label_end];
+        let body = &after[label_end + "-----".len()..];
+        let footer = format!("-----END {label}-----");
+        let end = body
+            .find(&footer)
+            .ok_or_else(|| format!("the PEM block {label} is not closed"))?;
+        let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| format!("the PEM block {label} is not base64"))?;
+        blocks.push((label.to_owned(), der));
+        rest = &body[end + footer.len()..];
+    }
+    Ok(blocks)
 }
 
 /// A SubjectPublicKeyInfo as a JWK.
@@ -357,6 +379,18 @@ mod tests {
         assert_eq!(seen.claims["iss"], "x");
         assert!(matches!(peek("a.b"), Err(KeyRefusal::Malformed(_))));
         assert!(matches!(peek("!!.e30.x"), Err(KeyRefusal::Malformed(_))));
+    }
+
+    #[test]
+    fn pem_blocks_are_read_with_their_label() {
+        let pem =
+            "junk\n-----BEGIN RSA PRIVATE KEY-----\nAAEC\nAw==\n-----END RSA PRIVATE KEY-----\n";
+        assert_eq!(
+            pem_blocks(pem),
+            Ok(vec![("RSA PRIVATE KEY".to_owned(), vec![0, 1, 2, 3])])
+        );
+        assert_eq!(pem_blocks("no pem"), Ok(vec![]));
+        assert!(pem_blocks("-----BEGIN X-----\nAA==\n").is_err());
     }
 
     #[test]

@@ -517,7 +517,10 @@ fn app_jwt(app_id: &str, key_file: &std::path::Path) -> Result<String, String> {
             key_file.display()
         )
     })?;
-    let (label, der) = pem_block(&pem)
+    let (label, der) = keys::pem_blocks(&pem)
+        .map_err(|e| format!("{}: {e}", key_file.display()))?
+        .into_iter()
+        .next()
         .ok_or_else(|| format!("{} holds no PEM private key", key_file.display()))?;
     let pair = match label.as_str() {
         "RSA PRIVATE KEY" => ring::signature::RsaKeyPair::from_der(&der),
@@ -543,38 +546,4 @@ fn app_jwt(app_id: &str, key_file: &std::path::Path) -> Result<String, String> {
     )
     .map_err(|_| "signing the GitHub App JWT failed".to_owned())?;
     Ok(format!("{signing_input}.{}", B64.encode(signature)))
-}
-
-/// The first PEM block: its label and bytes.
-fn pem_block(pem: &str) -> Option<(String, Vec<u8>)> {
-    let start = pem.find("-----BEGIN ")?;
-    let rest = &pem[start + 11..];
-    let label_end = rest.find("-----")?;
-    let label = rest[..label_end].to_owned();
-    let body_start = label_end + 5;
-    let end = rest.find(&format!("-----END {label}-----"))?;
-    let body: String = rest[body_start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()?;
-    Some((label, der))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pem_blocks_are_read_with_their_label() {
-        let pem =
-            "junk\n-----BEGIN RSA PRIVATE KEY-----\nAAEC\nAw==\n-----END RSA PRIVATE KEY-----\n";
-        assert_eq!(
-            pem_block(pem),
-            Some(("RSA PRIVATE KEY".to_owned(), vec![0, 1, 2, 3]))
-        );
-        assert_eq!(pem_block("no pem"), None);
-    }
 }
