@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The broker with 100 000 users × 3 links on the embedded store: resident memory and lookup
-# latency for random users. Usage: tests/perf/scale-bench.sh [users] [lookups]
-# (default: 100000 50000).
+# The broker with many users × 3 links on the embedded store (or PostgreSQL with --postgres):
+# time to ready, resident memory, lookup latency for random users, 10 000 tokens against one.
+# Usage: tests/perf/scale-bench.sh [users] [lookups] [--postgres]   (default: 100000 50000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p extauth-broker -p extauth-tests --bins

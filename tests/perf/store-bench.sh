@@ -5,10 +5,13 @@
 # Needs the local PostgreSQL (EXTAUTH_TEST_PG_URL overrides postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# The peer: nginx (Debian package), installed when missing and root.
-if ! [ -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ]; then
-  apt-get install -y -qq nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
-fi
+# The peer, nginx, and the load generator, wrk (Debian packages), installed when missing and root.
+for tool in nginx wrk; do
+  if ! command -v "$tool" >/dev/null && ! [ -x "/usr/sbin/$tool" ]; then
+    [ "$(id -u)" = 0 ] || { echo "install $tool" >&2; exit 1; }
+    apt-get install -y -qq "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
+  fi
+done
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
 cargo build --release -q -p extauth-broker -p extauth-tests --bins
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

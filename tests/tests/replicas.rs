@@ -694,3 +694,117 @@ async fn a_device_flow_started_on_one_replica_completes_on_another() {
     assert!(!access(&reply).is_empty(), "{reply}");
     assert!(a.stop() && b.stop());
 }
+
+/// The id part of `extauth_<kind>_<id>_<secret>`.
+fn token_id(token: &str) -> String {
+    token.split('_').nth(2).unwrap().to_owned()
+}
+
+fn cache_hits(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("extauth_store_cache_lookups_total{result=\"hit\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `b` until `refused` says its answer changed; how long that took, or `None` after 2 s.
+async fn seen_after(
+    b: &Broker,
+    token: &str,
+    refused: impl Fn(StatusCode, &Value) -> bool,
+) -> Option<Duration> {
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(2) {
+        let (status, reply) = b.lookup(token, "id=forge").await;
+        if refused(status, &reply) {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_or_unlink_on_one_replica_is_seen_by_the_other_within_100_ms() {
+    let cluster = Cluster::new(2, &key(1)).await;
+    let a = cluster.start(0);
+    let b = cluster.start(1);
+    let (token, _) = link(&cluster, &a, 3600).await;
+    // B answers from its cache once it has read the token and the link.
+    for _ in 0..5 {
+        let (status, reply) = b.lookup(&token, "id=forge").await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    let hits = cache_hits(&b.metrics().await);
+    assert!(
+        hits >= 8.0,
+        "B's lookups were answered from its cache: {hits} hits"
+    );
+
+    // Unlinking on A: B no longer hands out the provider token.
+    let (admin, csrf) = a.admin().await;
+    let unlinked = admin
+        .delete(format!("{}/api/v2/external-auth/forge", a.url))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(unlinked.status().is_success(), "{}", unlinked.status());
+    let after = seen_after(&b, &token, |_, reply| access(reply).is_empty()).await;
+    assert!(
+        after.is_some_and(|d| d < Duration::from_millis(100)),
+        "B saw the unlink after {after:?}"
+    );
+
+    // Revoking the workspace token on A: B refuses it.
+    let revoked = admin
+        .delete(format!(
+            "{}/api/v2/users/me/workspace-tokens/{}",
+            a.url,
+            token_id(&token)
+        ))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    let after = seen_after(&b, &token, |status, _| status == StatusCode::UNAUTHORIZED).await;
+    assert!(
+        after.is_some_and(|d| d < Duration::from_millis(100)),
+        "B refused the revoked token after {after:?}"
+    );
+    assert!(a.stop() && b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_lost_its_listen_connection_never_serves_from_its_cache() {
+    let cluster = Cluster::new(2, &key(1)).await;
+    let a = cluster.start(0);
+    let b = cluster.start(1);
+    let (token, _) = link(&cluster, &a, 3600).await;
+    for _ in 0..3 {
+        assert_eq!(b.lookup(&token, "id=forge").await.0, StatusCode::OK);
+    }
+    // Every LISTEN connection is cut (A's and B's): notifications sent now would be lost.
+    cluster
+        .sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE query LIKE 'LISTEN extauth_links%' AND pid <> pg_backend_pid()",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A revokes directly in the database, as if its notification were lost.
+    cluster
+        .sql(&format!(
+            "DELETE FROM api_tokens WHERE id = '{}'",
+            token_id(&token)
+        ))
+        .await;
+    // Either B knows it is not listening and reads the database, or it has listened again and
+    // dropped its cache on the way: both refuse.
+    let (status, reply) = b.lookup(&token, "id=forge").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+    assert!(a.stop() && b.stop());
+}

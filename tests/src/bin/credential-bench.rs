@@ -1,5 +1,5 @@
 //! Credential latency benchmark: `git credential fill` answered by `git-credential-extauth`
-//! (broker on loopback, over plain HTTP and over HTTPS with a private CA) against peers, side by side in one hyperfine run: `git credential-store`,
+//! (broker on loopback, over plain HTTP and over HTTPS with a private CA) against peers, side by side in one run: `git credential-store`,
 //! `git-credential-oauth` behind a warm `git credential-cache`, and `gh auth git-credential`.
 //! Prints medians and ratios to credential-store (the target: extauth ≤ 1.5×).
 //!
@@ -10,10 +10,27 @@ use std::path::Path;
 use std::process::Command;
 
 use extauth_tests::{Broker, Idp, answer, binary, client, csrf_of, free_port, private_ca};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Fisher–Yates with xorshift: the order of one round (no need for a random crate here).
+fn shuffle(order: &mut [usize], seed: &mut u64) {
+    for i in (1..order.len()).rev() {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        order.swap(i, (*seed % (i as u64 + 1)) as usize);
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn write(path: &Path, text: &str) {
@@ -182,7 +199,9 @@ async fn main() {
     ];
     // EXTAUTH_BENCH_BASELINE_HELPER: an earlier build of the helper, timed in the same run
     // against the same broker, so a change to the helper shows as a ratio, not across runs.
-    if let Ok(baseline) = std::env::var("EXTAUTH_BENCH_BASELINE_HELPER") {
+    let baseline = std::env::var("EXTAUTH_BENCH_BASELINE_HELPER").ok();
+    let has_baseline = baseline.is_some();
+    if let Some(baseline) = baseline {
         commands.push((
             "extauth (baseline helper)",
             format!(
@@ -206,46 +225,77 @@ async fn main() {
         );
     }
 
-    let json_path = d.join("results.json");
-    let mut hyperfine = Command::new("hyperfine");
-    hyperfine
-        .args([
-            "--warmup",
-            "20",
-            "--runs",
-            &runs.to_string(),
-            "--style",
-            "none",
-            "--export-json",
-        ])
-        .arg(&json_path);
-    for (name, command) in &commands {
-        hyperfine.args(["-n", name, command]);
+    // Timed in rounds, each command once per round in a shuffled order, rather than one
+    // command's runs in a block (as hyperfine does): on a shared machine the speed drifts over
+    // a minute, and blocks turn that drift into a difference between commands. Interleaving
+    // makes the ratios fair; the instruction counts under callgrind agree with them.
+    let warmup = 10;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(runs as usize); commands.len()];
+    let mut order: Vec<usize> = (0..commands.len()).collect();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    for round in 0..warmup + runs {
+        shuffle(&mut order, &mut seed);
+        for &i in &order {
+            let at = std::time::Instant::now();
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(&commands[i].1)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            let ms = at.elapsed().as_secs_f64() * 1000.0;
+            assert!(
+                status.success(),
+                "{} failed in round {round}",
+                commands[i].0
+            );
+            if round >= warmup {
+                samples[i].push(ms);
+            }
+        }
     }
-    let status = hyperfine
-        .status()
-        .expect("hyperfine is needed: apt-get install hyperfine");
-    assert!(status.success());
-
-    let results: Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    let median = |name: &str| {
-        results["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["command"] == name)
-            .map(|r| r["median"].as_f64().unwrap() * 1000.0)
-            .unwrap()
-    };
-    let store = median("credential-store");
-    println!("| helper | median ms | ratio to credential-store |");
-    println!("|---|---:|---:|");
-    for (name, _) in &commands {
+    for s in &mut samples {
+        s.sort_by(f64::total_cmp);
+    }
+    let store = commands
+        .iter()
+        .position(|(name, _)| *name == "credential-store")
+        .unwrap();
+    let store_median = percentile(&samples[store], 0.5);
+    println!("{runs} interleaved rounds (after {warmup} warm-up rounds), same run:\n");
+    println!("| helper | median ms | p90 ms | ratio to credential-store (median) |");
+    println!("|---|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for ((name, _), s) in commands.iter().zip(&samples) {
+        let (median, p90) = (percentile(s, 0.5), percentile(s, 0.9));
         println!(
-            "| {name} | {:.2} | {:.2}× |",
-            median(name),
-            median(name) / store
+            "| {name} | {median:.2} | {p90:.2} | {:.2}× |",
+            median / store_median
+        );
+        rows.push(json!({
+            "name": name,
+            "median_ms": median,
+            "p90_ms": p90,
+            "ratio_to_credential_store": median / store_median,
+            "samples_ms": s,
+        }));
+    }
+    if let Some(baseline) = samples.get(commands.len() - 1).filter(|_| has_baseline) {
+        println!(
+            "\nthis helper / baseline helper (medians, same rounds): {:.3}×",
+            percentile(&samples[0], 0.5) / percentile(baseline, 0.5)
+        );
+    }
+    if let Ok(out) = std::env::var("EXTAUTH_BENCH_OUT") {
+        let path = Path::new(&out).join("credential.json");
+        write(
+            &path,
+            &serde_json::to_string_pretty(&json!({ "runs": runs, "helpers": rows })).unwrap(),
         );
     }
     let _ = Command::new("git")

@@ -4,98 +4,95 @@
 //! answer. Ratios are against nginx and against sled in the same run.
 //!
 //! Run through `tests/perf/store-bench.sh` (release build). Arguments: seconds per setup
-//! (default 5) and concurrent clients (default 32). Load is a closed loop, bounded in time and
-//! in count (at most 500 000 requests per setup); everything listens on 127.0.0.1.
+//! (default 5) and concurrent clients (default 32). The load is `wrk` (keep-alive, bounded in
+//! time), the same for every setup; everything listens on 127.0.0.1. With
+//! `EXTAUTH_BENCH_OUT=dir` the results also go to `dir/lookup.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use extauth_tests::{Broker, Idp, TestDatabase, client, free_port, provider_env};
 use serde_json::json;
 
-const MAX_REQUESTS: usize = 500_000;
-
-struct Outcome {
-    name: &'static str,
-    requests: usize,
-    errors: usize,
+/// What `wrk` measured for one URL.
+struct Measured {
+    requests: f64,
+    errors: f64,
     seconds: f64,
-    p50: f64,
-    p99: f64,
+    /// (percentile, ms) from 50 to 99.9.
+    percentiles: Vec<(f64, f64)>,
 }
 
-async fn load(
-    urls: Vec<String>,
-    token: String,
-    seconds: u64,
-    concurrency: usize,
-) -> (Vec<f64>, usize, f64) {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency * 2)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    // Warm-up: connections, caches, the database's plans.
-    for i in 0..200 {
-        let _ = http
-            .get(&urls[i % urls.len()])
-            .bearer_auth(&token)
-            .send()
-            .await;
-    }
-    let sent = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..concurrency)
-        .map(|w| {
-            let (http, urls, token, sent) =
-                (http.clone(), urls.clone(), token.clone(), sent.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0;
-                let mut n = w;
-                while Instant::now() < deadline
-                    && sent.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS
-                {
-                    let at = Instant::now();
-                    let ok = match http
-                        .get(&urls[n % urls.len()])
-                        .bearer_auth(&token)
-                        .send()
-                        .await
-                    {
-                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    latencies.push(at.elapsed().as_secs_f64() * 1000.0);
-                    if !ok {
-                        errors += 1;
-                    }
-                    n += 1;
-                }
-                (latencies, errors)
-            })
+/// wrk's report, as JSON from its `done` hook: the totals and the latency percentiles.
+const REPORT: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local errors = e.connect + e.read + e.write + e.timeout + e.status
+  io.write(string.format('{"requests":%d,"errors":%d,"micros":%d,"percentiles":[',
+    summary.requests, errors, summary.duration))
+  for i, p in ipairs({50, 75, 90, 95, 99, 99.9}) do
+    if i > 1 then io.write(",") end
+    io.write(string.format("[%g,%g]", p, latency:percentile(p) / 1000.0))
+  end
+  io.write("]}\n")
+end
+"#;
+
+/// Loads `urls` with wrk (keep-alive, 2 threads; the clients split between the URLs, each URL
+/// its own wrk, all at once) for `seconds`; the load generator is not in this process, so it
+/// costs the same whatever answers.
+fn load(urls: &[String], token: &str, seconds: u64, concurrency: usize) -> Measured {
+    let script = std::env::temp_dir().join(format!("extauth-wrk-{}.lua", std::process::id()));
+    std::fs::write(&script, REPORT).unwrap();
+    let per_url = (concurrency / urls.len()).max(2);
+    let children: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            let mut wrk = std::process::Command::new("wrk");
+            wrk.args(["-t2", &format!("-c{per_url}"), &format!("-d{seconds}s")])
+                .arg("-s")
+                .arg(&script);
+            if !token.is_empty() {
+                wrk.args(["-H", &format!("Authorization: Bearer {token}")]);
+            }
+            wrk.arg(url)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("wrk is the load generator: apt-get install wrk")
         })
         .collect();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w.await.unwrap();
-        all.extend(l);
-        errors += e;
+    let mut total = Measured {
+        requests: 0.0,
+        errors: 0.0,
+        seconds: 0.0,
+        percentiles: Vec::new(),
+    };
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap();
+        let report: serde_json::Value = serde_json::from_str(line).unwrap();
+        total.requests += report["requests"].as_f64().unwrap();
+        total.errors += report["errors"].as_f64().unwrap();
+        total.seconds = f64::max(total.seconds, report["micros"].as_f64().unwrap() / 1e6);
+        // With several URLs, the worse tail of the two stands for the setup.
+        let percentiles: Vec<(f64, f64)> = report["percentiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+            .collect();
+        if total.percentiles.is_empty() {
+            total.percentiles = percentiles;
+        } else {
+            for (mine, theirs) in total.percentiles.iter_mut().zip(percentiles) {
+                mine.1 = mine.1.max(theirs.1);
+            }
+        }
     }
-    (all, errors, started.elapsed().as_secs_f64())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
+    let _ = std::fs::remove_file(&script);
+    total
 }
 
 /// nginx in the foreground on 127.0.0.1, serving one file; stopped (by pid) when dropped.
@@ -225,16 +222,9 @@ async fn main() {
                 .unwrap()
                 .to_vec();
         }
-        let (mut latencies, errors, elapsed) = load(urls, token, seconds, concurrency).await;
-        latencies.sort_by(f64::total_cmp);
-        outcomes.push(Outcome {
-            name,
-            requests: latencies.len(),
-            errors,
-            seconds: elapsed,
-            p50: percentile(&latencies, 0.50),
-            p99: percentile(&latencies, 0.99),
-        });
+        // Warm-up: connections, caches, the database's plans.
+        load(&urls, &token, 1, concurrency);
+        outcomes.push((name, load(&urls, &token, seconds, concurrency)));
         for b in brokers {
             b.stop();
         }
@@ -244,17 +234,12 @@ async fn main() {
     // run. DESIGN.md §10 asks sled lookups for at least half its rate.
     {
         let nginx = Nginx::start(&answer, free_port());
-        let (mut latencies, errors, elapsed) =
-            load(vec![nginx.url.clone()], String::new(), seconds, concurrency).await;
-        latencies.sort_by(f64::total_cmp);
-        outcomes.push(Outcome {
-            name: "nginx, static file of the same size",
-            requests: latencies.len(),
-            errors,
-            seconds: elapsed,
-            p50: percentile(&latencies, 0.50),
-            p99: percentile(&latencies, 0.99),
-        });
+        let urls = [nginx.url.clone()];
+        load(&urls, "", 1, concurrency);
+        outcomes.push((
+            "nginx, static file of the same size",
+            load(&urls, "", seconds, concurrency),
+        ));
     }
 
     println!(
@@ -265,22 +250,45 @@ async fn main() {
         "| setup | requests | errors | req/s | vs nginx | vs sled | p50 ms | p99 ms | p99 vs sled |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let rate = |o: &Outcome| o.requests as f64 / o.seconds;
-    let sled_rate = rate(&outcomes[0]);
-    let nginx_rate = outcomes.last().map_or(f64::NAN, rate);
-    let sled_p99 = outcomes[0].p99;
-    for o in &outcomes {
+    let rate = |o: &Measured| o.requests / o.seconds;
+    let p = |o: &Measured, at: f64| {
+        o.percentiles
+            .iter()
+            .find(|(q, _)| *q == at)
+            .map_or(f64::NAN, |(_, ms)| *ms)
+    };
+    let sled = &outcomes[0].1;
+    let nginx = &outcomes[outcomes.len() - 1].1;
+    let mut rows = Vec::new();
+    for (name, o) in &outcomes {
         println!(
-            "| {} | {} | {} | {:.0} | {:.2}× | {:.2}× | {:.2} | {:.2} | {:.2}× |",
-            o.name,
+            "| {name} | {} | {} | {:.0} | {:.2}× | {:.2}× | {:.2} | {:.2} | {:.2}× |",
             o.requests,
             o.errors,
             rate(o),
-            rate(o) / nginx_rate,
-            rate(o) / sled_rate,
-            o.p50,
-            o.p99,
-            o.p99 / sled_p99
+            rate(o) / rate(nginx),
+            rate(o) / rate(sled),
+            p(o, 50.0),
+            p(o, 99.0),
+            p(o, 99.0) / p(sled, 99.0)
         );
+        rows.push(json!({
+            "setup": name,
+            "requests": o.requests,
+            "errors": o.errors,
+            "per_second": rate(o),
+            "vs_nginx": rate(o) / rate(nginx),
+            "vs_sled": rate(o) / rate(sled),
+            "percentiles_ms": o.percentiles,
+        }));
+    }
+    if let Ok(out) = std::env::var("EXTAUTH_BENCH_OUT") {
+        std::fs::create_dir_all(&out).unwrap();
+        let doc = json!({ "clients": concurrency, "seconds": seconds, "answer_bytes": answer.len(), "setups": rows });
+        std::fs::write(
+            std::path::Path::new(&out).join("lookup.json"),
+            serde_json::to_string_pretty(&doc).unwrap(),
+        )
+        .unwrap();
     }
 }

@@ -4,8 +4,10 @@
 //!   apply each migration once.
 //! - Every sealed value has its own column and a sibling `_key_id` column (NULL: plaintext,
 //!   after `dbcrypt decrypt`), like Coder's dbcrypt.
-//! - Link changes are announced with `NOTIFY extauth_links`; a dedicated connection per process
-//!   `LISTEN`s and wakes local `listen` waiters, whichever replica wrote.
+//! - Link changes are announced with `NOTIFY extauth_links`, token and user changes with
+//!   `NOTIFY extauth_cache`; a dedicated connection per process `LISTEN`s, wakes local `listen`
+//!   waiters and keeps the lookup path's read-through cache (`cache.rs`) true, whichever
+//!   replica wrote.
 //! - [`Store::lock`] is a session advisory lock on a pooled connection: released explicitly, or
 //!   by closing that connection, so a replica that dies never leaves a lock behind.
 
@@ -26,6 +28,7 @@ use super::{
 };
 use crate::crypto::Sealed;
 
+mod cache;
 mod migrations;
 mod notify;
 mod rows;
@@ -38,13 +41,14 @@ use rows::*;
 /// The channel link changes are announced on.
 pub(super) const CHANNEL: &str = "extauth_links";
 
-pub(super) const LISTEN: &str = "LISTEN extauth_links";
+pub(super) const LISTEN: &str = "LISTEN extauth_links; LISTEN extauth_cache";
 
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     pool: Pool,
     locks: Pool,
     events: broadcast::Sender<LinkChanged>,
+    cache: std::sync::Arc<cache::ReadCache>,
 }
 
 /// An error with its causes (`db error: FATAL: database "x" does not exist`), since the
@@ -144,9 +148,15 @@ impl PgStore {
             pool,
             locks,
             events,
+            cache: std::sync::Arc::new(cache::ReadCache::new()),
         };
         store.migrate().await?;
-        tokio::spawn(listen(config, tls, store.events.clone()));
+        tokio::spawn(listen(
+            config,
+            tls,
+            store.events.clone(),
+            store.cache.clone(),
+        ));
         Ok(store)
     }
 
@@ -272,7 +282,36 @@ impl PgStore {
             .collect())
     }
 
+    /// A user's links of one provider, sorted by account: from the cache, or read and cached.
+    async fn cached_links(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<std::sync::Arc<Vec<LinkRecord>>> {
+        if let Some(links) = self.cache.links(user_id, provider_id) {
+            return Ok(links);
+        }
+        let ticket = self.cache.ticket();
+        let client = self.client().await?;
+        let links = std::sync::Arc::new(
+            rows(
+                &client,
+                "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
+                 ORDER BY account",
+                &[&user_id, &provider_id],
+                link_of,
+            )
+            .await?,
+        );
+        self.cache
+            .put_links(user_id, provider_id, links.clone(), ticket);
+        Ok(links)
+    }
+
+    /// After a link write committed: this replica's cache and waiters learn at once (the
+    /// others through the notification).
     fn notify_local(&self, user_id: &str, provider_id: &str) {
+        self.cache.forget_links(user_id, provider_id);
         let _ = self.events.send(LinkChanged {
             user_id: user_id.to_owned(),
             provider_id: provider_id.to_owned(),

@@ -10,11 +10,15 @@ pub(super) async fn listen(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     events: broadcast::Sender<LinkChanged>,
+    cache: std::sync::Arc<cache::ReadCache>,
 ) {
     let mut delay = Duration::from_millis(250);
     let mut reconnecting = false;
     loop {
-        match listen_once(&config, &tls, &events, reconnecting).await {
+        let listened = listen_once(&config, &tls, &events, &cache, reconnecting).await;
+        // Whatever ended it, notifications may be missed from now on.
+        cache.set_listening(false);
+        match listened {
             // It was listening until the connection ended: start over quickly.
             Ok(()) => delay = Duration::from_millis(250),
             Err(e) => tracing::warn!(
@@ -34,25 +38,33 @@ pub(super) async fn listen_once(
     config: &tokio_postgres::Config,
     tls: &tokio_postgres_rustls::MakeRustlsConnect,
     events: &broadcast::Sender<LinkChanged>,
+    cache: &std::sync::Arc<cache::ReadCache>,
     reconnecting: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls.clone()).await?;
     let forward = events.clone();
+    let invalidate = cache.clone();
     // The connection delivers notifications only while it is polled, LISTEN's answer included.
     let pump = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message? {
-                if let Some((user_id, provider_id)) = n.payload().split_once('\n') {
-                    let _ = forward.send(LinkChanged {
-                        user_id: user_id.to_owned(),
-                        provider_id: provider_id.to_owned(),
-                    });
-                }
+            let tokio_postgres::AsyncMessage::Notification(n) = message? else {
+                continue;
+            };
+            if n.channel() == cache::CACHE_CHANNEL {
+                invalidate.forget(&cache::Changed::parse(n.payload()));
+            } else if let Some((user_id, provider_id)) = n.payload().split_once('\n') {
+                invalidate.forget_links(user_id, provider_id);
+                let _ = forward.send(LinkChanged {
+                    user_id: user_id.to_owned(),
+                    provider_id: provider_id.to_owned(),
+                });
             }
         }
         Ok::<(), tokio_postgres::Error>(())
     });
     client.batch_execute(LISTEN).await?;
+    // From here on every change is heard: the cache may be used (and starts empty).
+    cache.set_listening(true);
     if reconnecting {
         let _ = events.send(LinkChanged::unknown());
     }

@@ -11,13 +11,25 @@ impl Store for PgStore {
 
     async fn update_user(&self, user: &User) -> StoreResult<()> {
         let client = self.client().await?;
+        // The notification goes out when the update commits: every replica's cache drops the
+        // user's tokens, which carry the user.
         let updated = client
             .execute(
-                "UPDATE users SET email = $2, name = $3, is_admin = $4 WHERE id = $1",
-                &[&user.id, &user.email, &user.name, &user.is_admin],
+                "WITH u AS (UPDATE users SET email = $2, name = $3, is_admin = $4 WHERE id = $1
+                            RETURNING id)
+                 SELECT pg_notify($5, $6) FROM u",
+                &[
+                    &user.id,
+                    &user.email,
+                    &user.name,
+                    &user.is_admin,
+                    &cache::CACHE_CHANNEL,
+                    &cache::Changed::User(&user.id).payload(),
+                ],
             )
             .await
             .map_err(pg)?;
+        self.cache.forget(&cache::Changed::User(&user.id));
         if updated == 0 {
             return Err(StoreError::Backend(format!("no user {}", user.id)));
         }
@@ -122,13 +134,20 @@ impl Store for PgStore {
     }
 
     async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
+        if let Some(entry) = self.cache.token(id) {
+            return Ok(Some((*entry).clone()));
+        }
+        let ticket = self.cache.ticket();
+        // Unknown ids are not cached: they would let anyone fill the cache.
         let Some(row) = self.one(TOKEN_WITH_USER, &[&id]).await? else {
             return Ok(None);
         };
         let token = token_of(&row)?;
         let user_id: Option<String> = row.try_get("u_id").map_err(pg)?;
         let user = user_id.map(|_| user_at(&row, "u_")).transpose()?;
-        Ok(Some((token, user)))
+        let entry = std::sync::Arc::new((token, user));
+        self.cache.put_token(id, entry.clone(), ticket);
+        Ok(Some(std::sync::Arc::unwrap_or_clone(entry)))
     }
 
     async fn tokens_of_user(
@@ -147,10 +166,20 @@ impl Store for PgStore {
     }
 
     async fn delete_token(&self, id: &str) -> StoreResult<bool> {
-        Ok(self
-            .execute("DELETE FROM api_tokens WHERE id = $1", &[&id])
-            .await?
-            > 0)
+        // Deleted and announced in one statement: the notification goes out on commit.
+        let deleted = self
+            .execute(
+                "WITH d AS (DELETE FROM api_tokens WHERE id = $1 RETURNING id)
+                 SELECT pg_notify($2, $3) FROM d",
+                &[
+                    &id,
+                    &cache::CACHE_CHANNEL,
+                    &cache::Changed::Token(id).payload(),
+                ],
+            )
+            .await?;
+        self.cache.forget(&cache::Changed::Token(id));
+        Ok(deleted > 0)
     }
 
     async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
@@ -182,6 +211,8 @@ impl Store for PgStore {
             return Ok(false);
         };
         if sealed_at(&row, "refresh_token", "refresh_token_key_id")?.as_ref() != expected_refresh {
+            // Another replica wrote first; its notification may still be on the way.
+            self.cache.forget_links(&link.user_id, &link.provider_id);
             return Ok(false);
         }
         self.write_link(&tx, link).await?;
@@ -192,14 +223,10 @@ impl Store for PgStore {
     }
 
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
-        let row = self
-            .one(
-                "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
-                 ORDER BY is_default DESC, account LIMIT 1",
-                &[&user_id, &provider_id],
-            )
-            .await?;
-        row.as_ref().map(link_of).transpose()
+        // The provider's links are read (and cached) together: one user rarely has more than
+        // two accounts of a provider, and the lookup by URL needs them all anyway.
+        let links = self.cached_links(user_id, provider_id).await?;
+        Ok(cache::default_of(&links).cloned())
     }
 
     async fn link_account(
@@ -223,15 +250,8 @@ impl Store for PgStore {
         user_id: &str,
         provider_id: &str,
     ) -> StoreResult<Vec<LinkRecord>> {
-        let client = self.client().await?;
-        rows(
-            &client,
-            "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
-             ORDER BY account",
-            &[&user_id, &provider_id],
-            link_of,
-        )
-        .await
+        let links = self.cached_links(user_id, provider_id).await?;
+        Ok(std::sync::Arc::unwrap_or_clone(links))
     }
 
     async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
@@ -640,7 +660,15 @@ impl Store for PgStore {
                 .await
                 .map_err(pg)?;
         }
+        // Anything may have changed: every replica drops its whole cache.
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&cache::CACHE_CHANNEL, &cache::Changed::Everything.payload()],
+        )
+        .await
+        .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
+        self.cache.forget(&cache::Changed::Everything);
         Ok(())
     }
 
