@@ -70,6 +70,15 @@ pub async fn answer(request: reqwest::RequestBuilder) -> Value {
 /// `bind(0)` and outgoing connection on the machine, and one of those could take the port
 /// between this check and the server's own bind (seen once under load). Never the same port
 /// twice in one process.
+/// The `p` quantile (0.0–1.0) of sorted samples, nearest rank; NaN when there are none. One
+/// definition, so every benchmark's p50 and p99 mean the same thing.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
 

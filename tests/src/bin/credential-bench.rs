@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use extauth_tests::{Broker, Idp, answer, binary, client, csrf_of, free_port, private_ca};
+use extauth_tests::{
+    Broker, Idp, answer, binary, client, csrf_of, free_port, percentile, private_ca,
+};
 use serde_json::json;
 
 fn sh_quote(s: &str) -> String {
@@ -24,13 +26,6 @@ fn shuffle(order: &mut [usize], seed: &mut u64) {
         *seed ^= *seed << 17;
         order.swap(i, (*seed % (i as u64 + 1)) as usize);
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn write(path: &Path, text: &str) {

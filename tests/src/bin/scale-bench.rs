@@ -19,7 +19,7 @@ use extauth_broker::crypto::KeyRing;
 use extauth_broker::identity::mint;
 use extauth_broker::link_secrets::purpose;
 use extauth_broker::store::{LinkRecord, SledStore, Snapshot, Store, TokenKind, User};
-use extauth_tests::{Broker, TestDatabase, free_port};
+use extauth_tests::{Broker, TestDatabase, free_port, percentile};
 use serde_json::json;
 
 const PROVIDERS: [&str; 3] = ["github", "gitlab", "forge"];
@@ -95,7 +95,7 @@ async fn load(url: &str, tokens: &Arc<Vec<String>>, lookups: usize, clients: usi
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    let pct = |p: f64| percentile(&latencies, p);
     Run {
         latencies: latencies.iter().step_by(10).copied().collect(),
         count: latencies.len(),

@@ -43,8 +43,16 @@ end
 /// its own wrk, all at once) for `seconds`; the load generator is not in this process, so it
 /// costs the same whatever answers.
 fn load(urls: &[String], token: &str, seconds: u64, concurrency: usize) -> Measured {
-    let script = std::env::temp_dir().join(format!("extauth-wrk-{}.lua", std::process::id()));
-    std::fs::write(&script, REPORT).unwrap();
+    // The token goes in the script (a private temporary directory), not on wrk's command line,
+    // where any local user could read it.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("report.lua");
+    let header = if token.is_empty() {
+        String::new()
+    } else {
+        format!("wrk.headers[\"Authorization\"] = \"Bearer {token}\"\n")
+    };
+    std::fs::write(&script, header + REPORT).unwrap();
     let per_url = (concurrency / urls.len()).max(2);
     let children: Vec<_> = urls
         .iter()
@@ -53,9 +61,6 @@ fn load(urls: &[String], token: &str, seconds: u64, concurrency: usize) -> Measu
             wrk.args(["-t2", &format!("-c{per_url}"), &format!("-d{seconds}s")])
                 .arg("-s")
                 .arg(&script);
-            if !token.is_empty() {
-                wrk.args(["-H", &format!("Authorization: Bearer {token}")]);
-            }
             wrk.arg(url)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -91,7 +96,6 @@ fn load(urls: &[String], token: &str, seconds: u64, concurrency: usize) -> Measu
             }
         }
     }
-    let _ = std::fs::remove_file(&script);
     total
 }
 

@@ -102,6 +102,17 @@ impl<K: Eq + Hash, T> Map<K, T> {
         );
     }
 
+    fn remove<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
     fn retain(&self, keep: impl FnMut(&K, &mut Entry<T>) -> bool) {
         self.0
             .write()
@@ -172,7 +183,7 @@ impl ReadCache {
             self.tokens.put(id.to_owned(), entry);
             // An invalidation may have landed between the check and the insert: take it back.
             if !self.usable(ticket) {
-                self.tokens.retain(|k, _| k != id);
+                self.tokens.remove(id);
             }
         }
     }
@@ -202,7 +213,7 @@ impl ReadCache {
             let key = (user_id.to_owned(), provider_id.to_owned());
             self.links.put(key.clone(), links);
             if !self.usable(ticket) {
-                self.links.retain(|k, _| *k != key);
+                self.links.remove(&key);
             }
         }
     }
@@ -214,7 +225,8 @@ impl ReadCache {
     pub(super) fn forget(&self, changed: &Changed<'_>) {
         self.moved();
         match changed {
-            Changed::Token(id) => self.tokens.retain(|k, _| k != id),
+            Changed::Token(id) => self.tokens.remove(*id),
+            // A user's tokens are not indexed by user: user changes are rare (sign-in data).
             Changed::User(id) => self.tokens.retain(|_, e| e.value.0.user_id != *id),
             Changed::Everything => {
                 self.tokens.clear();
@@ -230,7 +242,7 @@ impl ReadCache {
             self.links.clear();
         } else {
             self.links
-                .retain(|(u, p), _| !(u == user_id && p == provider_id));
+                .remove(&(user_id.to_owned(), provider_id.to_owned()));
         }
     }
 
