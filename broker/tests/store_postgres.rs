@@ -201,7 +201,7 @@ async fn after_losing_its_listen_connection_a_replica_reconnects_and_waiters_loo
         .await
         .unwrap();
     tokio::spawn(connection);
-    let listeners = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN extauth_links'";
+    let listeners = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN extauth_links%'";
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while admin.query(listeners, &[]).await.unwrap().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "both replicas listen");
@@ -210,7 +210,7 @@ async fn after_losing_its_listen_connection_a_replica_reconnects_and_waiters_loo
     // Cut every LISTEN connection, as a database restart or a network blip would.
     admin
         .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN extauth_links'",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN extauth_links%'",
             &[],
         )
         .await
