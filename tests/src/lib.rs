@@ -65,11 +65,6 @@ pub async fn answer(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
-/// A free TCP port on 127.0.0.1 for a server a test starts later (its IdP client must know the
-/// port first). Picked below the kernel's ephemeral range: ports there are handed to every
-/// `bind(0)` and outgoing connection on the machine, and one of those could take the port
-/// between this check and the server's own bind (seen once under load). Never the same port
-/// twice in one process.
 /// The `p` quantile (0.0–1.0) of sorted samples, nearest rank; NaN when there are none. One
 /// definition, so every benchmark's p50 and p99 mean the same thing.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -79,6 +74,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A free TCP port on 127.0.0.1 for a server a test starts later (its IdP client must know the
+/// port first). Picked below the kernel's ephemeral range: ports there are handed to every
+/// `bind(0)` and outgoing connection on the machine, and one of those could take the port
+/// between this check and the server's own bind (seen once under load). Never the same port
+/// twice in one process.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
 
