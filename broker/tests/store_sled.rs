@@ -65,6 +65,46 @@ async fn records_written_as_json_by_earlier_versions_are_read_and_rewritten_comp
     assert!(raw.len() < serde_json::to_vec(&old_json(&old)).unwrap().len() / 2);
 }
 
+/// Start-up checks the key of every stored value; sled answers for links from a summary kept
+/// beside them, built at the first open of a store written before it existed and kept across
+/// restarts.
+#[tokio::test]
+async fn the_keys_of_stored_links_are_known_at_open() {
+    use extauth_broker::store::LinkRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let sealed_by = |user: &str, key: &str| LinkRecord {
+        access_token: conformance::sealed(key, "t"),
+        ..conformance::link(user, "github", None)
+    };
+    {
+        let store = SledStore::open(&path).unwrap();
+        store.put_link(&sealed_by("u1", "old-key")).await.unwrap();
+    }
+    {
+        // As a store from before the summary: no summary, no record of it.
+        let db = open_when_released(&path);
+        db.drop_tree("link_key_ids").unwrap();
+        db.drop_tree("meta").unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let store = reopen(&path);
+        let ids = store.encryption_key_ids().await.unwrap();
+        assert!(ids.contains("old-key"), "built at open: {ids:?}");
+        store.put_link(&sealed_by("u2", "new-key")).await.unwrap();
+    }
+    let store = reopen(&path);
+    let ids: Vec<String> = store
+        .encryption_key_ids()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ids, ["new-key", "old-key"], "kept across a restart");
+    assert_eq!(store.plaintext_values().await.unwrap(), 0);
+}
+
 /// A link as JSON, the way the first versions stored it (before `refresh_expires_at`).
 fn old_json(link: &extauth_broker::store::LinkRecord) -> serde_json::Value {
     let mut value = serde_json::to_value(link).unwrap();

@@ -640,7 +640,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a pending revocation; whether it existed.
     async fn delete_pending_revocation(&self, id: &str) -> StoreResult<bool>;
 
-    /// Ids of every encryption key that sealed something still stored.
+    /// Ids of every encryption key that sealed something still stored. A backend may also list
+    /// a key whose values were all removed since the last `revoke_key_ids`, never fewer: the
+    /// start-up check reads this, and a million users' links are too many to read each time.
     async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>>;
     /// How many secrets are stored unencrypted (after `dbcrypt decrypt`).
     async fn plaintext_values(&self) -> StoreResult<u64>;

@@ -51,6 +51,13 @@ pub struct SledStore {
     used_once: sled::Tree,
     device_grants: sled::Tree,
     device_user_codes: sled::Tree,
+    /// The key ids that sealed a stored link (`#<id>`; `#` alone for plaintext): start-up
+    /// checks every stored value's key against the ring, and with a million users reading
+    /// three million links for it took most of 20 seconds. A superset: link writes add to it,
+    /// and only `revoke_key_ids` (dbcrypt, after rewriting everything) makes it exact again.
+    /// So a key whose last link was removed still counts until the next rotation — the broker
+    /// then refuses to start without it and says to rotate; it never starts with a key missing.
+    link_key_ids: sled::Tree,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -159,8 +166,42 @@ fn provider_prefix(user_id: &str, provider_id: &str) -> Vec<u8> {
     format!("{user_id}\0{provider_id}\0").into_bytes()
 }
 
+/// What the `meta` tree records as done, once per store.
+const LINK_KEYS_MIGRATED: &[u8] = b"links keyed by account";
+const LINK_KEY_IDS_BUILT: &[u8] = b"link key ids kept";
+
+/// The sealed values of a link.
+fn sealed_of(link: &LinkRecord) -> impl Iterator<Item = &Sealed> {
+    std::iter::once(&link.access_token)
+        .chain(link.refresh_token.as_ref())
+        .chain(link.extra.as_ref())
+}
+
+fn key_id_entry(key_id: &str) -> Vec<u8> {
+    format!("#{key_id}").into_bytes()
+}
+
+/// Makes `link_key_ids` exactly the key ids of the stored links (reads every link).
+fn rebuild_link_key_ids(links: &sled::Tree, link_key_ids: &sled::Tree) -> StoreResult<()> {
+    let mut ids = BTreeSet::new();
+    for entry in links.iter() {
+        let link = decode_link(&entry?.1)?;
+        ids.extend(sealed_of(&link).map(|s| key_id_entry(&s.key_id)));
+    }
+    for key in link_key_ids.iter().keys() {
+        let key = key?;
+        if !ids.contains(key.as_ref()) {
+            link_key_ids.remove(key)?;
+        }
+    }
+    for id in ids {
+        link_key_ids.insert(id, &[])?;
+    }
+    Ok(())
+}
+
 /// Rewrites links keyed `user\0provider` (before accounts) to `user\0provider\0`: the same
-/// link, its account unnamed. Runs at every open; finds nothing to do after the first.
+/// link, its account unnamed. Runs once per store (recorded in `meta`).
 fn migrate_link_keys(links: &sled::Tree) -> StoreResult<()> {
     for entry in links.iter() {
         let (key, value) = entry?;
@@ -189,14 +230,26 @@ impl SledStore {
             .open()
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))?;
         let (events, _) = broadcast::channel(1024);
-        migrate_link_keys(&db.open_tree("links")?)?;
+        let links = db.open_tree("links")?;
+        let link_key_ids = db.open_tree("link_key_ids")?;
+        let meta = db.open_tree("meta")?;
+        if !meta.contains_key(LINK_KEYS_MIGRATED)? {
+            migrate_link_keys(&links)?;
+            meta.insert(LINK_KEYS_MIGRATED, &[])?;
+        }
+        if !meta.contains_key(LINK_KEY_IDS_BUILT)? {
+            rebuild_link_key_ids(&links, &link_key_ids)?;
+            meta.insert(LINK_KEY_IDS_BUILT, &[])?;
+        }
+        db.flush()?;
         Ok(Self {
             users: db.open_tree("users")?,
             usernames: db.open_tree("usernames")?,
             identities: db.open_tree("identities")?,
             sessions: db.open_tree("sessions")?,
             tokens: db.open_tree("tokens")?,
-            links: db.open_tree("links")?,
+            links,
+            link_key_ids,
             revocations: db.open_tree("revocations")?,
             revoked_keys: db.open_tree("revoked_keys")?,
             oidc_claims: db.open_tree("oidc_claims")?,
@@ -220,6 +273,18 @@ impl SledStore {
 
     async fn flush(&self) -> StoreResult<()> {
         self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Records the keys that sealed `link`; before the link is written, so that the summary
+    /// is never short of a stored link's key.
+    fn note_link_keys(&self, link: &LinkRecord) -> StoreResult<()> {
+        for sealed in sealed_of(link) {
+            let entry = key_id_entry(&sealed.key_id);
+            if !self.link_key_ids.contains_key(&entry)? {
+                self.link_key_ids.insert(entry, &[])?;
+            }
+        }
         Ok(())
     }
 
@@ -442,6 +507,7 @@ impl Store for SledStore {
     }
 
     async fn put_link(&self, link: &LinkRecord) -> StoreResult<()> {
+        self.note_link_keys(link)?;
         self.links.insert(
             link_key(&link.user_id, &link.provider_id, &link.account),
             encode_link(link)?,
@@ -458,6 +524,7 @@ impl Store for SledStore {
     ) -> StoreResult<bool> {
         let key = link_key(&link.user_id, &link.provider_id, &link.account);
         let new = encode_link(link)?;
+        self.note_link_keys(link)?;
         loop {
             let Some(current) = self.links.get(&key)? else {
                 return Ok(false);
@@ -575,11 +642,11 @@ impl Store for SledStore {
 
     async fn encryption_key_ids(&self) -> StoreResult<BTreeSet<String>> {
         let mut ids = BTreeSet::new();
-        for entry in self.links.iter() {
-            let link = decode_link(&entry?.1)?;
-            ids.insert(link.access_token.key_id);
-            ids.extend(link.refresh_token.map(|s| s.key_id));
-            ids.extend(link.extra.map(|s| s.key_id));
+        for key in self.link_key_ids.iter().keys() {
+            let key = key?;
+            let id = std::str::from_utf8(&key[1..])
+                .map_err(|e| StoreError::Corrupt(format!("link key id: {e}")))?;
+            ids.insert(id.to_owned());
         }
         for entry in self.revocations.iter() {
             let pending: PendingRevocation = decode(&entry?.1)?;
@@ -615,13 +682,12 @@ impl Store for SledStore {
             values.iter().flatten().filter(|s| s.is_plaintext()).count() as u64
         };
         let mut plain = 0;
-        for entry in self.links.iter() {
-            let l = decode_link(&entry?.1)?;
-            plain += count(&[
-                Some(&l.access_token),
-                l.refresh_token.as_ref(),
-                l.extra.as_ref(),
-            ]);
+        // Links are read only when one may be plaintext (see `link_key_ids`).
+        if self.link_key_ids.contains_key(key_id_entry(""))? {
+            for entry in self.links.iter() {
+                let l = decode_link(&entry?.1)?;
+                plain += count(&sealed_of(&l).map(Some).collect::<Vec<_>>());
+            }
         }
         for entry in self.revocations.iter() {
             let p: PendingRevocation = decode(&entry?.1)?;
@@ -763,6 +829,8 @@ impl Store for SledStore {
             self.revoked_keys
                 .insert(id.as_bytes(), now.to_string().as_bytes())?;
         }
+        // dbcrypt revokes after rewriting every value: the links' keys are exact again.
+        rebuild_link_key_ids(&self.links, &self.link_key_ids)?;
         self.flush().await
     }
 

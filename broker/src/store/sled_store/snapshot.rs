@@ -101,6 +101,7 @@ impl SledStore {
             self.tokens.insert(token.id.as_bytes(), encode(token)?)?;
         }
         for link in &snapshot.links {
+            self.note_link_keys(link)?;
             self.links.insert(
                 link_key(&link.user_id, &link.provider_id, &link.account),
                 encode_link(link)?,
