@@ -207,4 +207,31 @@ CREATE TABLE used_once (
 CREATE INDEX used_once_expiry ON used_once (expires_at);
 ",
     ),
+    (
+        9,
+        r"
+-- The keys that sealed a stored link ('' for a plaintext value), kept by a trigger: start-up
+-- checks the key of every stored value, and reading millions of links for it took seconds.
+-- A superset: link writes add to it; dbcrypt's revocation makes it exact (link_key_ids_exact).
+CREATE TABLE link_key_ids (key_id text PRIMARY KEY);
+CREATE FUNCTION link_key_ids_of(l external_auth_links) RETURNS SETOF text LANGUAGE sql AS $$
+    SELECT coalesce(l.access_token_key_id, '')
+    UNION SELECT coalesce(l.refresh_token_key_id, '') WHERE l.refresh_token IS NOT NULL
+    UNION SELECT coalesce(l.extra_key_id, '') WHERE l.extra IS NOT NULL
+$$;
+CREATE FUNCTION note_link_key_ids() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO link_key_ids SELECT link_key_ids_of(NEW) ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER link_key_ids AFTER INSERT OR UPDATE ON external_auth_links
+    FOR EACH ROW EXECUTE FUNCTION note_link_key_ids();
+CREATE FUNCTION link_key_ids_exact() RETURNS void LANGUAGE sql AS $$
+    DELETE FROM link_key_ids;
+    INSERT INTO link_key_ids SELECT DISTINCT link_key_ids_of(l) FROM external_auth_links l;
+$$;
+SELECT link_key_ids_exact();
+",
+    ),
 ];

@@ -333,9 +333,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT access_token_key_id FROM external_auth_links
-                 UNION SELECT refresh_token_key_id FROM external_auth_links
-                 UNION SELECT extra_key_id FROM external_auth_links
+                "SELECT nullif(key_id, '') FROM link_key_ids
                  UNION SELECT access_token_key_id FROM pending_revocations
                  UNION SELECT refresh_token_key_id FROM pending_revocations
                  UNION SELECT oidc_id_token_key_id FROM sessions
@@ -360,10 +358,13 @@ impl Store for PgStore {
         let client = self.client().await?;
         let n: i64 = client
             .query_one(
+                // Links are read only when one may be plaintext (`link_key_ids` holds '').
                 "SELECT
-                   (SELECT count(*) FROM external_auth_links WHERE access_token_key_id IS NULL)
-                 + (SELECT count(*) FROM external_auth_links WHERE refresh_token IS NOT NULL AND refresh_token_key_id IS NULL)
-                 + (SELECT count(*) FROM external_auth_links WHERE extra IS NOT NULL AND extra_key_id IS NULL)
+                   (SELECT CASE WHEN EXISTS (SELECT FROM link_key_ids WHERE key_id = '') THEN
+                      (SELECT count(*) FROM external_auth_links WHERE access_token_key_id IS NULL)
+                    + (SELECT count(*) FROM external_auth_links WHERE refresh_token IS NOT NULL AND refresh_token_key_id IS NULL)
+                    + (SELECT count(*) FROM external_auth_links WHERE extra IS NOT NULL AND extra_key_id IS NULL)
+                    ELSE 0 END)
                  + (SELECT count(*) FROM pending_revocations WHERE access_token_key_id IS NULL)
                  + (SELECT count(*) FROM pending_revocations WHERE refresh_token IS NOT NULL AND refresh_token_key_id IS NULL)
                  + (SELECT count(*) FROM sessions WHERE oidc_id_token IS NOT NULL AND oidc_id_token_key_id IS NULL)
@@ -568,26 +569,22 @@ impl Store for PgStore {
         let mut client = self.client().await?;
         // All or nothing: a failed import leaves the database as it was.
         let tx = client.transaction().await.map_err(pg)?;
-        for user in &snapshot.users {
-            write_user(
-                &tx,
-                &format!(
-                    "{INSERT_USER} ON CONFLICT (id) DO UPDATE SET username = $2, email = $3, name = $4,
-                     is_admin = $5, oidc_issuer = $6, oidc_subject = $7, created_at = $8"
-                ),
-                user,
-            )
-            .await?;
-        }
-        for session in &snapshot.sessions {
-            self.write_session(&tx, session).await?;
-        }
-        for token in &snapshot.tokens {
+        let upsert_user = format!(
+            "{INSERT_USER} ON CONFLICT (id) DO UPDATE SET username = $2, email = $3, name = $4,
+             is_admin = $5, oidc_issuer = $6, oidc_subject = $7, created_at = $8"
+        );
+        pipelined(&snapshot.users, |user| write_user(&tx, &upsert_user, user)).await?;
+        pipelined(&snapshot.sessions, |session| {
+            self.write_session(&tx, session)
+        })
+        .await?;
+        let upsert_token = format!(
+            "{INSERT_TOKEN} ON CONFLICT (id) DO UPDATE SET kind = $2, user_id = $3, name = $4,
+             secret_hash = $5, providers = $6, created_at = $7, expires_at = $8"
+        );
+        pipelined(&snapshot.tokens, |token| async {
             tx.execute(
-                &format!(
-                    "{INSERT_TOKEN} ON CONFLICT (id) DO UPDATE SET kind = $2, user_id = $3, name = $4,
-                     secret_hash = $5, providers = $6, created_at = $7, expires_at = $8"
-                ),
+                upsert_token.as_str(),
                 &[
                     &token.id,
                     &kind_name(token.kind),
@@ -601,10 +598,10 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg)?;
-        }
-        for link in &snapshot.links {
-            self.write_link(&tx, link).await?;
-        }
+            Ok(())
+        })
+        .await?;
+        pipelined(&snapshot.links, |link| self.write_link(&tx, link)).await?;
         for pending in &snapshot.pending_revocations {
             self.write_pending(&tx, pending).await?;
         }
@@ -711,6 +708,11 @@ impl Store for PgStore {
                 .await
                 .map_err(pg)?;
         }
+        // dbcrypt revokes after rewriting every value: the links' keys are exact again.
+        client
+            .execute("SELECT link_key_ids_exact()", &[])
+            .await
+            .map_err(pg)?;
         Ok(())
     }
 
@@ -1092,4 +1094,18 @@ impl Store for PgStore {
         }
         Ok(won)
     }
+}
+
+/// Writes `items` a chunk at a time, each chunk's statements sent without waiting for the
+/// previous answer (tokio-postgres pipelines what is awaited together on one connection): an
+/// import of a million users' rows is then bound by the server, not by a round trip per row.
+async fn pipelined<'a, T, F, Fut>(items: &'a [T], write: F) -> StoreResult<()>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<()>>,
+{
+    for chunk in items.chunks(256) {
+        futures_util::future::try_join_all(chunk.iter().map(&write)).await?;
+    }
+    Ok(())
 }
