@@ -8,6 +8,7 @@
 mod oauth2;
 mod postgres;
 pub mod postgres_tls;
+mod read_cache;
 mod sled_store;
 mod timed;
 

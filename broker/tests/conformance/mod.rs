@@ -502,6 +502,67 @@ pub async fn pending_revocations(store: &dyn Store) {
     assert!(store.encryption_key_ids().await.unwrap().contains("k4"));
 }
 
+/// The reads of the lookup path (a token with its user, a user's links of a provider), which a
+/// backend may serve from a cache, see every write made before them.
+pub async fn cached_reads_follow_writes(store: &dyn Store) {
+    // A token read while its user did not exist yet, then the user created: it has one.
+    store
+        .create_token(&token("t1", "u1", TokenKind::Workspace, 1))
+        .await
+        .unwrap();
+    assert_eq!(store.token_with_user("t1").await.unwrap().unwrap().1, None);
+    store.create_user(&user("u1", "bob")).await.unwrap();
+    let (_, bob) = store.token_with_user("t1").await.unwrap().unwrap();
+    assert_eq!(bob.unwrap().name, "BOB");
+    let renamed = User {
+        name: "Robert".to_owned(),
+        ..user("u1", "bob")
+    };
+    store.update_user(&renamed).await.unwrap();
+    let (_, robert) = store.token_with_user("t1").await.unwrap().unwrap();
+    assert_eq!(robert.unwrap().name, "Robert");
+    assert!(store.delete_token("t1").await.unwrap());
+    assert_eq!(store.token_with_user("t1").await.unwrap(), None);
+
+    assert_eq!(store.link("u1", "github").await.unwrap(), None);
+    let first = link("u1", "github", Some("r1"));
+    store.put_link(&first).await.unwrap();
+    assert_eq!(
+        store.link("u1", "github").await.unwrap(),
+        Some(first.clone())
+    );
+    let second = link("u1", "github", Some("r2"));
+    store.put_link(&second).await.unwrap();
+    assert_eq!(
+        store.link("u1", "github").await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(
+        store.links_of_provider("u1", "github").await.unwrap(),
+        vec![second.clone()]
+    );
+    let third = link("u1", "github", Some("r3"));
+    assert!(
+        store
+            .replace_link_if(&third, second.refresh_token.as_ref())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.link("u1", "github").await.unwrap(),
+        Some(third.clone())
+    );
+    store
+        .delete_link("u1", "github", &third.account)
+        .await
+        .unwrap();
+    assert_eq!(store.link("u1", "github").await.unwrap(), None);
+    assert_eq!(
+        store.links_of_provider("u1", "github").await.unwrap(),
+        vec![]
+    );
+}
+
 pub async fn key_ids(store: &dyn Store) {
     assert!(store.encryption_key_ids().await.unwrap().is_empty());
     assert_eq!(store.plaintext_values().await.unwrap(), 0);
@@ -1506,7 +1567,7 @@ macro_rules! store_conformance_tests {
             snapshot_and_import, revoked_keys, locks, device_flows, oidc_claims, login_flows,
             oauth2_apps, oauth2_codes, oauth2_codes_are_used_once_under_concurrency, oauth2_families,
             oauth2_grants, signing_keys, device_grants, oauth2_resources, runtime_settings,
-            self_registered_apps, git_ssh_keys, used_once);
+            self_registered_apps, git_ssh_keys, used_once, cached_reads_follow_writes);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::crypto::Sealed;
 
-mod cache;
+use super::read_cache as cache;
 mod migrations;
 mod notify;
 mod rows;
@@ -148,7 +148,7 @@ impl PgStore {
             pool,
             locks,
             events,
-            cache: std::sync::Arc::new(cache::ReadCache::new()),
+            cache: std::sync::Arc::new(cache::ReadCache::new(cache::POSTGRES_CAPACITY)),
         };
         store.migrate().await?;
         tokio::spawn(listen(

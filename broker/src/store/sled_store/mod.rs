@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use super::read_cache::{self, Changed, ReadCache};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,6 +59,9 @@ pub struct SledStore {
     /// So a key whose last link was removed still counts until the next rotation — the broker
     /// then refuses to start without it and says to rotate; it never starts with a key missing.
     link_key_ids: sled::Tree,
+    /// Tokens with their users and users' links as the lookup path reads them; every write
+    /// of those goes through this store, which forgets what it changed.
+    cache: ReadCache,
     events: broadcast::Sender<LinkChanged>,
 }
 
@@ -242,6 +246,9 @@ impl SledStore {
             meta.insert(LINK_KEY_IDS_BUILT, &[])?;
         }
         db.flush()?;
+        // One process owns the store: nothing can change it behind the cache's back.
+        let cache = ReadCache::new(read_cache::SLED_CAPACITY);
+        cache.set_listening(true);
         Ok(Self {
             users: db.open_tree("users")?,
             usernames: db.open_tree("usernames")?,
@@ -250,6 +257,7 @@ impl SledStore {
             tokens: db.open_tree("tokens")?,
             links,
             link_key_ids,
+            cache,
             revocations: db.open_tree("revocations")?,
             revoked_keys: db.open_tree("revoked_keys")?,
             oidc_claims: db.open_tree("oidc_claims")?,
@@ -288,7 +296,9 @@ impl SledStore {
         Ok(())
     }
 
+    /// After a link write: the cache and local waiters learn at once.
     fn notify(&self, user_id: &str, provider_id: &str) {
+        self.cache.forget_links(user_id, provider_id);
         // No receiver is fine: nobody is waiting.
         let _ = self.events.send(LinkChanged {
             user_id: user_id.to_owned(),
@@ -301,6 +311,28 @@ impl SledStore {
         key: impl AsRef<[u8]>,
     ) -> StoreResult<Option<T>> {
         tree.get(key)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// A user's links of one provider, sorted by account (the keys' order): from the cache,
+    /// or read and cached.
+    fn cached_links(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+    ) -> StoreResult<std::sync::Arc<Vec<LinkRecord>>> {
+        if let Some(links) = self.cache.links(user_id, provider_id) {
+            return Ok(links);
+        }
+        let ticket = self.cache.ticket();
+        let links = std::sync::Arc::new(
+            self.links
+                .scan_prefix(provider_prefix(user_id, provider_id))
+                .map(|entry| decode_link(&entry?.1))
+                .collect::<StoreResult<Vec<_>>>()?,
+        );
+        self.cache
+            .put_links(user_id, provider_id, links.clone(), ticket);
+        Ok(links)
     }
 
     fn user_by_index(&self, index: &sled::Tree, key: &[u8]) -> StoreResult<Option<User>> {
@@ -400,6 +432,7 @@ impl Store for SledStore {
             ..user.clone()
         };
         self.users.insert(user.id.as_bytes(), encode(&updated)?)?;
+        self.cache.forget(&Changed::User(&user.id));
         self.flush().await
     }
 
@@ -483,6 +516,21 @@ impl Store for SledStore {
         Self::get(&self.tokens, id.as_bytes())
     }
 
+    async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
+        if let Some(entry) = self.cache.token(id) {
+            return Ok(Some((*entry).clone()));
+        }
+        let ticket = self.cache.ticket();
+        // Unknown ids are not cached: they would let anyone fill the cache.
+        let Some(token) = Self::get::<TokenRecord>(&self.tokens, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let user = Self::get(&self.users, token.user_id.as_bytes())?;
+        let entry = std::sync::Arc::new((token, user));
+        self.cache.put_token(id, entry.clone(), ticket);
+        Ok(Some(std::sync::Arc::unwrap_or_clone(entry)))
+    }
+
     async fn tokens_of_user(
         &self,
         user_id: &str,
@@ -502,6 +550,7 @@ impl Store for SledStore {
 
     async fn delete_token(&self, id: &str) -> StoreResult<bool> {
         let existed = self.tokens.remove(id.as_bytes())?.is_some();
+        self.cache.forget(&Changed::Token(id));
         self.flush().await?;
         Ok(existed)
     }
@@ -548,12 +597,8 @@ impl Store for SledStore {
     }
 
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
-        let accounts = self.links_of_provider(user_id, provider_id).await?;
-        Ok(accounts
-            .iter()
-            .find(|l| l.is_default)
-            .or(accounts.first())
-            .cloned())
+        let accounts = self.cached_links(user_id, provider_id)?;
+        Ok(read_cache::default_of(&accounts).cloned())
     }
 
     async fn link_account(
@@ -573,10 +618,9 @@ impl Store for SledStore {
         user_id: &str,
         provider_id: &str,
     ) -> StoreResult<Vec<LinkRecord>> {
-        self.links
-            .scan_prefix(provider_prefix(user_id, provider_id))
-            .map(|entry| decode_link(&entry?.1))
-            .collect()
+        Ok(std::sync::Arc::unwrap_or_clone(
+            self.cached_links(user_id, provider_id)?,
+        ))
     }
 
     async fn links_of_user(&self, user_id: &str) -> StoreResult<Vec<LinkRecord>> {
@@ -803,7 +847,9 @@ impl Store for SledStore {
     }
 
     async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {
-        self.write_snapshot(snapshot).await
+        let written = self.write_snapshot(snapshot).await;
+        self.cache.forget(&Changed::Everything);
+        written
     }
 
     async fn put_oidc_claims(&self, claims: &OidcClaims) -> StoreResult<()> {

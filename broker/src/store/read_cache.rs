@@ -1,8 +1,12 @@
 //! The read-through cache of the lookup path: a workspace token with its user, and a user's
 //! links of one provider. Without it every lookup on PostgreSQL costs two round trips to the
-//! database, which is what kept two replicas at a fifth of the embedded store's rate.
+//! database, which is what kept two replicas at a fifth of the embedded store's rate; on sled
+//! three tree reads and their copies, which were most of the store's share of a lookup's time
+//! (`docs/perf/`).
 //!
-//! Why it never serves a revoked token or a stale link:
+//! On sled (one process owns the store) every write goes through the store, which forgets
+//! what it changed after writing; the cache is always usable. On PostgreSQL, why it never
+//! serves a revoked token or a stale link:
 //! - Every write of these rows announces itself with `NOTIFY` in the writing transaction (links
 //!   on [`super::CHANNEL`], tokens and users on [`CACHE_CHANNEL`]); each replica's `LISTEN`
 //!   connection drops the entry as the notification arrives, and the writer drops its own entry
@@ -30,9 +34,14 @@ pub(super) const CACHE_CHANNEL: &str = "extauth_cache";
 /// How long an entry may be served without a notification having been seen for it.
 const MAX_AGE: Duration = Duration::from_secs(30);
 
-/// Entries per map; a full map is emptied rather than walked (one lookup in 200 000 pays a
-/// miss), so memory stays bounded at a million users.
-const CAPACITY: usize = 200_000;
+/// Entries per map on PostgreSQL, where a miss is a round trip; a full map is emptied rather
+/// than walked (one lookup in 200 000 pays a miss), so memory stays bounded at a million users.
+pub(super) const POSTGRES_CAPACITY: usize = 200_000;
+
+/// Entries per map on sled, where a miss is three in-process reads and sled keeps its own page
+/// cache: enough for the workspaces busy at once, small enough for the memory goal at a
+/// million users (README, "Scale").
+pub(super) const SLED_CAPACITY: usize = 20_000;
 
 /// A token as the lookup path reads it.
 pub(super) type TokenEntry = (TokenRecord, Option<User>);
@@ -70,11 +79,17 @@ struct Entry<T> {
     at: Instant,
 }
 
-struct Map<K, T>(RwLock<HashMap<K, Entry<T>>>);
+struct Map<K, T> {
+    entries: RwLock<HashMap<K, Entry<T>>>,
+    capacity: usize,
+}
 
 impl<K: Eq + Hash, T> Map<K, T> {
-    fn new() -> Self {
-        Self(RwLock::new(HashMap::new()))
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            capacity,
+        }
     }
 
     fn get<Q>(&self, key: &Q) -> Option<Arc<T>>
@@ -82,15 +97,15 @@ impl<K: Eq + Hash, T> Map<K, T> {
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
         map.get(key)
             .filter(|e| e.at.elapsed() < MAX_AGE)
             .map(|e| e.value.clone())
     }
 
     fn put(&self, key: K, value: Arc<T>) {
-        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= CAPACITY {
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.capacity {
             map.clear();
         }
         map.insert(
@@ -107,21 +122,24 @@ impl<K: Eq + Hash, T> Map<K, T> {
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        self.0
+        self.entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
     }
 
     fn retain(&self, keep: impl FnMut(&K, &mut Entry<T>) -> bool) {
-        self.0
+        self.entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(keep);
     }
 
     fn clear(&self) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -140,14 +158,15 @@ pub(super) struct ReadCache {
 pub(super) struct Ticket(u64);
 
 impl ReadCache {
-    pub(super) fn new() -> Self {
+    /// A cache of up to `capacity` entries per map, unusable until [`Self::set_listening`].
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
             hits: metrics::counter!("extauth_store_cache_lookups_total", "result" => "hit"),
             misses: metrics::counter!("extauth_store_cache_lookups_total", "result" => "miss"),
             listening: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
-            tokens: Map::new(),
-            links: Map::new(),
+            tokens: Map::new(capacity),
+            links: Map::new(capacity),
         }
     }
 
@@ -179,7 +198,8 @@ impl ReadCache {
     }
 
     pub(super) fn put_token(&self, id: &str, entry: Arc<TokenEntry>, ticket: Ticket) {
-        if self.usable(ticket) {
+        // A token without its user is not kept: creating a user announces nothing.
+        if self.usable(ticket) && entry.1.is_some() {
             self.tokens.put(id.to_owned(), entry);
             // An invalidation may have landed between the check and the insert: take it back.
             if !self.usable(ticket) {
@@ -275,13 +295,30 @@ mod tests {
                 created_at: 0,
                 expires_at: None,
             },
-            None,
+            Some(User {
+                id: user.into(),
+                username: user.into(),
+                email: String::new(),
+                name: String::new(),
+                is_admin: false,
+                oidc: None,
+                created_at: 0,
+            }),
         ))
     }
 
     #[test]
+    fn a_token_without_its_user_is_not_kept() {
+        let cache = ReadCache::new(SLED_CAPACITY);
+        cache.set_listening(true);
+        let orphan = Arc::new((token("a", "u").0.clone(), None));
+        cache.put_token("a", orphan, cache.ticket());
+        assert!(cache.token("a").is_none());
+    }
+
+    #[test]
     fn nothing_is_served_or_kept_while_not_listening() {
-        let cache = ReadCache::new();
+        let cache = ReadCache::new(POSTGRES_CAPACITY);
         let ticket = cache.ticket();
         cache.put_token("a", token("a", "u"), ticket);
         assert!(cache.token("a").is_none());
@@ -297,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_read_that_raced_an_invalidation_is_not_kept() {
-        let cache = ReadCache::new();
+        let cache = ReadCache::new(POSTGRES_CAPACITY);
         cache.set_listening(true);
         let ticket = cache.ticket();
         // The token is revoked while the read is under way.
@@ -308,7 +345,7 @@ mod tests {
 
     #[test]
     fn invalidations_drop_what_they_name() {
-        let cache = ReadCache::new();
+        let cache = ReadCache::new(POSTGRES_CAPACITY);
         cache.set_listening(true);
         let t = cache.ticket();
         cache.put_token("a", token("a", "alice"), t);
