@@ -125,6 +125,9 @@ struct Panel {
     x_ticks: Vec<Tick>,
     y_ticks: Vec<Tick>,
     series: Vec<Series>,
+    /// Where the legend starts, inside the plotting area, clear of the lines.
+    legend_x: f64,
+    legend_y: f64,
 }
 
 #[derive(Template)]
@@ -513,6 +516,9 @@ fn lookup_panel(lookups: &[Value], clients: u64) -> Panel {
             .collect(),
         y_ticks,
         series,
+        // The lines rise to the right: the upper left is clear.
+        legend_x: 10.0,
+        legend_y: 16.0,
     }
 }
 
@@ -586,7 +592,7 @@ fn credential_panel(credentials: &[Value]) -> Panel {
     while at <= hi {
         x_ticks.push(Tick {
             at: xs(at),
-            label: number(at),
+            label: format!("{at}"),
         });
         at += tick;
     }
@@ -607,5 +613,8 @@ fn credential_panel(credentials: &[Value]) -> Panel {
             })
             .collect(),
         series,
+        // Distributions climb from the lower left: the lower right is clear.
+        legend_x: width - 170.0,
+        legend_y: height - 64.0,
     }
 }
