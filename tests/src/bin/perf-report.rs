@@ -55,6 +55,19 @@ fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// 1000000 as "1,000,000".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn number(v: f64) -> String {
     if (v.fract() == 0.0 && v.abs() < 1e9) || v.abs() >= 100.0 {
         format!("{v:.0}")
@@ -236,7 +249,7 @@ fn main() {
         let Some(first) = scales.first() else {
             continue;
         };
-        let users = first["users"].as_u64().unwrap_or(0);
+        let users = thousands(first["users"].as_u64().unwrap_or(0));
         let name = if store == "sled" {
             "embedded store"
         } else {
@@ -613,8 +626,9 @@ fn credential_panel(credentials: &[Value]) -> Panel {
             })
             .collect(),
         series,
-        // Distributions climb from the lower left: the lower right is clear.
-        legend_x: width - 170.0,
-        legend_y: height - 64.0,
+        // Distributions climb from the lower left to the upper right: the upper left is
+        // clear (a high share is reached only at larger times).
+        legend_x: 10.0,
+        legend_y: 16.0,
     }
 }
