@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{LinkRecord, TokenRecord, User};
+use super::{LinkRecord, StoreResult, TokenRecord, User};
 
 /// The channel token and user changes are announced on.
 pub(super) const CACHE_CHANNEL: &str = "extauth_cache";
@@ -236,6 +236,48 @@ impl ReadCache {
                 self.links.remove(&key);
             }
         }
+    }
+
+    /// A token with its user from the cache, or from `read` (run only on a miss) and kept.
+    /// Unknown ids are not kept: they would let anyone fill the cache.
+    pub(super) async fn token_or_read<F>(
+        &self,
+        id: &str,
+        read: impl FnOnce() -> F,
+    ) -> StoreResult<Option<TokenEntry>>
+    where
+        F: std::future::Future<Output = StoreResult<Option<TokenEntry>>>,
+    {
+        if let Some(entry) = self.token(id) {
+            return Ok(Some((*entry).clone()));
+        }
+        let ticket = self.ticket();
+        let Some(entry) = read().await? else {
+            return Ok(None);
+        };
+        let entry = Arc::new(entry);
+        self.put_token(id, entry.clone(), ticket);
+        Ok(Some(Arc::unwrap_or_clone(entry)))
+    }
+
+    /// A user's links of one provider, sorted by account, from the cache, or from `read` (run
+    /// only on a miss) and kept.
+    pub(super) async fn links_or_read<F>(
+        &self,
+        user_id: &str,
+        provider_id: &str,
+        read: impl FnOnce() -> F,
+    ) -> StoreResult<Arc<Vec<LinkRecord>>>
+    where
+        F: std::future::Future<Output = StoreResult<Vec<LinkRecord>>>,
+    {
+        if let Some(links) = self.links(user_id, provider_id) {
+            return Ok(links);
+        }
+        let ticket = self.ticket();
+        let links = Arc::new(read().await?);
+        self.put_links(user_id, provider_id, links.clone(), ticket);
+        Ok(links)
     }
 
     fn moved(&self) {

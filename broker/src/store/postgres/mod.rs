@@ -288,24 +288,19 @@ impl PgStore {
         user_id: &str,
         provider_id: &str,
     ) -> StoreResult<std::sync::Arc<Vec<LinkRecord>>> {
-        if let Some(links) = self.cache.links(user_id, provider_id) {
-            return Ok(links);
-        }
-        let ticket = self.cache.ticket();
-        let client = self.client().await?;
-        let links = std::sync::Arc::new(
-            rows(
-                &client,
-                "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
-                 ORDER BY account",
-                &[&user_id, &provider_id],
-                link_of,
-            )
-            .await?,
-        );
         self.cache
-            .put_links(user_id, provider_id, links.clone(), ticket);
-        Ok(links)
+            .links_or_read(user_id, provider_id, || async {
+                let client = self.client().await?;
+                rows(
+                    &client,
+                    "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
+                     ORDER BY account",
+                    &[&user_id, &provider_id],
+                    link_of,
+                )
+                .await
+            })
+            .await
     }
 
     /// After a link write committed: this replica's cache and waiters learn at once (the

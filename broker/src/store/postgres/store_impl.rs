@@ -134,20 +134,17 @@ impl Store for PgStore {
     }
 
     async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
-        if let Some(entry) = self.cache.token(id) {
-            return Ok(Some((*entry).clone()));
-        }
-        let ticket = self.cache.ticket();
-        // Unknown ids are not cached: they would let anyone fill the cache.
-        let Some(row) = self.one(TOKEN_WITH_USER, &[&id]).await? else {
-            return Ok(None);
-        };
-        let token = token_of(&row)?;
-        let user_id: Option<String> = row.try_get("u_id").map_err(pg)?;
-        let user = user_id.map(|_| user_at(&row, "u_")).transpose()?;
-        let entry = std::sync::Arc::new((token, user));
-        self.cache.put_token(id, entry.clone(), ticket);
-        Ok(Some(std::sync::Arc::unwrap_or_clone(entry)))
+        self.cache
+            .token_or_read(id, || async {
+                let Some(row) = self.one(TOKEN_WITH_USER, &[&id]).await? else {
+                    return Ok(None);
+                };
+                let token = token_of(&row)?;
+                let user_id: Option<String> = row.try_get("u_id").map_err(pg)?;
+                let user = user_id.map(|_| user_at(&row, "u_")).transpose()?;
+                Ok(Some((token, user)))
+            })
+            .await
     }
 
     async fn tokens_of_user(

@@ -315,24 +315,19 @@ impl SledStore {
 
     /// A user's links of one provider, sorted by account (the keys' order): from the cache,
     /// or read and cached.
-    fn cached_links(
+    async fn cached_links(
         &self,
         user_id: &str,
         provider_id: &str,
     ) -> StoreResult<std::sync::Arc<Vec<LinkRecord>>> {
-        if let Some(links) = self.cache.links(user_id, provider_id) {
-            return Ok(links);
-        }
-        let ticket = self.cache.ticket();
-        let links = std::sync::Arc::new(
-            self.links
-                .scan_prefix(provider_prefix(user_id, provider_id))
-                .map(|entry| decode_link(&entry?.1))
-                .collect::<StoreResult<Vec<_>>>()?,
-        );
         self.cache
-            .put_links(user_id, provider_id, links.clone(), ticket);
-        Ok(links)
+            .links_or_read(user_id, provider_id, || async {
+                self.links
+                    .scan_prefix(provider_prefix(user_id, provider_id))
+                    .map(|entry| decode_link(&entry?.1))
+                    .collect()
+            })
+            .await
     }
 
     fn user_by_index(&self, index: &sled::Tree, key: &[u8]) -> StoreResult<Option<User>> {
@@ -517,18 +512,15 @@ impl Store for SledStore {
     }
 
     async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
-        if let Some(entry) = self.cache.token(id) {
-            return Ok(Some((*entry).clone()));
-        }
-        let ticket = self.cache.ticket();
-        // Unknown ids are not cached: they would let anyone fill the cache.
-        let Some(token) = Self::get::<TokenRecord>(&self.tokens, id.as_bytes())? else {
-            return Ok(None);
-        };
-        let user = Self::get(&self.users, token.user_id.as_bytes())?;
-        let entry = std::sync::Arc::new((token, user));
-        self.cache.put_token(id, entry.clone(), ticket);
-        Ok(Some(std::sync::Arc::unwrap_or_clone(entry)))
+        self.cache
+            .token_or_read(id, || async {
+                let Some(token) = Self::get::<TokenRecord>(&self.tokens, id.as_bytes())? else {
+                    return Ok(None);
+                };
+                let user = Self::get(&self.users, token.user_id.as_bytes())?;
+                Ok(Some((token, user)))
+            })
+            .await
     }
 
     async fn tokens_of_user(
@@ -597,7 +589,7 @@ impl Store for SledStore {
     }
 
     async fn link(&self, user_id: &str, provider_id: &str) -> StoreResult<Option<LinkRecord>> {
-        let accounts = self.cached_links(user_id, provider_id)?;
+        let accounts = self.cached_links(user_id, provider_id).await?;
         Ok(read_cache::default_of(&accounts).cloned())
     }
 
@@ -619,7 +611,7 @@ impl Store for SledStore {
         provider_id: &str,
     ) -> StoreResult<Vec<LinkRecord>> {
         Ok(std::sync::Arc::unwrap_or_clone(
-            self.cached_links(user_id, provider_id)?,
+            self.cached_links(user_id, provider_id).await?,
         ))
     }
 
