@@ -11,5 +11,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq "${missing[@]}" >/dev/null; else echo "install: ${missing[*]}" >&2; exit 1; fi
 fi
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
-cargo build --release -q -p extauth-broker -p extauth-git-askpass -p extauth-tests --bins
+tests/perf/build-release
 exec target/release/credential-bench "$@"

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
-cargo build --release -q -p extauth-broker -p extauth-tests --bins
+tests/perf/build-release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec target/release/refresh-storm "$@"

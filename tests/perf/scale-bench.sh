@@ -4,6 +4,6 @@
 # Usage: tests/perf/scale-bench.sh [users] [lookups] [--postgres]   (default: 100000 50000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p extauth-broker -p extauth-tests --bins
+tests/perf/build-release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec target/release/scale-bench "$@"

@@ -13,6 +13,6 @@ for tool in nginx wrk; do
   fi
 done
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
-cargo build --release -q -p extauth-broker -p extauth-tests --bins
+tests/perf/build-release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec target/release/store-bench "$@"

@@ -8,6 +8,6 @@ if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 fi
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
-cargo build --release -q -p extauth-broker -p extauth-tests --bins
+tests/perf/build-release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec target/release/token-bench "$@"
