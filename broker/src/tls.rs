@@ -205,12 +205,24 @@ impl TlsListener {
                     // The handshake is due within the header timeout, like a plain request's headers.
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
+                            let kind = match tls.get_ref().1.handshake_kind() {
+                                Some(rustls::HandshakeKind::Resumed) => "resumed",
+                                _ => "full",
+                            };
+                            metrics::counter!("extauth_tls_handshakes_total", "outcome" => kind)
+                                .increment(1);
                             let _ = done.send((Watched::new(tls, slot, limits), peer)).await;
                         }
                         Ok(Err(e)) => {
+                            metrics::counter!("extauth_tls_handshakes_total", "outcome" => "failed")
+                                .increment(1);
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Err(_) => {
+                            metrics::counter!("extauth_tls_handshakes_total", "outcome" => "timed_out")
+                                .increment(1);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
                     }
                 });
             }

@@ -17,6 +17,7 @@
     )
 )]
 
+pub mod agent;
 pub mod helper;
 pub mod identity;
 pub mod prompt;

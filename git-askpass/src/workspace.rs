@@ -23,6 +23,10 @@ pub struct Settings {
     /// Trust only these roots for an https broker (`EXTAUTH_CA_FILE`, else `SSL_CERT_FILE`);
     /// none: the Mozilla roots built in.
     roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+    /// The file the roots came from, for the connection agent.
+    ca_file: Option<String>,
+    /// Where the connection agent for this broker listens (`None`: off, or no place for it).
+    agent: Option<crate::agent::Place>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -92,18 +96,15 @@ pub enum ConfigError {
 /// The roots to trust for an https broker: `EXTAUTH_CA_FILE`, else `SSL_CERT_FILE` (OpenSSL's
 /// variable, which environments with a private CA often set already). Read only for https, so
 /// a plain-http broker costs nothing.
-fn roots_from(
-    url: &str,
-    get: impl Fn(&str) -> Option<String>,
-) -> Result<Option<Vec<ureq::tls::Certificate<'static>>>, ConfigError> {
+fn roots_from(url: &str, get: impl Fn(&str) -> Option<String>) -> Result<Roots, ConfigError> {
     if !url.starts_with("https://") {
-        return Ok(None);
+        return Ok((None, None));
     }
     let Some((variable, path)) = ["EXTAUTH_CA_FILE", "SSL_CERT_FILE"]
         .into_iter()
         .find_map(|v| get(v).filter(|p| !p.trim().is_empty()).map(|p| (v, p)))
     else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let failed = |error: String| ConfigError::CaFile {
         variable,
@@ -122,7 +123,24 @@ fn roots_from(
     if certs.is_empty() {
         return Err(failed("no certificate in it".to_owned()));
     }
-    Ok(Some(certs))
+    Ok((Some(certs), Some(path)))
+}
+
+/// Trusted roots and the file they came from.
+type Roots = (Option<Vec<ureq::tls::Certificate<'static>>>, Option<String>);
+
+/// The connection agent's place for a broker and its roots.
+fn agent_place(
+    url: &str,
+    roots: Option<&[ureq::tls::Certificate<'static>]>,
+    get: impl Fn(&str) -> Option<String>,
+) -> Option<crate::agent::Place> {
+    crate::agent::Place::find(
+        url,
+        roots.unwrap_or_default().iter().map(|c| c.der()),
+        crate::identity::cache_dir(&get),
+        get,
+    )
 }
 
 impl Settings {
@@ -185,7 +203,8 @@ impl Settings {
             None => Duration::from_secs(300),
             Some(text) => parse_duration(&text).ok_or(ConfigError::BadTimeout(text))?,
         };
-        let roots = roots_from(&url, get)?;
+        let (roots, ca_file) = roots_from(&url, get)?;
+        let agent = agent_place(&url, roots.as_deref(), get);
         Ok(Self {
             url,
             token,
@@ -193,6 +212,8 @@ impl Settings {
             url_variable,
             login_timeout,
             roots,
+            ca_file,
+            agent,
         })
     }
 
@@ -200,7 +221,7 @@ impl Settings {
     /// process environment names (see [`Settings::from_env`]).
     pub fn new(url: &str, token: &str) -> Result<Self, ConfigError> {
         let url = url.trim_end_matches('/').to_owned();
-        let roots = roots_from(&url, |name| std::env::var(name).ok())?;
+        let (roots, ca_file) = roots_from(&url, |name| std::env::var(name).ok())?;
         Ok(Self {
             url,
             token: token.to_owned(),
@@ -208,6 +229,28 @@ impl Settings {
             url_variable: "EXTAUTH_URL",
             login_timeout: Duration::from_secs(300),
             roots,
+            ca_file,
+            agent: None,
+        })
+    }
+
+    /// The connection agent's settings: the broker and the roots the helper that started it
+    /// trusts (`ca_file`), no token of its own.
+    pub fn for_agent(url: &str, ca_file: Option<String>) -> Result<Self, ConfigError> {
+        let (roots, ca_file) = roots_from(url, |name| {
+            (name == "EXTAUTH_CA_FILE")
+                .then(|| ca_file.clone())
+                .flatten()
+        })?;
+        Ok(Self {
+            url: url.to_owned(),
+            token: String::new(),
+            identity: None,
+            url_variable: "EXTAUTH_URL",
+            login_timeout: Duration::from_secs(300),
+            roots,
+            ca_file,
+            agent: None,
         })
     }
 }
@@ -306,7 +349,19 @@ pub struct Client {
 impl Client {
     /// A client; nothing is connected or set up before the first request.
     pub fn new(settings: Settings) -> Self {
+        Self::with_pool(settings, None)
+    }
+
+    /// A client that keeps an idle connection open for `keep` (the connection agent's).
+    pub fn kept_alive(settings: Settings, keep: Duration) -> Self {
+        Self::with_pool(settings, Some(keep))
+    }
+
+    fn with_pool(settings: Settings, keep: Option<Duration>) -> Self {
         let mut config = ureq::Agent::config_builder();
+        if let Some(keep) = keep {
+            config = config.max_idle_age(keep);
+        }
         if let Some(roots) = &settings.roots {
             config = config.tls_config(
                 ureq::tls::TlsConfig::builder()
@@ -523,6 +578,63 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<(u16, String), ClientError> {
         let url = self.url(path, query);
+        let (status, text) = match (&self.settings.agent, method, timeout) {
+            // A plain lookup: through the connection agent when one runs.
+            (Some(place), "GET", None) => {
+                let path_and_query = url.get(self.settings.url.len()..).unwrap_or_default();
+                match crate::agent::relay(place, bearer, path_and_query) {
+                    Some(Ok(answer)) => answer,
+                    Some(Err(error)) => {
+                        return Err(ClientError::Unreachable {
+                            url: self.settings.url.clone(),
+                            error,
+                        });
+                    }
+                    None => {
+                        let answer = self.exchange(bearer, method, &url, body, timeout);
+                        if crate::agent::wanted(place) {
+                            crate::agent::start(
+                                place,
+                                &self.settings.url,
+                                self.settings.ca_file.as_deref(),
+                            );
+                        }
+                        answer?
+                    }
+                }
+            }
+            _ => self.exchange(bearer, method, &url, body, timeout)?,
+        };
+        if status == 401 {
+            return Err(ClientError::Unauthorized {
+                message: error_body(&text).message,
+            });
+        }
+        Ok((status, text))
+    }
+
+    /// The connection agent's request: `GET path_and_query` with `bearer`, the status and body
+    /// as the broker answered (or why it could not be reached). A kept-alive connection the
+    /// broker closed meanwhile fails only the first try.
+    pub fn get_raw(&self, bearer: &str, path_and_query: &str) -> Result<(u16, String), String> {
+        let url = format!("{}{path_and_query}", self.settings.url);
+        self.exchange(bearer, "GET", &url, None, None)
+            .or_else(|_| self.exchange(bearer, "GET", &url, None, None))
+            .map_err(|e| match e {
+                ClientError::Unreachable { error, .. } => error,
+                other => other.to_string(),
+            })
+    }
+
+    /// One request to the broker, its status and body whatever they are.
+    fn exchange(
+        &self,
+        bearer: &str,
+        method: &str,
+        url: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<(u16, String), ClientError> {
         let auth = format!("Bearer {bearer}");
         let unreachable = |e: ureq::Error| {
             let mut error = e.to_string();
@@ -541,20 +653,16 @@ impl Client {
         };
         let response = match (method, body) {
             ("GET", _) => {
-                let request = self.agent.get(&url).header("Authorization", &auth);
+                let request = self.agent.get(url).header("Authorization", &auth);
                 match timeout {
                     Some(t) => request.config().timeout_global(Some(t)).build().call(),
                     None => request.call(),
                 }
             }
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &auth)
-                .call(),
+            ("DELETE", _) => self.agent.delete(url).header("Authorization", &auth).call(),
             (_, body) => self
                 .agent
-                .post(&url)
+                .post(url)
                 .header("Authorization", &auth)
                 .header("Content-Type", "application/json")
                 .send(body.map(ToString::to_string).unwrap_or_default().as_bytes()),
@@ -562,11 +670,6 @@ impl Client {
         let mut response = response.map_err(unreachable)?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().map_err(unreachable)?;
-        if status == 401 {
-            return Err(ClientError::Unauthorized {
-                message: error_body(&text).message,
-            });
-        }
         Ok((status, text))
     }
 

@@ -323,3 +323,250 @@ fn rustls_cert_der(pem: &Path) -> Vec<u8> {
         .collect();
     base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap()
 }
+
+/// The connection agent (`git-credential-extauth --agent`): after the first helper run, the
+/// next ones go through one kept-alive connection the agent verified against the private CA,
+/// instead of a full TLS handshake each; a dropped connection comes back as a resumed session.
+/// Every answer is still the broker's: a revoked token is refused at once. The agent holds no
+/// token, lives only in a private directory, and goes when its socket goes or it idles.
+#[tokio::test(flavor = "multi_thread")]
+async fn helper_runs_share_one_verified_connection_through_the_agent() {
+    let certs = tempfile::tempdir().unwrap();
+    private_ca(certs.path());
+    let ca = certs.path().join("ca.pem");
+    let port = free_port();
+    let site = format!("https://127.0.0.1:{port}");
+    let idp = Idp::start(json!({ "clients": [
+        client("broker", "broker-secret", &[format!("{site}/external-auth/forge/callback")], false),
+    ] }));
+    let mut env = provider_env(
+        0,
+        "forge",
+        &idp.issuer,
+        "broker",
+        "broker-secret",
+        "git.forge.test",
+    );
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    env.extend([
+        ("CODER_ACCESS_URL".to_owned(), format!("{site}/")),
+        ("CODER_TLS_CERT_FILE".to_owned(), file("server.pem")),
+        ("CODER_TLS_KEY_FILE".to_owned(), file("server.key")),
+        ("EXTAUTH_HTTP_IDLE_TIMEOUT".to_owned(), "2s".to_owned()),
+    ]);
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start(port, data.path(), &env);
+    let browser = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let home = browser.get(&broker.login_link).send().await.unwrap();
+    let csrf = extauth_tests::csrf_of(&home.text().await.unwrap());
+    let linked = browser
+        .get(format!("{site}/external-auth/forge"))
+        .send()
+        .await
+        .unwrap();
+    assert!(linked.url().as_str().ends_with("?redirected=true"));
+    let created = answer(
+        browser
+            .post(format!("{site}/api/v2/users/me/workspace-tokens"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"name": "ws"})),
+    )
+    .await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let handshakes = || {
+        let browser = browser.clone();
+        let site = site.clone();
+        async move {
+            let text = browser
+                .get(format!("{site}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let count = |outcome: &str| -> u64 {
+                let name = format!("extauth_tls_handshakes_total{{outcome=\"{outcome}\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name.as_str()))
+                    .map_or(0, |v| v.trim().parse().unwrap())
+            };
+            (count("full"), count("resumed"))
+        }
+    };
+
+    let home_dir = tempfile::tempdir().unwrap();
+    let run_dir = home_dir.path().join("run");
+    let fill = |vars: &[(&str, &str)]| {
+        use std::io::Write as _;
+        let mut child = Command::new(binary("git-credential-extauth"))
+            .arg("get")
+            .env_clear()
+            .env("HOME", home_dir.path())
+            .env("EXTAUTH_CACHE_DIR", &run_dir)
+            .env("EXTAUTH_URL", &site)
+            .env("EXTAUTH_TOKEN", &token)
+            .env("EXTAUTH_CA_FILE", &ca)
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"protocol=https\nhost=git.forge.test\n\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let agent_socket = || -> Option<std::path::PathBuf> {
+        std::fs::read_dir(&run_dir).ok()?.find_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "sock" && path.file_name()?.to_str()?.starts_with("agent-"))
+                .then_some(path)
+        })
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+
+    // Off: every run is its own handshake, and no agent starts.
+    let before = handshakes().await;
+    for _ in 0..3 {
+        let (ok, out, err) = fill(&[("EXTAUTH_AGENT", "off")]);
+        assert!(ok && out.contains("password="), "{err}");
+    }
+    assert!(
+        agent_socket().is_none(),
+        "EXTAUTH_AGENT=off starts no agent"
+    );
+    let after = handshakes().await;
+    assert!(after.0 - before.0 >= 3, "{before:?} → {after:?}");
+
+    // The first run answers by itself and starts the agent; the next 20 share its connection.
+    let (ok, out, err) = fill(&[]);
+    assert!(ok && out.contains("password="), "{err}");
+    wait_for("the agent listens", &|| agent_socket().is_some());
+    let socket = agent_socket().unwrap();
+    let pid_file = socket.with_extension("pid");
+    wait_for("the agent writes its pid", &|| pid_file.exists());
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&run_dir).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "the agent's directory is the user's alone"
+        );
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(&token),
+        "the agent's environment holds no token"
+    );
+    let before = handshakes().await;
+    for _ in 0..20 {
+        let (ok, out, err) = fill(&[]);
+        assert!(ok && out.contains("password="), "{err}");
+    }
+    let after = handshakes().await;
+    assert!(
+        after.0 - before.0 <= 1 && after.1 == before.1,
+        "20 helper runs through the agent: at most its own one full handshake, {before:?} → {after:?}"
+    );
+
+    // The broker closes the idle connection (2 s here); the agent's next one resumes its session.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let before = handshakes().await;
+    let (ok, out, err) = fill(&[]);
+    assert!(ok && out.contains("password="), "{err}");
+    let after = handshakes().await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0, 1),
+        "a new connection of the agent resumes its TLS session: {before:?} → {after:?}"
+    );
+
+    // Revoked: the very next run through the agent is refused, nothing is served from memory.
+    let id = created["id"].as_str().unwrap();
+    let revoked = browser
+        .delete(format!("{site}/api/v2/users/me/workspace-tokens/{id}"))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    let (ok, out, err) = fill(&[]);
+    assert!(
+        !ok && !out.contains("password="),
+        "a revoked token gets nothing: {out}"
+    );
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(alive(pid), "the agent served that refusal");
+
+    // Its socket removed, the agent goes.
+    std::fs::remove_file(&socket).unwrap();
+    wait_for("the agent exits when its socket is gone", &|| {
+        !alive(pid) || is_zombie(pid)
+    });
+    assert!(!pid_file.exists(), "and takes its pid file");
+
+    // An idle agent goes by itself.
+    let (ok, _, err) = fill(&[("EXTAUTH_AGENT_IDLE", "1s"), ("EXTAUTH_TOKEN", "refused")]);
+    assert!(!ok, "{err}");
+    wait_for("a second agent starts", &|| pid_file.exists());
+    let second: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(second, pid);
+    wait_for("an idle agent exits", &|| {
+        !alive(second) || is_zombie(second)
+    });
+    assert!(agent_socket().is_none());
+
+    // A directory others may enter is not used: the helper answers alone.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (ok, _, _) = fill(&[]);
+    assert!(!ok, "the token is revoked, but the broker was asked");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        agent_socket().is_none(),
+        "no agent in a directory others can enter"
+    );
+    assert!(broker.stop());
+}
+
+/// A process that has exited but is not yet reaped by its (adopting) parent.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}

@@ -1,7 +1,9 @@
 //! Credential latency benchmark: `git credential fill` answered by `git-credential-extauth`
 //! (broker on loopback, over plain HTTP and over HTTPS with a private CA) against peers, side by side in one run: `git credential-store`,
 //! `git-credential-oauth` behind a warm `git credential-cache`, and `gh auth git-credential`.
-//! Prints medians and ratios to credential-store (the target: extauth ≤ 1.5×).
+//! Prints medians and ratios to credential-store. `extauth` rows go through the helper's
+//! connection agent (started by the warm-up's first run); the `no agent` rows are each helper
+//! run on its own (`EXTAUTH_AGENT=off`), one connection (and over HTTPS one full handshake) each.
 //!
 //! Run through `tests/perf/credential-latency.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -167,6 +169,29 @@ async fn main() {
             ),
         ),
         (
+            "extauth (no agent)",
+            format!(
+                "HOME={} GIT_CONFIG_NOSYSTEM=1 EXTAUTH_AGENT=off EXTAUTH_URL={} EXTAUTH_TOKEN={} git -c credential.helper= -c credential.helper={} credential fill < {}",
+                home("extauth"),
+                broker.url,
+                token,
+                sh_quote(&helper.display().to_string()),
+                sh_quote(&input.display().to_string())
+            ),
+        ),
+        (
+            "extauth (https, no agent)",
+            format!(
+                "HOME={} GIT_CONFIG_NOSYSTEM=1 EXTAUTH_AGENT=off EXTAUTH_URL={} EXTAUTH_TOKEN={} EXTAUTH_CA_FILE={} git -c credential.helper= -c credential.helper={} credential fill < {}",
+                home("extauth-https"),
+                tls_site,
+                tls_token,
+                sh_quote(&file("ca.pem")),
+                sh_quote(&helper.display().to_string()),
+                sh_quote(&input.display().to_string())
+            ),
+        ),
+        (
             "credential-store",
             format!(
                 "HOME={} GIT_CONFIG_NOSYSTEM=1 git -c credential.helper= -c credential.helper=store credential fill < {}",
@@ -200,7 +225,7 @@ async fn main() {
         commands.push((
             "extauth (baseline helper)",
             format!(
-                "HOME={} GIT_CONFIG_NOSYSTEM=1 EXTAUTH_URL={} EXTAUTH_TOKEN={} git -c credential.helper= -c credential.helper={} credential fill < {}",
+                "HOME={} GIT_CONFIG_NOSYSTEM=1 EXTAUTH_AGENT=off EXTAUTH_URL={} EXTAUTH_TOKEN={} git -c credential.helper= -c credential.helper={} credential fill < {}",
                 home("extauth"),
                 broker.url,
                 token,
@@ -282,8 +307,8 @@ async fn main() {
     }
     if let Some(baseline) = samples.get(commands.len() - 1).filter(|_| has_baseline) {
         println!(
-            "\nthis helper / baseline helper (medians, same rounds): {:.3}×",
-            percentile(&samples[0], 0.5) / percentile(baseline, 0.5)
+            "\nthis helper / baseline helper, both without the agent (medians, same rounds): {:.3}×",
+            percentile(&samples[2], 0.5) / percentile(baseline, 0.5)
         );
     }
     if let Ok(out) = std::env::var("EXTAUTH_BENCH_OUT") {
@@ -297,6 +322,18 @@ async fn main() {
         .args(["credential-cache", "exit"])
         .env("HOME", &cache_home)
         .status();
+    // The helpers' connection agents (one per broker), stopped by the pids they wrote.
+    for name in ["extauth", "extauth-https"] {
+        let Ok(entries) = std::fs::read_dir(d.join(name).join(".cache/extauth")) else {
+            continue;
+        };
+        for pid_file in entries.flatten().map(|e| e.path()) {
+            if pid_file.extension().is_some_and(|x| x == "pid") {
+                let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
     broker.stop();
     tls_broker.stop();
 }
