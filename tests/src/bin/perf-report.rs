@@ -235,6 +235,16 @@ fn main() {
             "extauth (https, private CA)",
             1.3,
         ),
+        (
+            "for comparison: HTTP, each helper run on its own (`EXTAUTH_AGENT=off`)",
+            "extauth (no agent)",
+            1.15,
+        ),
+        (
+            "for comparison: HTTPS, each helper run on its own, a full handshake each",
+            "extauth (https, no agent)",
+            1.3,
+        ),
     ] {
         rows.push(Row {
             measure: measure.into(),
@@ -544,6 +554,11 @@ fn credential_panel(credentials: &[Value]) -> Panel {
             "extauth (https, private CA)",
             "extauth helper, HTTPS",
             false,
+        ),
+        (
+            "extauth (https, no agent)",
+            "extauth helper, HTTPS, no agent",
+            true,
         ),
         ("credential-store", "git credential-store", true),
     ];
