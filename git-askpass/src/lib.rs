@@ -22,4 +22,5 @@ pub mod helper;
 pub mod identity;
 pub mod prompt;
 pub mod protocol;
+pub mod relay;
 pub mod workspace;

@@ -2,7 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(extauth_git_askpass::agent::ARG) {
+    if args.first().map(String::as_str) == Some(extauth_git_askpass::relay::ARG) {
         return extauth_git_askpass::agent::serve(args.get(1..).unwrap_or_default());
     }
     let stdin = std::io::stdin().lock();

@@ -26,7 +26,7 @@ pub struct Settings {
     /// The file the roots came from, for the connection agent.
     ca_file: Option<String>,
     /// Where the connection agent for this broker listens (`None`: off, or no place for it).
-    agent: Option<crate::agent::Place>,
+    agent: Option<crate::relay::Place>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -134,8 +134,8 @@ fn agent_place(
     url: &str,
     roots: Option<&[ureq::tls::Certificate<'static>]>,
     get: impl Fn(&str) -> Option<String>,
-) -> Option<crate::agent::Place> {
-    crate::agent::Place::find(
+) -> Option<crate::relay::Place> {
+    crate::relay::Place::find(
         url,
         roots.unwrap_or_default().iter().map(|c| c.der()),
         crate::identity::cache_dir(&get),
@@ -582,7 +582,7 @@ impl Client {
             // A plain lookup: through the connection agent when one runs.
             (Some(place), "GET", None) => {
                 let path_and_query = url.get(self.settings.url.len()..).unwrap_or_default();
-                match crate::agent::relay(place, bearer, path_and_query) {
+                match crate::relay::relay(place, bearer, path_and_query) {
                     Some(Ok(answer)) => answer,
                     Some(Err(error)) => {
                         return Err(ClientError::Unreachable {
@@ -592,8 +592,8 @@ impl Client {
                     }
                     None => {
                         let answer = self.exchange(bearer, method, &url, body, timeout);
-                        if crate::agent::wanted(place) {
-                            crate::agent::start(
+                        if crate::relay::wanted(place) {
+                            crate::relay::start(
                                 place,
                                 &self.settings.url,
                                 self.settings.ca_file.as_deref(),

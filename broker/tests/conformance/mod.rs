@@ -561,6 +561,48 @@ pub async fn cached_reads_follow_writes(store: &dyn Store) {
         store.links_of_provider("u1", "github").await.unwrap(),
         vec![]
     );
+
+    // A token read brings its user's links along (PostgreSQL keeps them for the lookup that
+    // follows): every field comes back, several accounts in order, and writes after it are seen.
+    let work = LinkRecord {
+        account: "work".to_owned(),
+        is_default: false,
+        owners: vec!["acme".to_owned()],
+        extra: Some(sealed("k1", "extra")),
+        refresh_failure: Some("failed once".to_owned()),
+        needs_validation: true,
+        refresh_expires_at: Some(9_000),
+        ..link("u1", "gitlab", Some("w1"))
+    };
+    let home = link("u1", "gitlab", Some("h1"));
+    store.put_link(&work).await.unwrap();
+    store.put_link(&home).await.unwrap();
+    store
+        .create_token(&token("t2", "u1", TokenKind::Workspace, 1))
+        .await
+        .unwrap();
+    assert!(store.token_with_user("t2").await.unwrap().is_some());
+    assert_eq!(
+        store.links_of_provider("u1", "gitlab").await.unwrap(),
+        vec![home.clone(), work.clone()]
+    );
+    assert_eq!(
+        store.link("u1", "gitlab").await.unwrap(),
+        Some(home.clone())
+    );
+    let renewed = link("u1", "gitlab", Some("h2"));
+    store.put_link(&renewed).await.unwrap();
+    assert!(store.token_with_user("t2").await.unwrap().is_some());
+    assert_eq!(
+        store.link("u1", "gitlab").await.unwrap(),
+        Some(renewed.clone())
+    );
+    store.delete_link("u1", "gitlab", "work").await.unwrap();
+    assert!(store.token_with_user("t2").await.unwrap().is_some());
+    assert_eq!(
+        store.links_of_provider("u1", "gitlab").await.unwrap(),
+        vec![renewed]
+    );
 }
 
 pub async fn key_ids(store: &dyn Store) {

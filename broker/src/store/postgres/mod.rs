@@ -290,15 +290,23 @@ impl PgStore {
     ) -> StoreResult<std::sync::Arc<Vec<LinkRecord>>> {
         self.cache
             .links_or_read(user_id, provider_id, || async {
+                // Prepared once per connection: a plain query string is parsed in a round
+                // trip of its own before it runs.
                 let client = self.client().await?;
-                rows(
-                    &client,
-                    "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
-                     ORDER BY account",
-                    &[&user_id, &provider_id],
-                    link_of,
-                )
-                .await
+                let statement = client
+                    .prepare_cached(
+                        "SELECT * FROM external_auth_links WHERE user_id = $1 AND provider_id = $2
+                         ORDER BY account",
+                    )
+                    .await
+                    .map_err(pg)?;
+                client
+                    .query(&statement, &[&user_id, &provider_id])
+                    .await
+                    .map_err(pg)?
+                    .iter()
+                    .map(link_of)
+                    .collect()
             })
             .await
     }

@@ -55,12 +55,24 @@ pub(super) fn user_at(row: &Row, prefix: &str) -> StoreResult<User> {
     })
 }
 
-/// A token and its user in one round trip (every token-authenticated request reads both).
-pub(super) const TOKEN_WITH_USER: &str = "SELECT t.*, u.id AS u_id, u.username AS u_username,
+/// A token, its user (`u_` columns) and every link of the user (`l_` columns; one row each,
+/// null when there is none), sorted by provider and account: a lookup that misses the cache
+/// then needs one round trip, not two.
+pub(super) const TOKEN_USER_AND_LINKS: &str = "SELECT t.*, u.id AS u_id, u.username AS u_username,
      u.email AS u_email, u.name AS u_name, u.is_admin AS u_is_admin,
      u.oidc_issuer AS u_oidc_issuer, u.oidc_subject AS u_oidc_subject,
-     u.created_at AS u_created_at
-     FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.id = $1";
+     u.created_at AS u_created_at,
+     l.user_id AS l_user_id, l.provider_id AS l_provider_id, l.account AS l_account,
+     l.is_default AS l_is_default, l.owners AS l_owners,
+     l.access_token AS l_access_token, l.access_token_key_id AS l_access_token_key_id,
+     l.refresh_token AS l_refresh_token, l.refresh_token_key_id AS l_refresh_token_key_id,
+     l.expires_at AS l_expires_at, l.extra AS l_extra, l.extra_key_id AS l_extra_key_id,
+     l.refresh_failure AS l_refresh_failure, l.needs_validation AS l_needs_validation,
+     l.created_at AS l_created_at, l.updated_at AS l_updated_at,
+     l.refresh_expires_at AS l_refresh_expires_at
+     FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id
+     LEFT JOIN external_auth_links l ON l.user_id = u.id
+     WHERE t.id = $1 ORDER BY l.provider_id, l.account";
 
 pub(super) fn session_of(row: &Row) -> StoreResult<Session> {
     let oidc: bool = row.try_get("oidc").map_err(pg)?;
@@ -108,23 +120,32 @@ pub(super) fn token_of(row: &Row) -> StoreResult<TokenRecord> {
 }
 
 pub(super) fn link_of(row: &Row) -> StoreResult<LinkRecord> {
+    link_at(row, "")
+}
+
+/// The link in `row` whose columns are named `<prefix><column>` (a join names them apart).
+pub(super) fn link_at(row: &Row, prefix: &str) -> StoreResult<LinkRecord> {
+    let get = |column: &str| format!("{prefix}{column}");
+    let sealed = |data: &str| sealed_at(row, &get(data), &get(&format!("{data}_key_id")));
     Ok(LinkRecord {
-        user_id: row.try_get("user_id").map_err(pg)?,
-        provider_id: row.try_get("provider_id").map_err(pg)?,
-        account: row.try_get("account").map_err(pg)?,
-        is_default: row.try_get("is_default").map_err(pg)?,
-        owners: serde_json::from_str(row.try_get::<_, &str>("owners").map_err(pg)?)
+        user_id: row.try_get(get("user_id").as_str()).map_err(pg)?,
+        provider_id: row.try_get(get("provider_id").as_str()).map_err(pg)?,
+        account: row.try_get(get("account").as_str()).map_err(pg)?,
+        is_default: row.try_get(get("is_default").as_str()).map_err(pg)?,
+        owners: serde_json::from_str(row.try_get::<_, &str>(get("owners").as_str()).map_err(pg)?)
             .map_err(|e| StoreError::Corrupt(format!("link owners: {e}")))?,
-        access_token: sealed_at(row, "access_token", "access_token_key_id")?
+        access_token: sealed("access_token")?
             .ok_or_else(|| StoreError::Corrupt("link without access token".into()))?,
-        refresh_token: sealed_at(row, "refresh_token", "refresh_token_key_id")?,
-        expires_at: row.try_get("expires_at").map_err(pg)?,
-        extra: sealed_at(row, "extra", "extra_key_id")?,
-        refresh_failure: row.try_get("refresh_failure").map_err(pg)?,
-        needs_validation: row.try_get("needs_validation").map_err(pg)?,
-        created_at: row.try_get("created_at").map_err(pg)?,
-        updated_at: row.try_get("updated_at").map_err(pg)?,
-        refresh_expires_at: row.try_get("refresh_expires_at").map_err(pg)?,
+        refresh_token: sealed("refresh_token")?,
+        expires_at: row.try_get(get("expires_at").as_str()).map_err(pg)?,
+        extra: sealed("extra")?,
+        refresh_failure: row.try_get(get("refresh_failure").as_str()).map_err(pg)?,
+        needs_validation: row.try_get(get("needs_validation").as_str()).map_err(pg)?,
+        created_at: row.try_get(get("created_at").as_str()).map_err(pg)?,
+        updated_at: row.try_get(get("updated_at").as_str()).map_err(pg)?,
+        refresh_expires_at: row
+            .try_get(get("refresh_expires_at").as_str())
+            .map_err(pg)?,
     })
 }
 

@@ -136,12 +136,41 @@ impl Store for PgStore {
     async fn token_with_user(&self, id: &str) -> StoreResult<Option<(TokenRecord, Option<User>)>> {
         self.cache
             .token_or_read(id, || async {
-                let Some(row) = self.one(TOKEN_WITH_USER, &[&id]).await? else {
+                // The user's links come along and are kept, grouped by provider as the
+                // lookup reads them next (with a ticket from before this read, like any).
+                let ticket = self.cache.ticket();
+                let client = self.client().await?;
+                let statement = client
+                    .prepare_cached(TOKEN_USER_AND_LINKS)
+                    .await
+                    .map_err(pg)?;
+                let rows = client.query(&statement, &[&id]).await.map_err(pg)?;
+                let Some(row) = rows.first() else {
                     return Ok(None);
                 };
-                let token = token_of(&row)?;
+                let token = token_of(row)?;
                 let user_id: Option<String> = row.try_get("u_id").map_err(pg)?;
-                let user = user_id.map(|_| user_at(&row, "u_")).transpose()?;
+                let user = user_id.map(|_| user_at(row, "u_")).transpose()?;
+                let mut links: Vec<LinkRecord> = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    if row
+                        .try_get::<_, Option<&str>>("l_user_id")
+                        .map_err(pg)?
+                        .is_some()
+                    {
+                        links.push(link_at(row, "l_")?);
+                    }
+                }
+                for provider in links.chunk_by(|a, b| a.provider_id == b.provider_id) {
+                    if let Some(first) = provider.first() {
+                        self.cache.put_links(
+                            &first.user_id,
+                            &first.provider_id,
+                            std::sync::Arc::new(provider.to_vec()),
+                            ticket,
+                        );
+                    }
+                }
                 Ok(Some((token, user)))
             })
             .await

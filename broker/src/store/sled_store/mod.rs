@@ -24,8 +24,10 @@ mod snapshot;
 
 /// The page cache of the embedded store. sled's default (1 GiB) dominated the broker's memory;
 /// at 100 000 users 32 MiB kept lookups as fast as 64 MiB (the OS page cache serves the rest)
-/// with 50-90 MB less resident memory (README, "Scale").
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// with 50-90 MB less resident memory, and at a million users 32 MiB still left the broker
+/// above its 300 MB goal after random lookups, which mostly miss any cache this size (README,
+/// "Scale").
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// sled-backed [`Store`].
 pub struct SledStore {
