@@ -943,3 +943,32 @@ pub mod readme {
         rest.ends_with(parts[parts.len() - 1])
     }
 }
+
+/// Stops the helper's connection agents (`git-credential-extauth --agent`) started under
+/// `dir`, by the pids they wrote beside their sockets; returns how many. (An agent also exits
+/// by itself once its socket is removed with the test's directory.)
+pub fn stop_agents(dir: &Path) -> usize {
+    let mut stopped = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if path.is_dir() && !path.is_symlink() {
+                dirs.push(path);
+            } else if name.starts_with("agent-") && name.ends_with(".pid") {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                if Command::new("kill")
+                    .arg(pid.trim())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                {
+                    stopped += 1;
+                }
+            }
+        }
+    }
+    stopped
+}

@@ -290,10 +290,27 @@ async fn git_over_ssh_uses_the_brokers_key_and_a_regenerated_key_replaces_it() {
         "pushed over ssh\n",
         "the push reached the server"
     );
-    // Nothing of the key stays in the workspace, and the broker never logged it.
+    // Nothing of the key stays in the workspace, and the broker never logged it. What may stay
+    // is the helper's connection agent (its socket and pid file; it holds no key or token).
+    extauth_tests::stop_agents(&runtime);
+    let mut left = Vec::new();
+    let mut dirs = vec![runtime.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() && name == "extauth" {
+                dirs.push(path);
+            } else if !(name.starts_with("agent-")
+                && (name.ends_with(".sock") || name.ends_with(".pid")))
+            {
+                left.push(path);
+            }
+        }
+    }
     assert_eq!(
-        std::fs::read_dir(&runtime).unwrap().count(),
-        0,
+        left,
+        Vec::<std::path::PathBuf>::new(),
         "the key file and its directory are gone after the command"
     );
     let logged = std::fs::read_to_string(&log).unwrap();
@@ -328,6 +345,7 @@ async fn git_over_ssh_uses_the_brokers_key_and_a_regenerated_key_replaces_it() {
         regenerated["public_key"].as_str().unwrap()
     );
     drop(sshd);
+    extauth_tests::stop_agents(&runtime);
     assert!(broker.stop());
 }
 
