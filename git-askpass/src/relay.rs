@@ -46,7 +46,7 @@ impl Place {
         dir: Option<PathBuf>,
         get: impl Fn(&str) -> Option<String>,
     ) -> Option<Self> {
-        if get("EXTAUTH_AGENT").is_some_and(|v| matches!(v.trim(), "off" | "0" | "false" | "no")) {
+        if get("EXTAUTH_AGENT").is_some_and(|v| switch(&v) == Some(false)) {
             return None;
         }
         let mut key = Sha256::new();
@@ -80,6 +80,15 @@ impl Place {
 
     pub(crate) fn dir(&self) -> Option<&Path> {
         self.socket.parent()
+    }
+}
+
+/// `EXTAUTH_AGENT`'s value: on, off, or `None` for a word that is neither.
+pub fn switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "1" | "true" | "yes" => Some(true),
+        "off" | "0" | "false" | "no" => Some(false),
+        _ => None,
     }
 }
 

@@ -79,6 +79,16 @@ pub enum ConfigError {
     /// A bad duration.
     #[error("EXTAUTH_LOGIN_TIMEOUT: {0:?} is not a duration; write e.g. 30s, 5m or 1h")]
     BadTimeout(String),
+    /// A connection agent setting that means nothing.
+    #[error("{variable}: {value:?} is not {expected}")]
+    BadAgent {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What it takes.
+        expected: &'static str,
+    },
     /// The CA file cannot be used.
     #[error(
         "{variable} {path}: {error}; give a PEM file of the CA certificates to trust for the broker"
@@ -128,6 +138,26 @@ fn roots_from(url: &str, get: impl Fn(&str) -> Option<String>) -> Result<Roots, 
 
 /// Trusted roots and the file they came from.
 type Roots = (Option<Vec<ureq::tls::Certificate<'static>>>, Option<String>);
+
+/// `EXTAUTH_AGENT` and `EXTAUTH_AGENT_IDLE` checked where a mistake can be said: the agent
+/// itself runs with no terminal.
+fn check_agent_settings(get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    if let Some(value) = get("EXTAUTH_AGENT").filter(|v| crate::relay::switch(v).is_none()) {
+        return Err(ConfigError::BadAgent {
+            variable: "EXTAUTH_AGENT",
+            value,
+            expected: "on or off",
+        });
+    }
+    if let Some(value) = get("EXTAUTH_AGENT_IDLE").filter(|v| parse_duration(v).is_none()) {
+        return Err(ConfigError::BadAgent {
+            variable: "EXTAUTH_AGENT_IDLE",
+            value,
+            expected: "a duration; write e.g. 90s, 10m or 1h",
+        });
+    }
+    Ok(())
+}
 
 /// The connection agent's place for a broker and its roots.
 fn agent_place(
@@ -204,6 +234,7 @@ impl Settings {
             Some(text) => parse_duration(&text).ok_or(ConfigError::BadTimeout(text))?,
         };
         let (roots, ca_file) = roots_from(&url, get)?;
+        check_agent_settings(get)?;
         let agent = agent_place(&url, roots.as_deref(), get);
         Ok(Self {
             url,
@@ -970,6 +1001,42 @@ mod tests {
             .unwrap_err(),
             ConfigError::BadTimeout("soon".into())
         );
+        for (variable, value, says) in [
+            (
+                "EXTAUTH_AGENT",
+                "maybe",
+                "EXTAUTH_AGENT: \"maybe\" is not on or off",
+            ),
+            (
+                "EXTAUTH_AGENT_IDLE",
+                "forever",
+                "EXTAUTH_AGENT_IDLE: \"forever\" is not a duration; write e.g. 90s, 10m or 1h",
+            ),
+        ] {
+            let e = settings(&[
+                ("EXTAUTH_URL", "http://b"),
+                ("EXTAUTH_TOKEN", "t"),
+                (variable, value),
+            ])
+            .unwrap_err();
+            assert_eq!(e.to_string(), says);
+        }
+        for (value, on) in [
+            ("off", false),
+            ("no", false),
+            ("0", false),
+            ("on", true),
+            ("", true),
+        ] {
+            let s = settings(&[
+                ("EXTAUTH_URL", "http://b"),
+                ("EXTAUTH_TOKEN", "t"),
+                ("EXTAUTH_CACHE_DIR", "/run/user/1000/extauth"),
+                ("EXTAUTH_AGENT", value),
+            ])
+            .unwrap();
+            assert_eq!(s.agent.is_some(), on, "EXTAUTH_AGENT={value:?}");
+        }
     }
 
     #[test]
