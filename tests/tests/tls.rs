@@ -496,6 +496,15 @@ async fn helper_runs_share_one_verified_connection_through_the_agent() {
         "20 helper runs through the agent: at most its own one full handshake, {before:?} → {after:?}"
     );
 
+    // Helpers at once (git fetching several remotes, or submodules, in parallel) all answer.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..16).map(|_| scope.spawn(|| fill(&[]))).collect();
+        for run in runs {
+            let (ok, out, err) = run.join().unwrap();
+            assert!(ok && out.contains("password="), "{err}");
+        }
+    });
+
     // The broker closes the idle connection (2 s here); the agent's next one resumes its session.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let before = handshakes().await;
