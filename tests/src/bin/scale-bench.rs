@@ -287,6 +287,8 @@ async fn main() {
         let doc = json!({
             "store": store_name,
             "users": users,
+            "seeded_s": seeded.as_secs_f64(),
+            "settled_s": settled.as_secs_f64(),
             "ready_s": start_time.as_secs_f64(),
             "rss_start_mb": rss_start,
             "rss_after_mb": rss_after,
