@@ -83,12 +83,7 @@ impl IdentityToken {
         key.update(url.as_bytes());
         key.update([0]);
         key.update(path.as_os_str().as_encoded_bytes());
-        let name: String = key
-            .finalize()
-            .iter()
-            .take(12)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let name = file_name_of(key);
         Self {
             cache: cache_dir.map(|d| d.join(format!("workload-{name}.json"))),
             path,
@@ -215,7 +210,18 @@ impl Drop for LockFile {
     }
 }
 
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+/// A short name for a cache file or socket from what identifies it (12 bytes of its hash, in
+/// hex): the same inputs find the same file, other inputs another.
+pub(crate) fn file_name_of(key: Sha256) -> String {
+    key.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Makes `dir` (and its parents) 0700 when missing.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     match std::fs::DirBuilder::new()
         .recursive(true)

@@ -62,12 +62,7 @@ impl Place {
             key.update([2]);
             key.update(get(name).unwrap_or_default().as_bytes());
         }
-        let name: String = key
-            .finalize()
-            .iter()
-            .take(12)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let name = crate::identity::file_name_of(key);
         let socket = dir?.join(format!("agent-{name}.sock"));
         // sun_path holds 108 bytes with its terminating NUL.
         (socket.as_os_str().len() < 100).then_some(Self { socket })
@@ -128,7 +123,7 @@ pub fn wanted(place: &Place) -> bool {
     let Some(dir) = place.dir() else {
         return false;
     };
-    if private_dir(dir).is_err() || !private(dir) {
+    if crate::identity::private_dir(dir).is_err() || !private(dir) {
         return false;
     }
     match UnixStream::connect(&place.socket) {
@@ -188,18 +183,6 @@ pub(crate) fn private(dir: &Path) -> bool {
         return false;
     };
     meta.is_dir() && meta.uid() == me.uid() && meta.mode() & 0o077 == 0
-}
-
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
